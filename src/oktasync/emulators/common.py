@@ -1,0 +1,267 @@
+"""What every emulator shares: request accounting, fault injection, latency, JSON answers.
+
+The emulators exist so the engine is tested against servers that behave like the real ones,
+including the ways they fail. Everything that is the same for Okta, Jira and Confluence lives
+here so the three cannot drift apart in how they count or how they break:
+
+* ``Stats`` is the single source of the counts tests and benchmarks read from
+  ``GET /_emulator/stats`` (the engine never calls it).
+* ``build_app`` wraps an emulator's routes in one middleware that adds latency, asks the
+  emulator's own gate (auth, rate limit) whether to answer at all, injects the two faults real
+  servers show (503 with no effect; a write applied and then answered 504) and counts everything.
+
+Paths under ``/_emulator/`` are the emulators' own control surface: never delayed, limited,
+faulted or counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Gate = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+Finisher = Callable[[web.Request, web.StreamResponse], None]
+
+CONTROL_PREFIX = "/_emulator/"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class FaultConfig:
+    """Faults and latency for one emulator; all off by default."""
+
+    latency_ms: float = 0.0
+    fail_rate: float = 0.0  # share of requests answered 503, with no effect
+    ambiguous_rate: float = 0.0  # share of writes applied, then answered 504 (answer lost)
+    seed: int | None = None
+
+
+@dataclass
+class Counters:
+    """One set of counters; the same shape for the total and for each endpoint."""
+
+    requests: int = 0
+    reads: int = 0
+    writes_applied: int = 0
+    status: Counter[int] = field(default_factory=Counter)
+    rate_limited: int = 0
+    unavailable: int = 0
+    lost_answer: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "reads": self.reads,
+            "writes_applied": self.writes_applied,
+            "status": {str(code): n for code, n in sorted(self.status.items())},
+            "rate_limited": self.rate_limited,
+            "faults": {"unavailable": self.unavailable, "lost_answer": self.lost_answer},
+        }
+
+
+class Stats:
+    """Counts for ``/_emulator/stats``: a total plus one ``Counters`` per ``METHOD /route``."""
+
+    def __init__(self) -> None:
+        self.total = Counters()
+        self.by_endpoint: dict[str, Counters] = {}
+
+    def _both(self, endpoint: str) -> tuple[Counters, Counters]:
+        per = self.by_endpoint.get(endpoint)
+        if per is None:
+            per = self.by_endpoint[endpoint] = Counters()
+        return self.total, per
+
+    def record(
+        self,
+        endpoint: str,
+        *,
+        status: int,
+        is_write: bool,
+        applied: bool,
+        rate_limited: bool = False,
+        unavailable: bool = False,
+        lost_answer: bool = False,
+    ) -> None:
+        for c in self._both(endpoint):
+            c.requests += 1
+            c.status[status] += 1
+            if not is_write:
+                c.reads += 1
+            if applied:
+                c.writes_applied += 1
+            c.rate_limited += rate_limited
+            c.unavailable += unavailable
+            c.lost_answer += lost_answer
+
+    def reset(self) -> None:
+        self.total = Counters()
+        self.by_endpoint = {}
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.total.to_json()
+        out["by_endpoint"] = {k: v.to_json() for k, v in sorted(self.by_endpoint.items())}
+        return out
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> web.Response:
+    """A JSON answer, encoded with orjson (the emulators must not be the benchmark's bottleneck)."""
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=headers, content_type=content_type
+    )
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON body, or ``ValueError`` when it is missing or malformed."""
+    raw = await request.read()
+    if not raw:
+        raise ValueError("empty body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def endpoint_of(request: web.Request) -> str:
+    """``METHOD /route/{template}``: the key stats are grouped by."""
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    path = resource.canonical if resource is not None else request.path
+    return f"{request.method} {path}"
+
+
+def origin_of(request: web.Request) -> str:
+    """Scheme and host the client used: links in answers are built from the ``Host`` header."""
+    return f"{request.scheme}://{request.host}"
+
+
+class FaultInjector:
+    """Decides, per request, whether to add a fault; seeded so runs can be repeated."""
+
+    def __init__(self, config: FaultConfig) -> None:
+        self.config = config
+        self._random = random.Random(config.seed)
+
+    def unavailable(self) -> bool:
+        return self.config.fail_rate > 0 and self._random.random() < self.config.fail_rate
+
+    def lose_answer(self) -> bool:
+        return (
+            self.config.ambiguous_rate > 0 and self._random.random() < self.config.ambiguous_rate
+        )
+
+
+def unavailable_response() -> web.Response:
+    """What a real server or its proxy sends under load: 503, no JSON, nothing done."""
+    return web.Response(status=503, text="Service Unavailable", headers={"Retry-After": "1"})
+
+
+def lost_answer_response() -> web.Response:
+    """A gateway timeout after the write was applied: the client cannot know it succeeded."""
+    return web.Response(status=504, text="Gateway Timeout")
+
+
+def build_app(
+    *,
+    stats: Stats,
+    faults: FaultConfig,
+    routes: Callable[[web.Application], None],
+    gate: Gate | None = None,
+    finish: Finisher | None = None,
+    control_routes: Callable[[web.Application], None] | None = None,
+    outer_middlewares: list[Any] | None = None,
+) -> web.Application:
+    """An aiohttp application with the shared middleware around an emulator's routes.
+
+    ``gate`` runs before the handler (auth, rate limits) and may answer instead of it; an
+    answer with status 429 counts as rate limited. ``finish`` decorates every answer that
+    reaches the client (Okta puts its rate-limit headers on all of them).
+    ``outer_middlewares`` run outside the shared one, around latency included (Okta's
+    concurrency limit counts requests in flight for their whole life).
+    """
+    injector = FaultInjector(faults)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX):
+            return await handler(request)
+        if faults.latency_ms > 0:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        endpoint = endpoint_of(request)
+        is_write = request.method in WRITE_METHODS
+        response = await _answer(request, handler, gate, injector, is_write)
+        applied = bool(request.get("applied")) and is_write
+        lost = bool(request.get("lost_answer"))
+        if finish is not None:
+            finish(request, response)
+        stats.record(
+            endpoint,
+            status=response.status,
+            is_write=is_write,
+            applied=applied,
+            rate_limited=response.status == 429,
+            unavailable=bool(request.get("unavailable")),
+            lost_answer=lost,
+        )
+        return response
+
+    app = web.Application(
+        middlewares=[*(outer_middlewares or []), middleware], client_max_size=4 * 1024 * 1024
+    )
+    routes(app)
+    app.router.add_get("/_emulator/stats", _stats_handler(stats))
+    app.router.add_post("/_emulator/stats/reset", _stats_reset_handler(stats))
+    if control_routes is not None:
+        control_routes(app)
+    return app
+
+
+async def _answer(
+    request: web.Request, handler: Handler, gate: Gate | None,
+    injector: FaultInjector, is_write: bool,
+) -> web.StreamResponse:
+    """Gate, then the 503 fault, then the handler, then the lost-answer fault."""
+    try:
+        if gate is not None:
+            refused = await gate(request)
+            if refused is not None:
+                return refused
+        if injector.unavailable():
+            request["unavailable"] = True
+            return unavailable_response()
+        response = await handler(request)
+        if response.status < 300 and is_write:
+            request["applied"] = True
+            if injector.lose_answer():
+                request["lost_answer"] = True
+                return lost_answer_response()
+        return response
+    except web.HTTPException as exc:
+        return exc
+
+
+def _stats_handler(stats: Stats) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return json_response(stats.to_json())
+
+    return handler
+
+
+def _stats_reset_handler(stats: Stats) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        stats.reset()
+        return json_response({"reset": True})
+
+    return handler
