@@ -31,6 +31,11 @@ Gate = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 Finisher = Callable[[web.Request, web.StreamResponse], None]
 
 CONTROL_PREFIX = "/_emulator/"
+# Request storage keys: aiohttp 3.14 warns on plain string keys (an error under pytest).
+# Reading also accepts the old string keys, so an emulator that set those keeps working.
+UNAVAILABLE_KEY = web.RequestKey("oktasync_unavailable", bool)
+APPLIED_KEY = web.RequestKey("oktasync_applied", bool)
+LOST_ANSWER_KEY = web.RequestKey("oktasync_lost_answer", bool)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -202,8 +207,8 @@ def build_app(
         endpoint = endpoint_of(request)
         is_write = request.method in WRITE_METHODS
         response = await _answer(request, handler, gate, injector, is_write)
-        applied = bool(request.get("applied")) and is_write
-        lost = bool(request.get("lost_answer"))
+        applied = bool(request.get(APPLIED_KEY) or request.get("applied")) and is_write
+        lost = bool(request.get(LOST_ANSWER_KEY) or request.get("lost_answer"))
         if finish is not None:
             finish(request, response)
         stats.record(
@@ -212,7 +217,7 @@ def build_app(
             is_write=is_write,
             applied=applied,
             rate_limited=response.status == 429,
-            unavailable=bool(request.get("unavailable")),
+            unavailable=bool(request.get(UNAVAILABLE_KEY) or request.get("unavailable")),
             lost_answer=lost,
         )
         return response
@@ -239,13 +244,13 @@ async def _answer(
             if refused is not None:
                 return refused
         if injector.unavailable():
-            request["unavailable"] = True
+            request[UNAVAILABLE_KEY] = True
             return unavailable_response()
         response = await handler(request)
         if response.status < 300 and is_write:
-            request["applied"] = True
+            request[APPLIED_KEY] = True
             if injector.lose_answer():
-                request["lost_answer"] = True
+                request[LOST_ANSWER_KEY] = True
                 return lost_answer_response()
         return response
     except web.HTTPException as exc:

@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from oktasync.emulators.atlassian_base import AtlassianRate
-from oktasync.emulators.confluence import ConfluenceEmulator
 from oktasync.emulators.common import FaultConfig
+from oktasync.emulators.confluence import ConfluenceEmulator
 from oktasync.emulators.directory import generate_directory
 from oktasync.emulators.jira import JiraEmulator
 from oktasync.emulators.okta import OktaEmulator, OktaRateConfig
@@ -98,7 +98,9 @@ class RunningEmulators:
         }
 
 
-def build_emulators(options: EmulatorOptions) -> tuple[OktaEmulator, JiraEmulator, ConfluenceEmulator]:
+def build_emulators(
+    options: EmulatorOptions,
+) -> tuple[OktaEmulator, JiraEmulator, ConfluenceEmulator]:
     """Create (not start) the three emulators an options object describes."""
     directory = generate_directory(
         users=options.users, groups=options.groups, seed=options.seed,
@@ -149,11 +151,13 @@ async def running_emulators(options: EmulatorOptions) -> AsyncIterator[RunningEm
     runners: list[web.AppRunner] = []
     try:
         urls = []
-        for emulator, port in zip((okta, jira, confluence), options.ports, strict=True):
-            runner, url = await _start(emulator.make_app(), options.host, port)
+        apps = [okta.make_app(), jira.make_app(), confluence.make_app()]
+        for app, port in zip(apps, options.ports, strict=True):
+            runner, url = await _start(app, options.host, port)
             runners.append(runner)
             urls.append(url)
-        yield RunningEmulators(okta, jira, confluence, *urls, options=options)
+        yield RunningEmulators(okta, jira, confluence, okta_url=urls[0], jira_url=urls[1],
+                               confluence_url=urls[2], options=options)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()

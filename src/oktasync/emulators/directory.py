@@ -1,0 +1,757 @@
+"""A seeded, in-memory Okta directory: the data the Okta emulator serves.
+
+Why it looks the way it does:
+
+* Every user is a pure function of ``(seed, index)`` (``generate_user``), so a later lazy mode can
+  build user *i* on demand for a million-user directory, and so two runs with one seed are equal.
+* The first ``len(SHOWCASE)`` users are fixed cases the engine must get right (every status, a
+  pair of logins that collide once the domain is cut off, plus-addressing, an e-mail that differs
+  from the login, a non-ASCII login, ``transitioningToStatus``); the rest are drawn from weights
+  that look like a real Workforce org (mostly ACTIVE).
+* Storage is compact (``__slots__`` dataclasses, timestamps as integer epoch seconds, JSON
+  rendered on request by the emulator) so 100,000 users fit easily in memory.
+* Users and groups are kept in lists sorted by id, so paging ``after`` an id is a bisect, and a
+  cursor keeps working while users are added or changed mid-listing.
+* Mutations move ``lastUpdated`` / ``statusChanged`` / ``lastMembershipUpdated`` to "now" as
+  Okta does. With ``history_s > 0`` the previous version of each changed user is kept with the
+  time of the change, so Okta's eventually consistent ``search`` can be emulated.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import functools
+import hashlib
+import random
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+STATUSES = (
+    "ACTIVE",
+    "STAGED",
+    "PROVISIONED",
+    "SUSPENDED",
+    "DEPROVISIONED",
+    "PASSWORD_EXPIRED",
+    "LOCKED_OUT",
+    "RECOVERY",
+)
+# guess: a plausible Workforce org; mostly ACTIVE, a tail of everything else.
+STATUS_WEIGHTS = (0.80, 0.03, 0.03, 0.03, 0.06, 0.02, 0.02, 0.01)
+TRANSITIONING = frozenset({"ACTIVE", "DEPROVISIONED", "PROVISIONED"})
+GROUP_TYPES = ("OKTA_GROUP", "APP_GROUP", "BUILT_IN")
+PROFILE_FIELDS = {
+    "login": "login",
+    "email": "email",
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "displayName": "display_name",
+    "mobilePhone": "mobile_phone",
+    "secondEmail": "second_email",
+}
+REQUIRED_PROFILE = ("login", "email", "firstName", "lastName")
+
+REFERENCE_TIME = 1735689600  # 2025-01-01T00:00:00Z: generated timestamps end here (determinism)
+ORG_START = 1514764800  # 2018-01-01T00:00:00Z
+DAY = 86400
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# (shown name, ASCII slug used in logins)
+FIRST_NAMES = (
+    ("Maria", "maria"),
+    ("James", "james"),
+    ("Anna", "anna"),
+    ("David", "david"),
+    ("Sarah", "sarah"),
+    ("Michael", "michael"),
+    ("Laura", "laura"),
+    ("Daniel", "daniel"),
+    ("Emma", "emma"),
+    ("Thomas", "thomas"),
+    ("Olivia", "olivia"),
+    ("Lucas", "lucas"),
+    ("José", "jose"),
+    ("Zoë", "zoe"),
+    ("Søren", "soren"),
+    ("Björn", "bjorn"),
+    ("Chloé", "chloe"),
+    ("François", "francois"),
+    ("Jürgen", "jurgen"),
+    ("Łukasz", "lukasz"),
+    ("Ágnes", "agnes"),
+    ("Noémie", "noemie"),
+    ("伟", "wei"),
+    ("芳", "fang"),
+    ("Priya", "priya"),
+    ("Aarav", "aarav"),
+    ("Yuki", "yuki"),
+    ("Fatima", "fatima"),
+    ("Kwame", "kwame"),
+    ("Ingrid", "ingrid"),
+)
+LAST_NAMES = (
+    ("Smith", "smith"),
+    ("Johnson", "johnson"),
+    ("Brown", "brown"),
+    ("Garcia", "garcia"),
+    ("Miller", "miller"),
+    ("Davis", "davis"),
+    ("Wilson", "wilson"),
+    ("Taylor", "taylor"),
+    ("Müller", "muller"),
+    ("Weiß", "weiss"),
+    ("Ødegård", "odegard"),
+    ("Núñez", "nunez"),
+    ("O'Brien", "obrien"),
+    ("Smith-Jones", "smith-jones"),
+    ("Dvořák", "dvorak"),
+    ("王", "wang"),
+    ("李", "li"),
+    ("张", "zhang"),
+    ("Sato", "sato"),
+    ("Kowalski", "kowalski"),
+    ("Rossi", "rossi"),
+    ("Dubois", "dubois"),
+    ("Andersson", "andersson"),
+    ("Nakamura", "nakamura"),
+    ("Okafor", "okafor"),
+    ("Patel", "patel"),
+    ("Haddad", "haddad"),
+    ("Larsen", "larsen"),
+)
+DOMAINS = (
+    "example.com",
+    "corp.example.org",
+    "example.co.uk",
+    "eu.example.net",
+    "acme-labs.example",
+)
+PLUS_TAGS = ("jira", "work", "okta", "test")
+
+# Fixed cases for the first users: (status, transitioningToStatus, first, last, login, email,
+# displayName). Their other attributes still come from the per-user generator.
+SHOWCASE: tuple[tuple[str, str | None, str, str, str, str | None, str | None], ...] = (
+    ("ACTIVE", None, "John", "Smith", "John.Smith@example.com", None, None),
+    ("STAGED", None, "Stella", "Staged", "stella.staged@example.com", None, None),
+    ("ACTIVE", None, "John", "Smith", "john.smith@corp.example.org", None, "Johnny Smith"),
+    ("PROVISIONED", "ACTIVE", "Paul", "Provisioned", "paul.provisioned@example.com", None, None),
+    ("SUSPENDED", None, "Susan", "Suspended", "Susan.Suspended@Example.com", None, None),
+    ("DEPROVISIONED", None, "Derek", "Gone", "derek.gone@example.co.uk", None, None),
+    ("PASSWORD_EXPIRED", None, "Pat", "Expired", "pat.expired@example.com", None, None),
+    ("LOCKED_OUT", None, "Lok", "Locked", "lok.locked@eu.example.net", None, None),
+    ("RECOVERY", None, "Rhea", "Recovery", "rhea.recovery@example.com", None, None),
+    ("ACTIVE", None, "Erin", "Otheremail", "erin.o@example.com", "erin@acme-labs.example", None),
+    ("ACTIVE", None, "Peter", "Plus", "peter.plus+jira@example.com", None, "Peter P."),
+    ("ACTIVE", "DEPROVISIONED", "Leah", "Leaving", "leah.leaving@example.com", None, None),
+    ("ACTIVE", None, "Zoë", "Müller", "zoë.müller@example.com", None, "Zoë Müller"),
+    ("ACTIVE", None, "伟", "王", "wei.wang@example.com", None, "王伟"),
+)
+
+# Group names that must exist (when there are enough groups): the engine has to keep spaces, `&`,
+# `/` and non-ASCII exactly, and the demo grants Jira access through `jira-software-users`.
+GROUP_NAMES = (
+    "jira-software-users",
+    "Sales & Marketing",
+    "Développeurs Büro München",
+    "R&D/Platform",
+    "開発チーム",
+    "Engineering",
+    "confluence-users",
+    "Finance",
+    "Human Resources",
+    "AD Domain Users",
+    "Customer Success",
+    "Legal & Compliance",
+    "IT Operations",
+    "Product Management",
+    "AD VPN Users",
+    "Design",
+    "Support Tier 1",
+    "Support Tier 2",
+    "Contractors",
+    "Interns 2024",
+    "Executives",
+    "Data Science",
+    "Security",
+    "Quality Assurance",
+    "DevOps",
+    "Marketing EMEA",
+    "Sales APAC",
+    "AD Print Operators",
+    "Partners",
+    "Zürich Office",
+    "São Paulo Office",
+    "Oslo kontor Ø",
+    "jira-administrators",
+    "confluence-administrators",
+    "jira-servicedesk-users",
+    "Project Phoenix",
+    "Project Atlas",
+    "Platform Team",
+    "Mobile Team",
+    "Web Team",
+)
+PROJECT_WORDS = ("Apollo", "Borealis", "Cobalt", "Delta", "Ember", "Falcon", "Granite", "Helix")
+APP_GROUP_EVERY = 7  # guess: about one group in seven is imported from an app (AD)
+
+
+@dataclass(slots=True)
+class User:
+    """One Okta user; timestamps are integer UTC epoch seconds (Okta answers ``.000Z``)."""
+
+    id: str
+    status: str
+    login: str
+    email: str
+    first_name: str
+    last_name: str
+    display_name: str | None
+    created: int
+    activated: int | None
+    status_changed: int | None
+    last_login: int | None
+    last_updated: int
+    password_changed: int | None
+    transitioning: str | None = None
+    mobile_phone: str | None = None
+    second_email: str | None = None
+
+    def profile_value(self, name: str) -> str | None:
+        """A profile attribute by its Okta name (``firstName``); unknown ones are null."""
+        attr = PROFILE_FIELDS.get(name)
+        return None if attr is None else getattr(self, attr)
+
+
+@dataclass(slots=True)
+class Group:
+    """One Okta group. ``members`` holds sorted user ids (empty for the BUILT_IN Everyone)."""
+
+    id: str
+    type: str
+    name: str
+    description: str | None
+    created: int
+    last_updated: int
+    last_membership_updated: int
+    source_id: str | None = None  # APP_GROUP: the app instance it was imported from
+    windows: bool = False  # AD-mastered: objectClass okta:windows_security_principal
+    members: list[str] = field(default_factory=list)
+
+
+def iso(ts: int | None) -> str | None:
+    """Okta's timestamp format: second resolution, always ``.000Z``."""
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
+
+
+def okta_id(prefix: str, seed: int, kind: str, index: int) -> str:
+    """A 20-character Okta-style id (``00u...``/``00g...``), a pure function of its inputs.
+
+    Okta ids end in a few characters that are the same for one org cell; we derive them from
+    the seed so ids of one directory look alike, as real ones do.
+    """
+    digest = hashlib.blake2b(f"{seed}:{kind}:{index}".encode(), digest_size=14).digest()
+    return prefix + "".join([_ALPHABET[b % 62] for b in digest]) + _cell(seed)
+
+
+@functools.cache
+def _cell(seed: int) -> str:
+    digest = hashlib.blake2b(f"{seed}:cell".encode(), digest_size=3).digest()
+    return "".join(_ALPHABET[b % 62] for b in digest)
+
+
+def _between(rng: random.Random, low: int, high: int) -> int:
+    """``randint`` without its overhead (it dominates generating 100,000 users)."""
+    return low + int(rng.random() * (high - low + 1))
+
+
+def _rng(seed: int, kind: str, index: int) -> random.Random:
+    digest = hashlib.blake2b(f"{seed}:{kind}:{index}:rng".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+def _times(rng: random.Random, status: str) -> dict[str, int | None]:
+    """Timestamps consistent with a status (STAGED: never activated; PROVISIONED: no password)."""
+    created = _between(rng, ORG_START, REFERENCE_TIME - 30 * DAY)
+    staged = status == "STAGED"
+    activated = None if staged else created + _between(rng, 0, 3 * DAY)
+    changed = None if staged else _between(rng, activated or created, REFERENCE_TIME - DAY)
+    logged_in = status not in ("STAGED", "PROVISIONED") and rng.random() < 0.95
+    last_login = _between(rng, changed or created, REFERENCE_TIME) if logged_in else None
+    password = None if status == "PROVISIONED" else _between(rng, created, REFERENCE_TIME - DAY)
+    updated = max(t for t in (created, activated, changed, password) if t is not None)
+    updated = max(updated, _between(rng, created, REFERENCE_TIME - DAY))
+    return {
+        "created": created,
+        "activated": activated,
+        "status_changed": changed,
+        "last_login": last_login,
+        "last_updated": updated,
+        "password_changed": password,
+    }
+
+
+def _generic_identity(rng: random.Random, index: int) -> tuple[str, str, str, str, str | None]:
+    """Names, login, e-mail and displayName of an ordinary user.
+
+    The index is part of every generic login, so logins are unique (Okta demands it) and never
+    clash with the showcase ones, which have no digits.
+    """
+    first, fslug = rng.choice(FIRST_NAMES)
+    last, lslug = rng.choice(LAST_NAMES)
+    domain = rng.choice(DOMAINS)
+    local = f"{fslug}.{lslug}{index}" if rng.random() < 0.85 else f"{fslug[0]}{lslug}{index}"
+    if rng.random() < 0.25:
+        local = ".".join(p[:1].upper() + p[1:] for p in local.split("."))
+    if rng.random() < 0.05:
+        domain = domain.upper()
+    plain = f"{local}@{domain}"
+    login = f"{local}+{rng.choice(PLUS_TAGS)}@{domain}" if rng.random() < 0.05 else plain
+    email = plain
+    if rng.random() < 0.06:
+        email = f"{local.lower()}@{rng.choice(DOMAINS)}"
+    display = None
+    roll = rng.random()
+    if roll < 0.2:
+        display = f"{first} {last}"
+    elif roll < 0.3:
+        display = f"{last}, {first}"
+    return first, last, login, email, display
+
+
+def generate_user(seed: int, index: int) -> User:
+    """User number ``index`` of the directory for ``seed``: a pure function of the two."""
+    return _build_user(_rng(seed, "u", index), seed, index)
+
+
+def _build_user(rng: random.Random, seed: int, index: int) -> User:
+    transitioning: str | None = None
+    if index < len(SHOWCASE):
+        status, transitioning, first, last, login, email_or_none, display = SHOWCASE[index]
+        email = email_or_none or login
+    else:
+        status = rng.choices(STATUSES, weights=STATUS_WEIGHTS)[0]
+        first, last, login, email, display = _generic_identity(rng, index)
+        if rng.random() < 0.004:
+            transitioning = "DEPROVISIONED" if status == "ACTIVE" else "ACTIVE"
+    times = _times(rng, status)
+    phone = f"+1 555 {_between(rng, 1000000, 9999999)}" if rng.random() < 0.3 else None
+    return User(
+        id=okta_id("00u", seed, "u", index),
+        status=status,
+        login=login,
+        email=email,
+        first_name=first,
+        last_name=last,
+        display_name=display,
+        created=times["created"] or 0,
+        activated=times["activated"],
+        status_changed=times["status_changed"],
+        last_login=times["last_login"],
+        last_updated=times["last_updated"] or 0,
+        password_changed=times["password_changed"],
+        transitioning=transitioning,
+        mobile_phone=phone,
+    )
+
+
+def generate_group(seed: int, index: int) -> Group:
+    """Non-builtin group number ``index``: a pure function of ``(seed, index)``."""
+    rng = _rng(seed, "g", index)
+    if index < len(GROUP_NAMES):
+        name = GROUP_NAMES[index]
+    else:
+        name = f"Project {rng.choice(PROJECT_WORDS)} {index}"
+    is_app = name.startswith("AD ") or (index >= len(GROUP_NAMES) and index % APP_GROUP_EVERY == 0)
+    created = _between(rng, ORG_START, REFERENCE_TIME - 60 * DAY)
+    updated = _between(rng, created, REFERENCE_TIME - 30 * DAY)
+    description = None if rng.random() < 0.4 else f"{name} ({'imported' if is_app else 'Okta'})"
+    return Group(
+        id=okta_id("00g", seed, "g", index),
+        type="APP_GROUP" if is_app else "OKTA_GROUP",
+        name=name,
+        description=description,
+        created=created,
+        last_updated=updated,
+        last_membership_updated=_between(rng, updated, REFERENCE_TIME),
+        source_id=okta_id("0oa", seed, "app", 0) if is_app else None,
+        windows=is_app,
+    )
+
+
+def group_weights(seed: int, groups: int) -> list[float]:
+    """Zipf-like popularity per group index, in a seeded order, so sizes are skewed."""
+    ranks = list(range(groups))
+    random.Random(seed * 7919 + groups).shuffle(ranks)
+    return [1.0 / (rank + 1) for rank in ranks]
+
+
+def user_group_indices(seed: int, index: int, count: int, cum_weights: list[float]) -> list[int]:
+    """The ``count`` distinct groups user ``index`` belongs to: a pure function of its inputs.
+
+    The draw continues the user's own random stream, so generating user ``i`` alone (lazily)
+    gives the same groups as generating the whole directory.
+    """
+    rng = _rng(seed, "u", index)
+    _build_user(rng, seed, index)
+    return _pick_groups(rng, count, cum_weights)
+
+
+def _pick_groups(rng: random.Random, count: int, cum_weights: list[float]) -> list[int]:
+    groups = len(cum_weights)
+    count = min(count, groups)
+    total = cum_weights[-1] if cum_weights else 0.0
+    picked: dict[int, None] = {}
+    tries = 0
+    while len(picked) < count and tries < 20 * count:
+        picked[min(bisect.bisect(cum_weights, rng.random() * total), groups - 1)] = None
+        tries += 1
+    fill = iter(range(groups))
+    while len(picked) < count:  # heavily skewed weights: fill up with the first free groups
+        picked.setdefault(next(fill), None)
+    return list(picked)
+
+
+def generate_directory(
+    users: int, groups: int, seed: int, memberships: int | None = None
+) -> Directory:
+    """A directory of ``users`` users and ``groups`` groups plus Everyone, for ``seed``.
+
+    ``memberships`` is the total of non-Everyone memberships (default: three per user); user
+    ``i`` gets ``floor((i+1)*M/N) - floor(i*M/N)`` of them, so the total is exact while each
+    user's share is still a pure function of its index.
+    """
+    if users < 0 or groups < 0:
+        raise ValueError("users and groups must be >= 0")
+    total = 3 * users if memberships is None else memberships
+    directory = Directory(seed)
+    for j in range(groups):
+        directory.insert_group(generate_group(seed, j))
+    group_list = [generate_group_id(seed, j) for j in range(groups)]
+    cum: list[float] = []
+    acc = 0.0
+    for w in group_weights(seed, groups):
+        acc += w
+        cum.append(acc)
+    for i in range(users):
+        rng = _rng(seed, "u", i)
+        user = _build_user(rng, seed, i)
+        directory.insert_user(user)
+        if groups:
+            share = (i + 1) * total // users - i * total // users
+            for j in _pick_groups(rng, share, cum):
+                directory.link(group_list[j], user.id)
+    directory.finish_loading()
+    return directory
+
+
+def generate_group_id(seed: int, index: int) -> str:
+    """Group ``index``'s id without generating the group."""
+    return okta_id("00g", seed, "g", index)
+
+
+class Directory:
+    """The in-memory store: users and groups sorted by id, memberships both ways, history."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.user_type_id = okta_id("oty", seed, "type", 0)
+        self.schema_id = okta_id("osc", seed, "schema", 0)
+        self.users: dict[str, User] = {}
+        self.user_ids: list[str] = []
+        self.groups: dict[str, Group] = {}
+        self.group_ids: list[str] = []
+        self._by_login: dict[str, str] = {}
+        self._user_groups: dict[str, list[str]] = {}
+        self._added = 0
+        self._loading = True
+        self.history_s = 0.0  # > 0: keep previous versions this long (search lag)
+        self._history: dict[str, list[tuple[float, User | None]]] = {}
+        self.everyone = Group(
+            id=okta_id("00g", seed, "everyone", 0),
+            type="BUILT_IN",
+            name="Everyone",
+            description="All users in your organization",
+            created=ORG_START,
+            last_updated=ORG_START,
+            last_membership_updated=REFERENCE_TIME,
+        )
+        self.insert_group(self.everyone)
+
+    # -- loading (no timestamps move) -------------------------------------------------------
+
+    def insert_user(self, user: User) -> None:
+        """Add a user as it is (generation, or ``add_user`` after stamping it)."""
+        key = user.login.lower()
+        if key in self._by_login or user.id in self.users:
+            raise ValueError(f"duplicate user {user.id} / {user.login}")
+        self.users[user.id] = user
+        self._by_login[key] = user.id
+        self._user_groups[user.id] = []
+        if self._loading:
+            self.user_ids.append(user.id)  # sorted once in finish_loading
+        elif self.user_ids and user.id < self.user_ids[-1]:
+            bisect.insort(self.user_ids, user.id)
+        else:
+            self.user_ids.append(user.id)
+
+    def insert_group(self, group: Group) -> None:
+        if group.id in self.groups:
+            raise ValueError(f"duplicate group {group.id}")
+        self.groups[group.id] = group
+        bisect.insort(self.group_ids, group.id)
+
+    def link(self, group_id: str, user_id: str) -> None:
+        """Record a membership during loading; ``finish_loading`` sorts the member lists."""
+        self.groups[group_id].members.append(user_id)
+        self._user_groups[user_id].append(group_id)
+
+    def finish_loading(self) -> None:
+        self._loading = False
+        self.user_ids.sort()
+        for group in self.groups.values():
+            group.members.sort()
+        for gids in self._user_groups.values():
+            gids.sort()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def user(self, id_or_login: str) -> User | None:
+        """By id, or by login case-insensitively (as ``GET /api/v1/users/{idOrLogin}``)."""
+        found = self.users.get(id_or_login)
+        if found is not None:
+            return found
+        uid = self._by_login.get(id_or_login.lower())
+        return None if uid is None else self.users[uid]
+
+    def group(self, group_id: str) -> Group | None:
+        return self.groups.get(group_id)
+
+    def member_ids(self, group: Group) -> list[str]:
+        """Sorted member ids; Everyone has every user."""
+        return self.user_ids if group is self.everyone else group.members
+
+    def member_count(self, group: Group) -> int:
+        return len(self.member_ids(group))
+
+    def groups_of(self, user_id: str) -> list[Group]:
+        """Every group of a user: Everyone first, then the others by id."""
+        return [self.everyone, *(self.groups[g] for g in self._user_groups.get(user_id, []))]
+
+    def version_at(self, user_id: str, when: float) -> User | None:
+        """The user as it was at ``when`` (None: it did not exist yet), for search lag."""
+        for changed_at, before in self._history.get(user_id, ()):
+            if changed_at > when:
+                return before
+        return self.users.get(user_id)
+
+    def iter_users(self) -> Iterator[User]:
+        return (self.users[uid] for uid in self.user_ids)
+
+    # -- mutations (move timestamps to now, as Okta does) -------------------------------------
+
+    def _remember(self, user_id: str, now: float) -> None:
+        if self.history_s <= 0:
+            return
+        kept = [(t, u) for t, u in self._history.get(user_id, []) if t >= now - self.history_s]
+        current = self.users.get(user_id)
+        kept.append((now, copy.copy(current) if current is not None else None))
+        self._history[user_id] = kept
+
+    def _require_user(self, user_id: str) -> User:
+        user = self.user(user_id)
+        if user is None:
+            raise KeyError(user_id)
+        return user
+
+    def _require_group(self, group_id: str) -> Group:
+        group = self.groups.get(group_id)
+        if group is None:
+            raise KeyError(group_id)
+        return group
+
+    def set_status(self, user_id: str, status: str, transitioning: str | None = None) -> User:
+        """Change a user's status; ``statusChanged`` and ``lastUpdated`` become now."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        if transitioning is not None and transitioning not in TRANSITIONING:
+            raise ValueError(f"unknown transitioningToStatus {transitioning!r}")
+        user = self._require_user(user_id)
+        now = time.time()
+        self._remember(user.id, now)
+        user.status = status
+        user.transitioning = transitioning
+        user.status_changed = user.last_updated = int(now)
+        if status != "STAGED" and user.activated is None:
+            user.activated = int(now)
+        return user
+
+    def update_profile(self, user_id: str, changes: Mapping[str, Any]) -> User:
+        """Change profile fields (Okta names: login, email, firstName, ...); lastUpdated: now."""
+        user = self._require_user(user_id)
+        unknown = set(changes) - set(PROFILE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown profile fields {sorted(unknown)}")
+        for name, value in changes.items():
+            if name in REQUIRED_PROFILE and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name} must be a non-empty string")
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a string or null")
+        new_login = changes.get("login")
+        taken = isinstance(new_login, str) and new_login.lower() in self._by_login
+        if taken and str(new_login).lower() != user.login.lower():
+            raise ValueError(f"login {new_login!r} already exists")
+        now = time.time()
+        self._remember(user.id, now)
+        if isinstance(new_login, str):
+            del self._by_login[user.login.lower()]
+            self._by_login[new_login.lower()] = user.id
+        for name, value in changes.items():
+            setattr(user, PROFILE_FIELDS[name], value)
+        user.last_updated = int(now)
+        return user
+
+    def add_user(self, profile: Mapping[str, Any], status: str = "ACTIVE") -> User:
+        """Create a user (as an admin would) and add it to Everyone."""
+        missing = [n for n in ("login", "firstName", "lastName") if not profile.get(n)]
+        if missing:
+            raise ValueError(f"missing profile fields {missing}")
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        self._added += 1
+        now = time.time()
+        stamp = int(now)
+        user = User(
+            id=okta_id("00u", self.seed, "added", self._added),
+            status=status,
+            login=profile["login"],
+            email=profile.get("email") or profile["login"],
+            first_name=profile["firstName"],
+            last_name=profile["lastName"],
+            display_name=None,
+            created=stamp,
+            activated=None if status == "STAGED" else stamp,
+            status_changed=None if status == "STAGED" else stamp,
+            last_login=None,
+            last_updated=stamp,
+            password_changed=None if status == "PROVISIONED" else stamp,
+        )
+        extra = {k: v for k, v in profile.items() if k not in REQUIRED_PROFILE}
+        if set(extra) - set(PROFILE_FIELDS):
+            raise ValueError(f"unknown profile fields {sorted(set(extra) - set(PROFILE_FIELDS))}")
+        for name, value in extra.items():
+            setattr(user, PROFILE_FIELDS[name], value)
+        self.insert_user(user)
+        if self.history_s > 0:
+            self._history[user.id] = [(now, None)]  # before now it did not exist
+        self.everyone.last_membership_updated = stamp
+        return user
+
+    def add_group(self, name: str, description: str | None = None) -> Group:
+        """Create an OKTA_GROUP (as an admin would)."""
+        self._added += 1
+        stamp = int(time.time())
+        group = Group(
+            id=okta_id("00g", self.seed, "added", self._added),
+            type="OKTA_GROUP",
+            name=name,
+            description=description,
+            created=stamp,
+            last_updated=stamp,
+            last_membership_updated=stamp,
+        )
+        self.insert_group(group)
+        return group
+
+    def add_membership(self, group_id: str, user_id: str) -> bool:
+        """Add a user to a group; False when it already was a member (nothing moves)."""
+        group, user = self._require_group(group_id), self._require_user(user_id)
+        if group is self.everyone:
+            raise ValueError("Everyone's memberships cannot be changed")
+        pos = bisect.bisect_left(group.members, user.id)
+        if pos < len(group.members) and group.members[pos] == user.id:
+            return False
+        group.members.insert(pos, user.id)
+        bisect.insort(self._user_groups[user.id], group.id)
+        group.last_membership_updated = int(time.time())
+        return True
+
+    def remove_membership(self, group_id: str, user_id: str) -> bool:
+        """Remove a user from a group; False when it was not a member (nothing moves)."""
+        group, user = self._require_group(group_id), self._require_user(user_id)
+        if group is self.everyone:
+            raise ValueError("Everyone's memberships cannot be changed")
+        pos = bisect.bisect_left(group.members, user.id)
+        if pos == len(group.members) or group.members[pos] != user.id:
+            return False
+        del group.members[pos]
+        self._user_groups[user.id].remove(group.id)
+        group.last_membership_updated = int(time.time())
+        return True
+
+    def update_group_profile(
+        self,
+        group_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        *,
+        clear_description: bool = False,
+    ) -> Group:
+        """Rename a group and/or change its description; ``lastUpdated`` becomes now."""
+        group = self._require_group(group_id)
+        if group.type == "BUILT_IN":
+            raise ValueError("the built-in group cannot be changed")
+        if name is not None:
+            if not name:
+                raise ValueError("name must not be empty")
+            group.name = name
+        if description is not None or clear_description:
+            group.description = description
+        group.last_updated = int(time.time())
+        return group
+
+    def rename_group(self, group_id: str, name: str) -> Group:
+        return self.update_group_profile(group_id, name=name)
+
+    # -- export ------------------------------------------------------------------------------
+
+    def state_json(self) -> dict[str, Any]:
+        """The whole store, for ``GET /_emulator/state`` and for tests."""
+        return {
+            "users": [user_state(u) for u in self.iter_users()],
+            "groups": [group_state(self.groups[g], self) for g in self.group_ids],
+            "memberships": {g: list(self.member_ids(self.groups[g])) for g in self.group_ids},
+        }
+
+
+def user_state(user: User) -> dict[str, Any]:
+    profile: dict[str, Any] = {name: getattr(user, attr) for name, attr in PROFILE_FIELDS.items()}
+    return {
+        "id": user.id,
+        "status": user.status,
+        "transitioningToStatus": user.transitioning,
+        "created": iso(user.created),
+        "activated": iso(user.activated),
+        "statusChanged": iso(user.status_changed),
+        "lastLogin": iso(user.last_login),
+        "lastUpdated": iso(user.last_updated),
+        "passwordChanged": iso(user.password_changed),
+        "profile": profile,
+    }
+
+
+def group_state(group: Group, directory: Directory) -> dict[str, Any]:
+    return {
+        "id": group.id,
+        "type": group.type,
+        "profile": {"name": group.name, "description": group.description},
+        "created": iso(group.created),
+        "lastUpdated": iso(group.last_updated),
+        "lastMembershipUpdated": iso(group.last_membership_updated),
+        "source": {"id": group.source_id} if group.source_id else None,
+        "usersCount": directory.member_count(group),
+    }
