@@ -1,0 +1,168 @@
+"""The command line: `oktasync sync | demo | emulate | status`.
+
+The CLI's job is to turn every user mistake into a clear message and an exit code from the
+semantics page (never a traceback, never a secret), to run the async code on anyio's asyncio
+backend (aiolimiter needs asyncio), and to turn SIGINT/SIGTERM into a clean stop (130/143).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from oktasync import __version__
+from oktasync.config import ConfigError, load_config
+from oktasync.errors import SyncError
+from oktasync.report import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
+
+SIGNAL_EXIT = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
+
+
+def configure_logging(verbose: int) -> None:
+    """Structured logs on stderr; stdout stays for results (and `emulate`'s JSON line)."""
+    level = logging.WARNING - 10 * verbose if verbose else logging.INFO
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    structlog.configure(
+        processors=[structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+                    structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oktasync", description=(
+        "Keep Jira and Confluence Data Center in line with Okta: users, status, groups."))
+    parser.add_argument("--version", action="version", version=f"oktasync {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sync = sub.add_parser("sync", help="a full sync of one app, or of all")
+    sync.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    sync.add_argument("--app", help="sync only this app (default: every [[app]])")
+    sync.add_argument("--dry-run", action="store_true",
+                      help="read and plan; write the plan to a CSV, nothing to any server")
+    sync.add_argument("--force", action="store_true",
+                      help="go past the max_deactivations guard")
+    sync.add_argument("--max-in-flight", type=_positive_int, metavar="N",
+                      help="cap requests in flight across all servers")
+
+    status = sub.add_parser("status", help="the last run of each app")
+    status.add_argument("--config", required=True, type=Path)
+
+    demo = sub.add_parser("demo", help="start the emulators and sync 5,000 users into them")
+    demo.add_argument("--users", type=_positive_int, default=5000)
+    demo.add_argument("--groups", type=_positive_int, default=60)
+    demo.add_argument("--keep-running", action="store_true",
+                      help="leave the emulators up afterwards and print how to use them")
+
+    from oktasync.emulators.cli import add_emulate_arguments
+
+    add_emulate_arguments(sub.add_parser("emulate", help="run the Okta, Jira and Confluence "
+                                                         "emulators until interrupted"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        code = _dispatch(args)
+    except ConfigError as exc:
+        where = f" in {args.config}" if getattr(args, "config", None) else ""
+        print(f"oktasync: configuration problems{where}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        code = EXIT_USAGE
+    except SyncError as exc:
+        print(f"oktasync: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        code = EXIT_SIGINT
+    sys.stdout.flush()
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sync":
+        return _run_until_signal(lambda: _sync(args))
+    if args.command == "status":
+        return _status(args)
+    if args.command == "demo":
+        from oktasync.demo import run_demo
+
+        return _run_until_signal(lambda: run_demo(args.users, args.groups, args.keep_running))
+    from oktasync.emulators.cli import run_emulate
+
+    return _run_until_signal(lambda: run_emulate(args))
+
+
+def _run_until_signal(work: Callable[[], Awaitable[int]]) -> int:
+    """Run ``work`` on asyncio; SIGINT/SIGTERM cancel it and give 130/143."""
+    outcome: dict[str, int] = {}
+
+    async def runner() -> None:
+        async with anyio.create_task_group() as tg:
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        outcome["code"] = SIGNAL_EXIT[signal.Signals(signum)]
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(watch)
+            outcome["code"] = await work()
+            tg.cancel_scope.cancel()
+
+    anyio.run(runner, backend="asyncio")
+    return outcome.get("code", EXIT_SIGINT)
+
+
+async def _sync(args: argparse.Namespace) -> int:
+    from oktasync.engine import SyncOptions, run_sync
+
+    config = load_config(args.config)
+    result = await run_sync(config, SyncOptions(app=args.app, dry_run=args.dry_run,
+                                                force=args.force,
+                                                max_in_flight=args.max_in_flight))
+    return result.exit_code
+
+
+def _status(args: argparse.Namespace) -> int:
+    from oktasync.state import read_json
+
+    config = load_config(args.config)
+    for app in config.apps:
+        last: Any = read_json(config.state_dir / app.name / "last-run.json")
+        if last is None:
+            print(f"{app.name}: never run")
+            continue
+        print(f"{app.name}: last run {last.get('run_id')} finished {last.get('finished')}: "
+              f"exit {last.get('exit_code')} ({last.get('outcome')}), "
+              f"{last.get('wall_time_s')}s")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

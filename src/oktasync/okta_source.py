@@ -1,0 +1,180 @@
+"""Okta, read-only: users of every status, groups, and each group's members, page by page.
+
+Rule 1 of the design card lives here: an error in the middle of a listing is never the end of
+the listing. Every page either arrives or the listing raises ``ListingError``; a listing ends
+only on a page with no ``rel="next"`` link. ``next`` links are followed only when they point at
+the configured Okta origin, so the API token can never be sent to another host.
+
+Each listing is exposed as pages with their ``next`` URL (the opaque cursor), so a checkpoint
+can record where a listing stands and a resume can continue from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from oktasync.errors import HttpFailure, ListingError
+from oktasync.http import Answer, HttpClient
+from oktasync.models import ALL_STATUSES, OktaGroup, OktaUser
+
+# Buckets as Okta counts them (see the reference's rate-limit table).
+BUCKET_USERS = "GET /api/v1/users"
+BUCKET_USER = "GET /api/v1/users/{id}"
+BUCKET_GROUPS = "GET /api/v1/groups"
+BUCKET_GROUP = "GET /api/v1/groups/{id}"
+
+# `filter` on status includes DEPROVISIONED users (a plain listing omits them) and, unlike
+# `search`, is not eventually consistent: a sync must see changes it was told about.
+ALL_USERS_FILTER = " or ".join(f'status eq "{s}"' for s in ALL_STATUSES)
+USERS_PAGE = 200  # Okta's maximum for /api/v1/users
+MEMBERS_PAGE = 1000  # Okta's maximum for /api/v1/groups/{id}/users
+GROUPS_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing and the cursor (``next`` URL) after it; None at the end."""
+
+    items: list[Any]
+    next_url: str | None
+
+
+def parse_user(raw: dict[str, Any]) -> OktaUser:
+    profile = raw.get("profile") or {}
+    return OktaUser(
+        id=raw["id"],
+        status=raw.get("status") or "",
+        login=profile.get("login") or "",
+        email=profile.get("email") or None,
+        first_name=profile.get("firstName"),
+        last_name=profile.get("lastName"),
+        display_name=profile.get("displayName"),
+    )
+
+
+def parse_group(raw: dict[str, Any]) -> OktaGroup:
+    profile = raw.get("profile") or {}
+    return OktaGroup(
+        id=raw["id"], name=profile.get("name") or "", type=raw.get("type") or "",
+        last_updated=raw.get("lastUpdated"),
+        last_membership_updated=raw.get("lastMembershipUpdated"),
+    )
+
+
+def next_link(answer: Answer) -> str | None:
+    """The ``rel="next"`` target among the ``Link`` headers (one per line, or comma-joined)."""
+    for header in answer.headers.getall("Link", []):
+        for part in _split_links(header):
+            url, _, params = part.partition(";")
+            if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
+                return url.strip().strip("<>")
+    return None
+
+
+def _split_links(header: str) -> list[str]:
+    """Split a Link header on the commas between entries, not those inside <...>."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for ch in header:
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+class OktaSource:
+    """Listings of one Okta org through one ``HttpClient``."""
+
+    def __init__(self, client: HttpClient) -> None:
+        self._client = client
+        origin = urlsplit(client.base_url)
+        self._origin = (origin.scheme, origin.netloc.lower())
+
+    def first_users_url(self) -> str:
+        return self._client.url(
+            f"/api/v1/users?limit={USERS_PAGE}&filter={quote(ALL_USERS_FILTER)}")
+
+    def first_groups_url(self) -> str:
+        return self._client.url(f"/api/v1/groups?limit={GROUPS_PAGE}")
+
+    def first_members_url(self, group_id: str) -> str:
+        return self._client.url(
+            f"/api/v1/groups/{quote(group_id, safe='')}/users?limit={MEMBERS_PAGE}")
+
+    async def user_pages(self, start_url: str | None = None) -> AsyncIterator[Page]:
+        async for page in self._pages(start_url or self.first_users_url(), BUCKET_USERS, "users"):
+            yield Page([parse_user(u) for u in page.items], page.next_url)
+
+    async def group_pages(self, start_url: str | None = None) -> AsyncIterator[Page]:
+        url = start_url or self.first_groups_url()
+        async for page in self._pages(url, BUCKET_GROUPS, "groups"):
+            yield Page([parse_group(g) for g in page.items], page.next_url)
+
+    async def member_pages(
+        self, group_id: str, start_url: str | None = None,
+    ) -> AsyncIterator[Page]:
+        """Members of one group as Okta user ids (the user records come from the user listing)."""
+        url = start_url or self.first_members_url(group_id)
+        async for page in self._pages(url, BUCKET_GROUP, f"members of group {group_id}"):
+            yield Page([u["id"] for u in page.items], page.next_url)
+
+    async def user(self, id_or_login: str) -> OktaUser | None:
+        """One user by id or login (single-user syncs); None when Okta answers 404."""
+        answer = await self._get(f"/api/v1/users/{quote(id_or_login, safe='')}",
+                                 BUCKET_USER, "user")
+        if answer.status == 404:
+            return None
+        self._require_ok(answer, "user")
+        return parse_user(answer.json())
+
+    async def user_groups(self, user_id: str) -> list[OktaGroup]:
+        answer = await self._get(f"/api/v1/users/{quote(user_id, safe='')}/groups",
+                                 BUCKET_USER, "user groups")
+        self._require_ok(answer, "user groups")
+        return [parse_group(g) for g in answer.json()]
+
+    async def _pages(self, url: str, bucket: str, what: str) -> AsyncIterator[Page]:
+        next_url: str | None = url
+        while next_url is not None:
+            self._check_origin(next_url, what)
+            answer = await self._get(next_url, bucket, what)
+            self._require_ok(answer, what)
+            items = answer.json()
+            if not isinstance(items, list):
+                raise ListingError(f"Okta {what} listing: expected a JSON array, "
+                                   f"got {type(items).__name__}")
+            next_url = next_link(answer)
+            yield Page(items, next_url)
+
+    async def _get(self, url: str, bucket: str, what: str) -> Answer:
+        try:
+            return await self._client.send("GET", url, bucket=bucket)
+        except HttpFailure as exc:
+            raise ListingError(f"Okta {what} listing failed after retries: {exc}") from exc
+
+    def _check_origin(self, url: str, what: str) -> None:
+        parts = urlsplit(self._client.url(url))
+        if (parts.scheme, parts.netloc.lower()) != self._origin:
+            raise ListingError(
+                f"Okta {what} listing: refusing to follow a link to {parts.scheme}://"
+                f"{parts.netloc} (configured Okta is {self._origin[0]}://{self._origin[1]})")
+
+    @staticmethod
+    def _require_ok(answer: Answer, what: str) -> None:
+        if answer.status != 200:
+            raise ListingError(
+                f"Okta {what} listing stopped: HTTP {answer.status}: {answer.text()[:300]}")
+
+
+def in_scope_groups(groups: Sequence[OktaGroup], in_scope: Any) -> list[OktaGroup]:
+    """The groups a predicate ``in_scope(name, type)`` keeps, in listing order."""
+    return [g for g in groups if in_scope(g.name, g.type)]

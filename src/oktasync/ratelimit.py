@@ -1,0 +1,184 @@
+"""Client-side rate governance: keep each server within its limits, and Okta within our share.
+
+Two limiters behind one small interface (``acquire`` a slot, ``observe`` an answer):
+
+* ``OktaLimiter`` follows Okta's per-bucket fixed windows. It reads ``X-Rate-Limit-Limit/
+  Remaining/Reset`` and the ``Date`` header (Reset is compared with the server's clock, never
+  ours), keeps this app's use of each bucket below ``max_share`` of the announced Limit, never
+  exceeds the concurrency cap, and after a 429 waits until the window resets.
+* ``AtlassianLimiter`` caps concurrency and (optionally) requests per second with aiolimiter,
+  paces itself by ``X-RateLimit-FillRate/Interval-Seconds`` when the bucket runs low, and turns
+  a 429's ``Retry-After`` into one shared pause so a burst of 429s is not a retry storm.
+
+Both also take a process-wide ``anyio.CapacityLimiter`` for ``[pipeline] max_in_flight``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+import anyio
+from aiolimiter import AsyncLimiter
+
+
+class Limiter(Protocol):
+    def slot(self, bucket: str) -> AbstractAsyncContextManager[None]: ...
+
+    def observe(self, bucket: str, status: int, headers: Mapping[str, str]) -> float | None:
+        """Learn from an answer; return how long to wait before retrying a 429, if known."""
+
+
+def _int(headers: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _server_now(headers: Mapping[str, str]) -> float | None:
+    try:
+        return parsedate_to_datetime(headers["Date"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass
+class _Window:
+    """One Okta bucket's current window, as the answers describe it (our monotonic clock)."""
+
+    reset_epoch: int  # the server's X-Rate-Limit-Reset: identifies the window
+    resets_at: float  # monotonic time the window ends
+    allowed: int  # floor(Limit * max_share): our budget in this window
+    granted: int  # requests we started in this window
+    remaining: int  # lowest Remaining seen: what is left for everyone
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+class OktaLimiter:
+    """Share-capped, window-aware limiter for one Okta org (one instance per app).
+
+    A bucket whose window is unknown (first use, or the last window ended) lets one probe
+    through and holds the rest until its answer tells the Limit and the Reset.
+    """
+
+    def __init__(
+        self, *, concurrency: int, max_share: float,
+        global_limit: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        self._concurrency = anyio.CapacityLimiter(concurrency)
+        self._global = global_limit
+        self._share = max_share
+        self._windows: dict[str, _Window] = {}
+        self._probe_started: dict[str, float] = {}
+        self.waits = 0  # times a request waited for a window to reset (for reports)
+
+    @asynccontextmanager
+    async def slot(self, bucket: str) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if self._global is not None:
+                await stack.enter_async_context(self._global)
+            await stack.enter_async_context(self._concurrency)
+            await self._wait_for_budget(bucket)
+            yield
+
+    async def _wait_for_budget(self, bucket: str) -> None:
+        while True:
+            now = time.monotonic()
+            window = self._windows.get(bucket)
+            if window is not None and now >= window.resets_at:
+                del self._windows[bucket]
+                window = None
+            if window is None:
+                probe = self._probe_started.get(bucket)
+                if probe is None or now - probe > PROBE_TIMEOUT_S:
+                    self._probe_started[bucket] = now
+                    return
+                await anyio.sleep(0.005)
+                continue
+            if window.granted < window.allowed and window.remaining > 0:
+                window.granted += 1
+                window.remaining -= 1
+                return
+            self.waits += 1
+            await anyio.sleep(max(0.005, window.resets_at - now))
+
+    def observe(self, bucket: str, status: int, headers: Mapping[str, str]) -> float | None:
+        limit = _int(headers, "X-Rate-Limit-Limit")
+        remaining = _int(headers, "X-Rate-Limit-Remaining")
+        reset = _int(headers, "X-Rate-Limit-Reset")
+        self._probe_started.pop(bucket, None)
+        if limit is None or remaining is None or reset is None:
+            return 1.0 if status == 429 else None
+        if limit == 0:
+            return 0.25 if status == 429 else None  # the concurrency limit: no window to wait for
+        server_now = _server_now(headers)
+        seconds_left = max(0.0, reset - (server_now if server_now is not None else time.time()))
+        window = self._windows.get(bucket)
+        if window is None or window.reset_epoch != reset:
+            if window is None or reset > window.reset_epoch:
+                self._windows[bucket] = _Window(
+                    reset_epoch=reset,
+                    resets_at=time.monotonic() + seconds_left + 0.05,
+                    allowed=int(limit * self._share),
+                    granted=min(limit - remaining, 1),
+                    remaining=remaining,
+                )
+        else:
+            window.remaining = min(window.remaining, remaining)
+        return seconds_left + 0.05 if status == 429 else None
+
+
+class AtlassianLimiter:
+    """Concurrency + optional fixed rate + server-paced backoff for one Jira or Confluence."""
+
+    def __init__(
+        self, *, concurrency: int, max_rps: float,
+        global_limit: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        self._concurrency = anyio.CapacityLimiter(concurrency)
+        self._global = global_limit
+        self._rate = AsyncLimiter(max_rps, 1.0) if max_rps > 0 else None
+        self._paused_until = 0.0
+        self._pace_s = 0.0  # minimum spacing the server's fill rate asks for while low
+        self._next_start = 0.0
+
+    @asynccontextmanager
+    async def slot(self, bucket: str) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if self._global is not None:
+                await stack.enter_async_context(self._global)
+            await stack.enter_async_context(self._concurrency)
+            await self._respect_server()
+            if self._rate is not None:
+                await stack.enter_async_context(self._rate)
+            yield
+
+    async def _respect_server(self) -> None:
+        while True:
+            now = time.monotonic()
+            wait = max(self._paused_until - now, self._next_start - now)
+            if wait <= 0:
+                self._next_start = max(now, self._next_start) + self._pace_s
+                return
+            await anyio.sleep(wait)
+
+    def observe(self, bucket: str, status: int, headers: Mapping[str, str]) -> float | None:
+        remaining = _int(headers, "X-RateLimit-Remaining")
+        fill = _int(headers, "X-RateLimit-FillRate")
+        interval = _int(headers, "X-RateLimit-Interval-Seconds")
+        if remaining is not None and fill and interval:
+            # Spend the burst freely; once it is nearly gone, space requests at the fill rate.
+            self._pace_s = interval / fill if remaining <= 1 else 0.0
+        if status in (429, 503):
+            retry_after = _int(headers, "Retry-After")
+            wait = float(retry_after) if retry_after is not None and retry_after > 0 else 1.0
+            self._paused_until = max(self._paused_until, time.monotonic() + wait)
+            return wait
+        return None

@@ -1,0 +1,186 @@
+"""The state directory: who owns what on each target, the last run's summary, the lock.
+
+Layout (``[state] dir``)::
+
+    state.db                  ownership: accounts and groups each app has synced, per target
+    lock                      one lock per state directory (pid + start time, JSON)
+    <app>/last-run.json       the last run's summary
+    <app>/run.db              the running (or interrupted) run's index, see runstore.py
+    <app>/plan-<run id>.csv   dry-run plans
+
+Ownership is what lets several apps share a target safely ("never deactivates, removes or
+renames what another app owns") and what tells a synced account from a claimed one. It is
+SQLite so a later incremental store can grow beside it in the same file without a rewrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from oktasync.errors import UsageError
+from oktasync.planner import Claim
+
+OWNERSHIP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS owned_users (
+    target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_id TEXT,
+    PRIMARY KEY (target, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS owned_users_okta ON owned_users(app, target, okta_id);
+CREATE TABLE IF NOT EXISTS owned_groups (
+    target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_group_id TEXT,
+    name TEXT NOT NULL, PRIMARY KEY (target, key, app)) WITHOUT ROWID;
+"""
+
+
+def ensure_state_dir(path: Path) -> Path:
+    """Create the directory and prove it is writable, before anything is read or written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"state directory {path} cannot be created or written: "
+                         f"{exc.strerror or exc}") from exc
+    return path
+
+
+class Ownership:
+    """Accounts and groups each app has synced on each target."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        self._db.executescript(OWNERSHIP_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def claim_of(self, target: str, key: str) -> Claim | None:
+        row = self._db.execute("SELECT app, okta_id FROM owned_users WHERE target = ? AND "
+                               "key = ?", (target, key)).fetchone()
+        return None if row is None else Claim(row[0], row[1])
+
+    def synced_as(self, app: str, target: str, okta_id: str) -> str | None:
+        """The username key this app last synced this Okta user as, on this target."""
+        row = self._db.execute("SELECT key FROM owned_users WHERE app = ? AND target = ? AND "
+                               "okta_id = ?", (app, target, okta_id)).fetchone()
+        return None if row is None else str(row[0])
+
+    def owned_keys(self, app: str, target: str) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT key FROM owned_users WHERE app = ? AND target = ? ORDER BY key",
+            (app, target))]
+
+    def count_owned(self, app: str, target: str) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM owned_users WHERE app = ? AND "
+                                    "target = ?", (app, target)).fetchone()[0])
+
+    def claim(self, app: str, target: str, claims: Iterable[tuple[str, str | None]]) -> None:
+        """Record (username key, Okta id) pairs as owned by ``app``; a rename moves the row."""
+        with self._transaction():
+            for key, okta_id in claims:
+                if okta_id is not None:
+                    self._db.execute("DELETE FROM owned_users WHERE app = ? AND target = ? AND "
+                                     "okta_id = ? AND key != ?", (app, target, okta_id, key))
+                self._db.execute("INSERT OR REPLACE INTO owned_users VALUES (?,?,?,?)",
+                                 (target, key, app, okta_id))
+
+    def claim_groups(self, app: str, target: str, groups: Iterable[tuple[str, str, str]]) -> None:
+        """Record (group key, Okta group id, name) as synced by ``app``."""
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO owned_groups VALUES (?,?,?,?,?)",
+                                 [(target, k, app, gid, n) for k, gid, n in groups])
+
+    def groups_of(self, app: str, target: str) -> dict[str, tuple[str, str]]:
+        """Okta group id -> (key, name) this app synced to the target."""
+        rows = self._db.execute("SELECT okta_group_id, key, name FROM owned_groups WHERE "
+                                "app = ? AND target = ?", (app, target))
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Any:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Write, fsync, rename: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} cannot be read ({exc}); delete it to start afresh") from exc
+
+
+class StateLock:
+    """One lock per state directory, held by a pid; a dead holder's lock is taken over."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "lock"
+        self._held = False
+
+    def acquire(self) -> None:
+        mine = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and _alive(int(holder.get("pid", 0))):
+                    raise UsageError(
+                        f"state directory {self.path.parent} is locked by process "
+                        f"{holder.get('pid')} (started {holder.get('started')}); wait for it "
+                        "to finish") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(mine, handle)
+            self._held = True
+            return
+        raise UsageError(f"could not take the lock {self.path}")
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def release(self) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

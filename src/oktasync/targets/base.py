@@ -1,0 +1,87 @@
+"""The one small interface every target implements: read state, look one user up, apply one op.
+
+Jira DC, Confluence DC, the dry run (and later Atlassian Cloud through SCIM) are all a
+``Target``. The pipeline never knows which one it is talking to; what a target can and cannot
+do (rename, change a profile, which names it forbids) it says through ``Capabilities`` and the
+two ``forbidden_*`` checks, which the planner consults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from oktasync.http import RequestCounters
+from oktasync.models import Operation, TargetAccount
+
+
+class WriteStatus(StrEnum):
+    APPLIED = "applied"
+    ALREADY = "already"  # the server already had it (a repeated write, or a lost answer)
+    REFUSED = "refused"  # refused on purpose (licence, project lead, read-only): not retried
+    FAILED = "failed"  # still failing after retries, or an unexpected answer
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    status: WriteStatus
+    detail: str = ""
+    stop_creating: bool = False  # the licence is full: create nothing more on this target
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (WriteStatus.APPLIED, WriteStatus.ALREADY)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    can_rename: bool
+    can_update_profile: bool
+
+
+class StateSink(Protocol):
+    """Where a target streams what it read (the run's on-disk index)."""
+
+    def add_accounts(self, target: str, accounts: Sequence[TargetAccount]) -> None: ...
+
+    def add_members(self, target: str, group: str, usernames: Sequence[str]) -> None: ...
+
+    def add_group(self, target: str, name: str) -> None: ...
+
+
+@dataclass
+class ReadSummary:
+    """How complete the target's state read was: when ``all_accounts`` is False, accounts
+    not seen must be looked up one by one before the planner may call them missing."""
+
+    all_accounts: bool
+    strategy: str
+
+
+class Target(Protocol):
+    name: str
+    kind: str
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def counters(self) -> RequestCounters: ...
+
+    def forbidden_username(self, username: str) -> str | None: ...
+
+    def forbidden_group(self, group: str) -> str | None: ...
+
+    async def read_state(self, groups: Sequence[str], sink: StateSink) -> ReadSummary: ...
+
+    async def lookup(self, username: str) -> TargetAccount | None: ...
+
+    async def apply(self, op: Operation) -> WriteResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+def control_chars(name: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in name)

@@ -1,0 +1,185 @@
+"""Confluence Data Center (8.4+) through its REST and admin REST API.
+
+Confluence cannot rename an account or change its full name or e-mail through REST (only the
+password), so those differences are reported as drift, never as done. Its membership writes
+are idempotent PUT/DELETE; an existing user is 409; a full licence is 402, after which the
+engine creates nothing more here but still deactivates (which frees seats).
+
+Reading state: the admin listing of active users comes from a search index and may lag, and
+the listing with deactivated users has an unverified path, so accounts come from the member
+listings of the groups the sync looks at plus one-by-one lookups (``all_accounts=False``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+
+from oktasync.http import Answer, HttpClient, RequestCounters
+from oktasync.models import Operation, OpKind, TargetAccount
+from oktasync.targets.base import (
+    Capabilities,
+    ReadSummary,
+    StateSink,
+    WriteResult,
+    WriteStatus,
+    control_chars,
+)
+
+MEMBERS_PAGE = 200
+# Confluence's user form: "Usernames cannot contain the characters '+', ',', '\\', '<', '>',
+# ''', or '\"'", nor spaces (Atlassian community answers; not in the REST reference). '/' is
+# added because the admin API addresses users in a path segment, where Tomcat rejects %2F.
+FORBIDDEN_USER_CHARS = frozenset("+,\\<>'\"/")
+
+
+def _seg(name: str) -> str:
+    """One URL path segment: every reserved character percent-encoded."""
+    return quote(name, safe="")
+
+
+def account_of(raw: dict[str, Any]) -> TargetAccount:
+    status = raw.get("status")
+    active = True if status is None else str(status).lower() in ("current", "active")
+    if "active" in raw:
+        active = bool(raw["active"])
+    return TargetAccount(username=raw.get("username") or raw.get("name") or "",
+                         email=raw.get("email"), display_name=raw.get("displayName"),
+                         active=active)
+
+
+def _message(answer: Answer) -> str:
+    try:
+        body = answer.json()
+    except ValueError:
+        return answer.text()[:300]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("reason") or body)[:300]
+    return answer.text()[:300]
+
+
+def forbidden_username(username: str) -> str | None:
+    """Why Confluence would refuse this username, or None."""
+    bad = sorted(set(username) & FORBIDDEN_USER_CHARS)
+    if any(c.isspace() for c in username):
+        bad.append("whitespace")
+    if bad or control_chars(username):
+        return f"contains {' '.join(bad) or 'control characters'}"
+    if len(username) > 255:
+        return "longer than 255 characters"
+    return None
+
+
+def forbidden_group(group: str) -> str | None:
+    """Why Confluence would refuse this group name, or None."""
+    if "/" in group:
+        return "contains '/', which Confluence cannot address in a URL path"
+    return "control characters" if control_chars(group) or not group.strip() else None
+
+
+class ConfluenceTarget:
+    kind = "confluence-dc"
+    capabilities = Capabilities(can_rename=False, can_update_profile=False)
+
+    def __init__(self, name: str, client: HttpClient) -> None:
+        self.name = name
+        self._client = client
+
+    @property
+    def counters(self) -> RequestCounters:
+        return self._client.counters
+
+    def forbidden_username(self, username: str) -> str | None:
+        return forbidden_username(username)
+
+    def forbidden_group(self, group: str) -> str | None:
+        return forbidden_group(group)
+
+    async def read_state(self, groups: Sequence[str], sink: StateSink) -> ReadSummary:
+        async with anyio.create_task_group() as tg:
+            for group in dict.fromkeys(groups):
+                if self.forbidden_group(group) is None:
+                    tg.start_soon(self._read_group, group, sink)
+        return ReadSummary(all_accounts=False, strategy="group members + lookups")
+
+    async def _read_group(self, group: str, sink: StateSink) -> None:
+        start = 0
+        while True:
+            answer = await self._client.send(
+                "GET", f"/rest/api/group/{_seg(group)}/member",
+                params={"start": str(start), "limit": str(MEMBERS_PAGE), "expand": "status"})
+            if answer.status == 404:
+                return
+            if answer.status != 200:
+                raise _read_error(self.name, answer, f"members of {group!r}")
+            body = answer.json()
+            if start == 0:
+                sink.add_group(self.name, group)
+            results = body.get("results") or []
+            accounts = [account_of(u) for u in results]
+            sink.add_members(self.name, group, [a.username for a in accounts])
+            if not (body.get("_links") or {}).get("next") or not results:
+                return
+            start += len(results)
+
+    async def lookup(self, username: str) -> TargetAccount | None:
+        answer = await self._client.send("GET", "/rest/api/user", params={
+            "username": username, "expand": "status,email"})
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            raise _read_error(self.name, answer, f"user {username!r}")
+        return account_of(answer.json())
+
+    async def apply(self, op: Operation) -> WriteResult:
+        answer = await self._send(op)
+        return _outcome(op, answer)
+
+    async def _send(self, op: Operation) -> Answer:
+        send, user = self._client.send, _seg(op.username)
+        match op.kind:
+            case OpKind.CREATE_GROUP:
+                return await send("POST", "/rest/api/admin/group", json={"name": op.group})
+            case OpKind.CREATE_USER:
+                return await send("POST", "/rest/api/admin/user", json={
+                    "userName": op.username, "fullName": op.display_name, "email": op.email,
+                    "password": secrets.token_urlsafe(32)})
+            case OpKind.ACTIVATE_USER:
+                return await send("PUT", f"/rest/api/admin/user/{user}/enable")
+            case OpKind.DEACTIVATE_USER:
+                return await send("PUT", f"/rest/api/admin/user/{user}/disable")
+            case OpKind.ADD_MEMBER:
+                return await send("PUT", f"/rest/api/user/{user}/group/{_seg(op.group or '')}")
+            case OpKind.REMOVE_MEMBER:
+                return await send("DELETE",
+                                  f"/rest/api/user/{user}/group/{_seg(op.group or '')}")
+        raise ValueError(f"Confluence cannot {op.kind.value}")  # planner never asks
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _outcome(op: Operation, answer: Answer) -> WriteResult:
+    """What Confluence's answer means for this operation."""
+    if answer.status < 300:
+        return WriteResult(WriteStatus.APPLIED)
+    text = _message(answer)
+    if answer.status == 409 and op.kind in (OpKind.CREATE_USER, OpKind.CREATE_GROUP):
+        return WriteResult(WriteStatus.ALREADY, text)
+    if answer.status == 402:
+        return WriteResult(WriteStatus.REFUSED, f"HTTP 402: no licence seat left: {text}",
+                           stop_creating=True)
+    if answer.status == 403:
+        return WriteResult(WriteStatus.REFUSED, f"HTTP 403: {text}")
+    return WriteResult(WriteStatus.FAILED, f"HTTP {answer.status}: {text}")
+
+
+def _read_error(target: str, answer: Answer, what: str) -> Exception:
+    from oktasync.errors import TargetReadError
+
+    return TargetReadError(f"{target}: cannot read {what}: HTTP {answer.status}: "
+                           f"{_message(answer)}")

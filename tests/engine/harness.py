@@ -1,0 +1,97 @@
+"""Helpers for end-to-end tests: emulators in-process on port 0, a config pointing at them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from oktasync.config import Config, load_config
+from oktasync.emulators.runner import RunningEmulators
+
+
+def write_config(
+    tmp: Path, emulators: RunningEmulators, *, extra_app: str = "", extra_jira: str = "",
+    extra_confluence: str = "", targets: tuple[str, ...] = ("jira", "confluence"),
+    queue_size: int = 1000, concurrency: int = 16,
+) -> Path:
+    """A TOML config for one app syncing into the running emulators."""
+    o = emulators.options
+    target_list = ", ".join(f'"{t}"' for t in targets)
+    text = f"""
+[[app]]
+name = "test-app"
+okta_url = "{emulators.okta_url}"
+okta_token = "{o.okta_token}"
+username_regex = "(.*)@.*"
+username_replacement = "$1"
+okta_concurrency = 8
+targets = [{target_list}]
+{extra_app}
+
+[target.jira]
+kind = "jira-dc"
+url = "{emulators.jira_url}"
+token = "{o.jira_token}"
+default_groups = ["jira-software-users"]
+protected_users = ["admin"]
+concurrency = {concurrency}
+{extra_jira}
+
+[target.confluence]
+kind = "confluence-dc"
+url = "{emulators.confluence_url}"
+username = "{o.admin_user}"
+password = "{o.admin_password}"
+default_groups = ["confluence-users"]
+protected_users = ["admin"]
+concurrency = {concurrency}
+{extra_confluence}
+
+[state]
+dir = "{tmp / 'state'}"
+
+[pipeline]
+queue_size = {queue_size}
+"""
+    path = tmp / "oktasync.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(path: Path) -> Config:
+    return load_config(path)
+
+
+async def get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        response.raise_for_status()
+        return await response.json()
+
+
+async def states(emulators: RunningEmulators) -> dict[str, Any]:
+    return {
+        "okta": await get_json(emulators.okta_url + "/_emulator/state"),
+        "jira": await get_json(emulators.jira_url + "/_emulator/state"),
+        "confluence": await get_json(emulators.confluence_url + "/_emulator/state"),
+    }
+
+
+async def stats(emulators: RunningEmulators) -> dict[str, Any]:
+    return {
+        "okta": await get_json(emulators.okta_url + "/_emulator/stats"),
+        "jira": await get_json(emulators.jira_url + "/_emulator/stats"),
+        "confluence": await get_json(emulators.confluence_url + "/_emulator/stats"),
+    }
+
+
+def write_requests(stat: dict[str, Any]) -> int:
+    """Requests with a writing method, whatever their answer."""
+    return sum(v["requests"] for k, v in stat["by_endpoint"].items()
+               if k.split(" ", 1)[0] in ("POST", "PUT", "PATCH", "DELETE"))
+
+
+def read_requests(stat: dict[str, Any]) -> int:
+    return sum(v["requests"] for k, v in stat["by_endpoint"].items()
+               if k.startswith("GET "))

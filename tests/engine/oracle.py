@@ -1,0 +1,154 @@
+"""The tests' oracle: the state Jira and Confluence must reach, written from sync-semantics.md.
+
+Deliberately independent of the engine: it shares no code with the planner or the config
+loader (usernames are re-derived here from the semantics page's own words), and it reads the
+emulators' ``/_emulator/state`` JSON, not the engine's view.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIVE = {"ACTIVE", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"}
+
+
+def username_of(login: str, regex: str | None, replacement: str) -> str:
+    """Java ``String.replaceFirst`` with ``$1``, then NFC, then ``str.lower()``."""
+    if regex is not None:
+        python_repl = re.sub(r"\$(\d)", r"\\g<\1>", replacement)
+        login = re.sub(regex, python_repl, login, count=1)
+    return unicodedata.normalize("NFC", login).lower()
+
+
+@dataclass
+class Settings:
+    regex: str | None = "(.*)@.*"
+    replacement: str = "$1"
+    group_types: tuple[str, ...] = ("OKTA_GROUP", "APP_GROUP")
+    include: tuple[str, ...] = (".*",)
+    exclude: tuple[str, ...] = ()
+    default_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per target
+    protected: tuple[str, ...] = ("admin",)
+
+
+def jira_forbids(name: str) -> bool:
+    return any(c in name for c in "<>&")
+
+
+def confluence_forbids(name: str) -> bool:
+    return any(c in name for c in "+,\\<>'\"/") or any(c.isspace() for c in name)
+
+
+FORBIDS = {"jira": jira_forbids, "confluence": confluence_forbids}
+# atlassian-api.md: a group name containing "/" may not be addressable on Confluence: reported,
+# not written.
+GROUP_FORBIDS = {"jira": lambda name: False, "confluence": lambda name: "/" in name}
+CAN_RENAME = {"jira": True, "confluence": False}
+CAN_UPDATE = {"jira": True, "confluence": False}
+
+
+def in_scope(group: dict[str, Any], s: Settings) -> bool:
+    name = group["profile"]["name"]
+    return (group["type"] in s.group_types
+            and any(re.fullmatch(p, name) for p in s.include)
+            and not any(re.fullmatch(p, name) for p in s.exclude))
+
+
+def display_name(profile: dict[str, Any]) -> str:
+    if profile.get("displayName"):
+        return str(profile["displayName"])
+    return " ".join(p for p in (profile.get("firstName"), profile.get("lastName")) if p)
+
+
+@dataclass
+class Account:
+    email: str | None
+    display: str | None
+    active: bool
+    groups: set[str]
+
+
+def target_accounts(state: dict[str, Any]) -> dict[str, Account]:
+    """A target's ``/_emulator/state`` as {username key: Account}."""
+    groups_of: dict[str, set[str]] = {}
+    for group in state["groups"]:
+        for member in group["members"]:
+            groups_of.setdefault(member.lower(), set()).add(group["name"].lower())
+    return {u["name"].lower(): Account(u.get("email"), u.get("displayName"), bool(u["active"]),
+                                       groups_of.get(u["name"].lower(), set()))
+            for u in state["users"]}
+
+
+def expected_accounts(
+    okta: dict[str, Any], before: dict[str, Account], target: str, s: Settings,
+    synced_as: dict[str, str] | None = None,
+) -> dict[str, Account]:
+    """What the target holds after a full sync, given what it held before.
+
+    ``synced_as`` maps Okta user id -> the username it was synced as in an earlier run (for
+    login changes); accounts in ``before`` not claimed by any Okta user are left alone.
+    """
+    synced_as = synced_as or {}
+    scoped = {g["id"]: g["profile"]["name"] for g in okta["groups"]
+              if in_scope(g, s) and not GROUP_FORBIDS[target](g["profile"]["name"])}
+    member_of: dict[str, set[str]] = {}
+    for gid, members in okta["memberships"].items():
+        if gid in scoped:
+            for uid in members:
+                member_of.setdefault(uid, set()).add(scoped[gid].lower())
+    scope_keys = {n.lower() for n in scoped.values()}
+    defaults = {g.lower() for g in s.default_groups.get(target, ())}
+    names = {u["id"]: username_of(u["profile"]["login"], s.regex, s.replacement)
+             for u in okta["users"]}
+    counts = Counter(names.values())
+    after = {k: Account(a.email, a.display, a.active, set(a.groups)) for k, a in before.items()}
+    for user in okta["users"]:
+        name, profile = names[user["id"]], user["profile"]
+        if (not name or counts[name] > 1 or FORBIDS[target](name) or name in s.protected
+                or not profile.get("email")):
+            continue
+        active = user["status"] in ACTIVE
+        old = synced_as.get(user["id"])
+        if old is not None and old != name and old in after and name not in after:
+            if CAN_RENAME[target]:
+                after[name] = after.pop(old)
+            else:
+                name = old
+        account = after.get(name)
+        if account is None:
+            if not active:
+                continue
+            account = after[name] = Account(profile["email"], display_name(profile), True,
+                                            set())
+        elif CAN_UPDATE[target]:
+            account.email, account.display = profile["email"], display_name(profile)
+        account.active = active
+        if active:
+            wanted = member_of.get(user["id"], set()) | defaults
+            account.groups = (account.groups - scope_keys) | wanted
+    return after
+
+
+def differences(expected: dict[str, Account], actual: dict[str, Account],
+                compare_profile: bool = True) -> list[str]:
+    """Human-readable differences, empty when the target is exactly as expected."""
+    problems = []
+    for name in sorted(expected.keys() | actual.keys()):
+        e, a = expected.get(name), actual.get(name)
+        if e is None or a is None:
+            problems.append(f"{name}: expected {'absent' if e is None else 'present'}, "
+                            f"is {'absent' if a is None else 'present'}")
+            continue
+        if e.active != a.active:
+            problems.append(f"{name}: active expected {e.active}, is {a.active}")
+        if compare_profile and (e.email, e.display) != (a.email, a.display):
+            problems.append(f"{name}: profile expected {(e.email, e.display)}, "
+                            f"is {(a.email, a.display)}")
+        if e.groups != a.groups:
+            problems.append(f"{name}: groups missing {sorted(e.groups - a.groups)}, "
+                            f"extra {sorted(a.groups - e.groups)}")
+    return problems
