@@ -115,7 +115,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_until_signal(lambda: run_demo(args.users, args.groups, args.keep_running))
     from oktasync.emulators.cli import run_emulate
 
-    return _run_until_signal(lambda: run_emulate(args))
+    code = _run_until_signal(lambda: run_emulate(args))
+    return 0 if code in (EXIT_SIGINT, EXIT_SIGTERM) else code  # an interrupt is how it stops
 
 
 def _run_until_signal(work: Callable[[], Awaitable[int]]) -> int:
