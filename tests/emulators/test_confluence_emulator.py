@@ -137,6 +137,49 @@ async def test_unknown_user_404_bad_json_and_missing_fields_400() -> None:
 
 
 @pytest.mark.asyncio
+async def test_create_requires_user_name_and_email() -> None:
+    conf = make_confluence()
+    async with serve(conf) as s:
+        for missing in ("userName", "email"):
+            body = {"userName": "x", "fullName": "X", "email": "x@e.com", "password": "p"}
+            del body[missing]
+            status, answer = await call(s, "POST", f"{API}/admin/user", json=body)
+            assert status == 400 and answer["statusCode"] == 400, missing
+            assert missing in answer["message"]
+            assert answer["data"]["errors"][0]["message"]["key"] == missing
+            status, _ = await call(s, "POST", f"{API}/admin/user", json={**body, missing: " "})
+            assert status == 400, missing
+    assert set(conf.store.users) == {"admin"}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "name", ["a+b", "a,b", "a\\b", "a<b", "a>b", "o'brien", 'say"hi', "two words", "tab\tbed",
+             "new\nline"]
+)
+async def test_usernames_with_forbidden_characters_are_400(name: str) -> None:
+    conf = make_confluence()
+    async with serve(conf) as s:
+        status, body = await create_user(s, name)
+    assert status == 400
+    assert body["statusCode"] == 400 and body["reason"] == "Bad Request"
+    assert body["message"].startswith("Usernames cannot contain the characters")
+    assert body["data"]["valid"] is False
+    assert body["data"]["errors"][0]["message"]["key"] == "userName"
+    assert set(conf.store.users) == {"admin"}
+
+
+@pytest.mark.asyncio
+async def test_usernames_with_other_punctuation_are_accepted() -> None:
+    """Confluence's list is short: '&', '@', '.', '-' and '_' (and non-ASCII) are fine."""
+    conf = make_confluence()
+    async with serve(conf) as s:
+        for name in ("tom&jerry", "first.last@corp", "a-b_c", "zoë"):
+            status, body = await create_user(s, name)
+            assert status == 201, (name, body)
+
+
+@pytest.mark.asyncio
 async def test_no_seat_left_is_402_and_deactivation_frees_one() -> None:
     conf = make_confluence(seats=2)  # admin holds one
     async with serve(conf) as s:

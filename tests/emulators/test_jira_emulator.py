@@ -158,6 +158,57 @@ async def test_malformed_json_and_missing_fields_are_400() -> None:
 
 
 @pytest.mark.asyncio
+async def test_create_names_every_missing_field_at_once() -> None:
+    jira = make_jira()
+    async with serve(jira) as s:
+        status, body = await call(s, "POST", f"{API}/user", json={"displayName": "X"})
+        assert status == 400 and body["errorMessages"] == []
+        assert body["errors"] == {
+            "username": "You must specify a username.",
+            "email": "You must specify an email address.",
+        }
+        status, body = await call(
+            s, "POST", f"{API}/user", json={"name": "  ", "emailAddress": 7, "displayName": "X"}
+        )
+        assert status == 400 and set(body["errors"]) == {"username", "email"}
+    assert set(jira.store.users) == {"admin"}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", ["a<b", "b>c", "tom&jerry", "<script>", "&"])
+async def test_usernames_with_angle_brackets_or_ampersand_are_refused(name: str) -> None:
+    jira = make_jira()
+    async with serve(jira) as s:
+        status, body = await create_user(s, name)
+        assert status == 400
+        assert body == {
+            "errorMessages": [],
+            "errors": {"username": "The username must not contain '<', '>' or '&'."},
+        }
+        await create_user(s, "frank")
+        status, body = await call(
+            s, "PUT", f"{API}/user", params={"username": "frank"}, json={"name": name}
+        )
+        assert status == 400
+        assert body["errors"] == {"username": "The username must not contain '<', '>' or '&'."}
+    assert set(jira.store.users) == {"admin", "frank"}  # nothing created, nothing renamed
+
+
+@pytest.mark.asyncio
+async def test_usernames_with_other_punctuation_are_accepted() -> None:
+    """Jira refuses only '<', '>' and '&': the emulator must not be stricter either."""
+    jira = make_jira()
+    async with serve(jira) as s:
+        for name in ("o'brien", "a+b", "x,y", "back\\slash", "with space", "é.ü"):
+            status, body = await create_user(s, name)
+            assert status == 201, (name, body)
+        status, body = await call(
+            s, "PUT", f"{API}/user", params={"username": "a+b"}, json={"name": "a+b+c"}
+        )
+        assert status == 200 and body["name"] == "a+b+c"
+
+
+@pytest.mark.asyncio
 async def test_update_keeps_missing_fields_and_accepts_string_booleans() -> None:
     jira = make_jira()
     async with serve(jira) as s:

@@ -39,6 +39,13 @@ PAGE_MAX = 1000  # guess
 MSG_READ_ONLY = "Cannot modify user '{user}': the user directory is read-only."  # guess
 MSG_READ_ONLY_GROUPS = "Cannot modify groups: the user directory is read-only."  # guess
 MSG_READ_ONLY_CREATE = "Cannot create users: the user directory is read-only."  # guess
+# Confluence's user form refuses these in a username ("Usernames cannot contain the characters
+# ..."), and whitespace too.
+USERNAME_FORBIDDEN_CHARS = frozenset("+,\\<>'\"")
+# guess: the REST answer's wording; the status (400) and the error body's shape are Confluence's.
+MSG_USERNAME_CHARS = (
+    "Usernames cannot contain the characters '+', ',', '\\', '<', '>', ''', '\"' or whitespace."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +390,9 @@ class ConfluenceEmulator(AtlassianEmulator):
             if not isinstance(value, str) or not value.strip():
                 raise self.error(400, f"{name} is required", field=name)  # guess: wording
             values.append(value)
+        if _bad_username(values[0]):
+            # guess: 400 in Confluence's error shape, the problem under the userName field.
+            raise self.error(400, MSG_USERNAME_CHARS, field="userName")
         password = body.get("password")
         if not isinstance(password, str) and body.get("notifyViaEmail") is not True:
             # guess: Confluence requires one of the two.
@@ -543,6 +553,11 @@ class ConfluenceEmulator(AtlassianEmulator):
         whose whole directory is read-only refuses membership changes."""
         if self.refusals.read_only_directory:
             raise self.error(403, MSG_READ_ONLY_GROUPS)
+
+
+def _bad_username(name: str) -> bool:
+    """Confluence refuses usernames with '+', ',', '\\', '<', '>', quotes or whitespace."""
+    return not USERNAME_FORBIDDEN_CHARS.isdisjoint(name) or any(c.isspace() for c in name)
 
 
 __all__ = ["ConfluenceEmulator", "IndexedUser", "LaggedIndex"]

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from oktasync.emulators.atlassian_base import (
+    ApiError,
     AtlassianEmulator,
     AtlassianRate,
     Clock,
@@ -50,6 +51,11 @@ MSG_READ_ONLY_USER = "Cannot update user '{user}': the user's directory is read-
 MSG_READ_ONLY_CREATE = "Cannot add user, all the user directories are read-only."
 MSG_NO_SUCH_USER = "Specified user does not exist or you do not have required permissions"
 MSG_READ_ONLY_GROUP = "Cannot change groups: the user directory is read-only."
+# Jira's own text (its functional tests assert it on the user forms); REST answers it under
+# ``errors.username``.
+MSG_USERNAME_CHARS = "The username must not contain '<', '>' or '&'."
+MSG_USERNAME_TAKEN = "A user with that username already exists."
+USERNAME_FORBIDDEN_CHARS = frozenset("<>&")
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
@@ -273,22 +279,30 @@ class JiraEmulator(AtlassianEmulator):
         user = auth_user(request)
         return atlassian_json(self.user_full(origin_of(request), user, "groups,applicationRoles"))
 
-    def _require_text(self, body: dict[str, Any], name: str, field: str, message: str) -> str:
-        value = body.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(400, message, field=field)
-        return value
-
     async def create_user(self, request: web.Request) -> web.StreamResponse:
+        """201 with the new user; 400 with every field problem at once.
+
+        # guess: Jira's user service gathers field errors in one collection before answering.
+        """
         body = await self.json_object(request)
-        need = self._require_text
-        name = need(body, "name", "username", "You must specify a username.")
-        email = need(body, "emailAddress", "email", "You must specify an email address.")
-        display = need(body, "displayName", "displayName", "You must specify a full name.")
+        errors: dict[str, str] = {}
+        name = _text(body, "name")
+        email = _text(body, "emailAddress")
+        display = _text(body, "displayName")
+        if name is None:
+            errors["username"] = "You must specify a username."
+        elif _bad_username(name):
+            errors["username"] = MSG_USERNAME_CHARS
+        if email is None:
+            errors["email"] = "You must specify an email address."
+        if display is None:
+            errors["displayName"] = "You must specify a full name."
+        if errors or name is None or email is None or display is None:
+            raise ApiError(atlassian_json({"errorMessages": [], "errors": errors}, 400))
         if self.refusals.read_only_directory:
             raise self.error(400, MSG_READ_ONLY_CREATE)
         if self.store.user(name) is not None:
-            raise self.error(400, "A user with that username already exists.", field="username")
+            raise self.error(400, MSG_USERNAME_TAKEN, field="username")
         password = body.get("password")
         user = self.store.add_user(
             name, email, display, password=password if isinstance(password, str) else None
@@ -330,9 +344,11 @@ class JiraEmulator(AtlassianEmulator):
             changes["active"] = active
         new_name = body.get("name")
         if isinstance(new_name, str) and new_name.strip() and new_name.lower() != user.name.lower():
+            if _bad_username(new_name):
+                raise self.error(400, MSG_USERNAME_CHARS, field="username")
             other = self.store.user(new_name)
             if other is not None:
-                raise self.error(400, "A user with that username already exists.", field="username")
+                raise self.error(400, MSG_USERNAME_TAKEN, field="username")
             changes["name"] = new_name
         if changes and self.refusals.read_only(user):
             raise self.error(400, MSG_READ_ONLY_USER.format(user=user.name))
@@ -525,6 +541,17 @@ class JiraEmulator(AtlassianEmulator):
         if not self.store.remove_member(group, user):
             raise self.error(400, MSG_NOT_MEMBER.format(user=user.name, group=group.name))
         return web.Response(status=200)
+
+
+def _text(body: dict[str, Any], name: str) -> str | None:
+    """A required text field of a request body, or ``None`` when missing, blank or not text."""
+    value = body.get(name)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _bad_username(name: str) -> bool:
+    """Jira refuses usernames containing '<', '>' or '&', on creation and on rename."""
+    return not USERNAME_FORBIDDEN_CHARS.isdisjoint(name)
 
 
 def _matches(user: User, query: str) -> bool:
