@@ -20,7 +20,7 @@ import structlog
 
 from oktasync import __version__
 from oktasync.config import ConfigError, load_config
-from oktasync.errors import SyncError
+from oktasync.errors import SyncError, collapse
 from oktasync.report import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 
 SIGNAL_EXIT = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
@@ -66,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="go past the max_deactivations guard")
     sync.add_argument("--max-in-flight", type=_positive_int, metavar="N",
                       help="cap requests in flight across all servers")
+    sync.add_argument("--resume", action="store_true",
+                      help="continue the interrupted run of each app from its checkpoint")
+    sync.add_argument("--restart", action="store_true",
+                      help="discard an interrupted run's checkpoint and start a fresh full sync")
 
-    status = sub.add_parser("status", help="the last run of each app")
+    status = sub.add_parser("status", help="the last run of each app, and any interrupted one")
     status.add_argument("--config", required=True, type=Path)
 
     demo = sub.add_parser("demo", help="start the emulators and sync 5,000 users into them")
@@ -106,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sync":
-        return _run_until_signal(lambda: _sync(args))
+        interrupt: list[int] = []
+        return _run_until_signal(lambda: _sync(args, interrupt), interrupt)
     if args.command == "status":
         return _status(args)
     if args.command == "demo":
@@ -119,9 +124,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0 if code in (EXIT_SIGINT, EXIT_SIGTERM) else code  # an interrupt is how it stops
 
 
-def _run_until_signal(work: Callable[[], Awaitable[int]]) -> int:
-    """Run ``work`` on asyncio; SIGINT/SIGTERM cancel it and give 130/143."""
+def _run_until_signal(work: Callable[[], Awaitable[int]],
+                      interrupt: list[int] | None = None) -> int:
+    """Run ``work`` on asyncio; SIGINT/SIGTERM cancel it and give 130/143.
+
+    ``interrupt`` receives the exit code before the cancellation, so the work can record in
+    its report which signal stopped it.
+    """
     outcome: dict[str, int] = {}
+    failures: list[BaseException] = []
 
     async def runner() -> None:
         async with anyio.create_task_group() as tg:
@@ -129,39 +140,59 @@ def _run_until_signal(work: Callable[[], Awaitable[int]]) -> int:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         outcome["code"] = SIGNAL_EXIT[signal.Signals(signum)]
+                        if interrupt is not None:
+                            interrupt.append(outcome["code"])
                         tg.cancel_scope.cancel()
                         return
 
             tg.start_soon(watch)
-            outcome["code"] = await work()
+            try:
+                outcome["code"] = await work()
+            except Exception as exc:  # re-raised below, outside the task group's wrapping
+                failures.append(exc)
             tg.cancel_scope.cancel()
 
     anyio.run(runner, backend="asyncio")
+    if failures:
+        error = failures[0]
+        raise collapse(error) if isinstance(error, BaseExceptionGroup) else error
     return outcome.get("code", EXIT_SIGINT)
 
 
-async def _sync(args: argparse.Namespace) -> int:
+async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:
     from oktasync.engine import SyncOptions, run_sync
 
     config = load_config(args.config)
-    result = await run_sync(config, SyncOptions(app=args.app, dry_run=args.dry_run,
-                                                force=args.force,
-                                                max_in_flight=args.max_in_flight))
+    result = await run_sync(config, SyncOptions(
+        app=args.app, dry_run=args.dry_run, force=args.force, max_in_flight=args.max_in_flight,
+        resume=args.resume, restart=args.restart, interrupt_code=interrupt))
     return result.exit_code
 
 
 def _status(args: argparse.Namespace) -> int:
+    """Each app's last run, and the current or interrupted one (read from its checkpoint)."""
+    from oktasync.checkpoint import checkpoint_path, progress
     from oktasync.state import read_json
 
     config = load_config(args.config)
     for app in config.apps:
         last: Any = read_json(config.state_dir / app.name / "last-run.json")
         if last is None:
-            print(f"{app.name}: never run")
+            print(f"{app.name}: last run: none")
+        else:
+            print(f"{app.name}: last run {last.get('run_id')} finished {last.get('finished')}: "
+                  f"exit {last.get('exit_code')} ({last.get('outcome')}), "
+                  f"{last.get('wall_time_s')}s")
+        current = progress(checkpoint_path(config.state_dir, app.name))
+        if current is None:
+            print(f"{app.name}: nothing to resume")
             continue
-        print(f"{app.name}: last run {last.get('run_id')} finished {last.get('finished')}: "
-              f"exit {last.get('exit_code')} ({last.get('outcome')}), "
-              f"{last.get('wall_time_s')}s")
+        print(f"{app.name}: unfinished run {current['run_id']} started {current['started']}, "
+              f"phase {current['phase']}, {current['okta_users_read']} Okta users read, "
+              f"{current['users_per_s']} users/s; resumable with `oktasync sync --resume`")
+        for target, t in current["targets"].items():
+            print(f"  {target}: {t['users_done']} of {t['users_total']} users done, "
+                  f"{t['writes']} writes")
     return 0
 
 

@@ -19,6 +19,7 @@ import aiohttp
 import anyio
 import structlog
 
+from oktasync.checkpoint import Interrupted, checkpoint_path, decide, start_meta
 from oktasync.config import AppConfig, Config, TargetConfig
 from oktasync.errors import (
     CredentialsError,
@@ -26,6 +27,7 @@ from oktasync.errors import (
     ListingError,
     TargetReadError,
     UsageError,
+    collapse,
 )
 from oktasync.http import HttpClient, make_session
 from oktasync.okta_source import OktaSource
@@ -35,6 +37,7 @@ from oktasync.report import (
     EXIT_GUARD,
     EXIT_LISTING,
     EXIT_OK,
+    EXIT_SIGINT,
     EXIT_USAGE,
     EXIT_WRITES_FAILED,
     TargetTally,
@@ -59,6 +62,9 @@ class SyncOptions:
     dry_run: bool = False
     force: bool = False
     max_in_flight: int | None = None  # overrides [pipeline] max_in_flight
+    resume: bool = False
+    restart: bool = False
+    interrupt_code: list[int] = field(default_factory=list)  # set by the CLI's signal watcher
 
 
 @dataclass
@@ -72,21 +78,32 @@ def new_run_id() -> str:
 
 
 async def run_sync(config: Config, options: SyncOptions, *, echo: Any = print) -> RunResult:
-    """Sync one app or all; the exit code is the worst app's."""
+    """Sync one app or all; the exit code is the worst app's.
+
+    Everything that can refuse the run (state directory, lock, checkpoints) is checked
+    before any server is contacted.
+    """
     apps = [config.app(options.app)] if options.app else list(config.apps)
     state_dir = ensure_state_dir(config.state_dir)
     lock = StateLock(state_dir)
     lock.acquire()
-    ownership = Ownership(state_dir / "state.db")
     result = RunResult(EXIT_OK)
     try:
-        for app in apps:
-            summary = await run_app(app, config, options, ownership, state_dir)
-            result.summaries[app.name] = summary
-            result.exit_code = worst(result.exit_code, summary["exit_code"])
-            echo(format_summary(app.name, summary))
+        plan = decide(config, apps, resume=options.resume, restart=options.restart,
+                      dry_run=options.dry_run)
+        if options.resume:
+            apps = [a for a in apps if plan[a.name] is not None]
+        ownership = Ownership(state_dir / "state.db")
+        try:
+            for app in apps:
+                summary = await run_app(app, config, options, ownership, state_dir,
+                                        plan[app.name])
+                result.summaries[app.name] = summary
+                result.exit_code = worst(result.exit_code, summary["exit_code"])
+                echo(format_summary(app.name, summary))
+        finally:
+            ownership.close()
     finally:
-        ownership.close()
         lock.release()
     return result
 
@@ -136,23 +153,46 @@ async def _clients(
                 await session.close()
 
 
+def _open_store(app: AppConfig, config: Config, app_dir: Path, run_id: str,
+                options: SyncOptions, resumed: Interrupted | None) -> RunStore:
+    """The run index: a fresh one, the checkpoint being resumed, or a throw-away for a dry run."""
+    if options.dry_run:
+        return RunStore(app_dir / f"dry-run-{run_id}.db")
+    path = checkpoint_path(config.state_dir, app.name)
+    if resumed is not None:
+        return RunStore.open_existing(path)
+    for suffix in ("", "-wal", "-shm"):  # --restart, or a stale file: start clean
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    store = RunStore(path)
+    store.set_meta(**start_meta(app, config, run_id))
+    return store
+
+
 async def run_app(
     app: AppConfig, config: Config, options: SyncOptions, ownership: Ownership, state_dir: Path,
+    resumed: Interrupted | None = None,
 ) -> dict[str, Any]:
-    """One app's run, start to summary. Never raises for a run-time failure: it reports it."""
-    run_id, started = new_run_id(), time.monotonic()
+    """One app's run, start to summary. Never raises for a run-time failure: it reports it.
+
+    The checkpoint survives a run that could not finish (interrupted, credentials rejected,
+    a listing broken) so that ``--resume`` continues it; a finished run removes it.
+    """
+    run_id = str(resumed.meta["run_id"]) if resumed else new_run_id()
+    started = time.monotonic()
     app_dir = state_dir / app.name
     app_dir.mkdir(parents=True, exist_ok=True)
     findings_path = app_dir / f"findings-{run_id}.csv"
     findings_handle, findings_writer = open_findings(findings_path)
-    store_path = app_dir / (f"dry-run-{run_id}.db" if options.dry_run else "run.db")
-    store_path.unlink(missing_ok=True)
-    store = RunStore(store_path)
+    store = _open_store(app, config, app_dir, run_id, options, resumed)
     tallies = {name: TargetTally(name, _sink=findings_writer) for name in app.targets}
+    if resumed is not None:
+        for name, tally in tallies.items():
+            tally.restore(store.meta().get(f"tally:{name}", {}))
     summary: dict[str, Any] = {"app": app.name, "run_id": run_id, "dry_run": options.dry_run,
+                               "resumed": resumed is not None,
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "findings_file": str(findings_path), "notes": []}
-    code, outcome = EXIT_OK, "done"
+    code, outcome, finished = EXIT_OK, "done", False
     plan_handle = None
     okta_client: HttpClient | None = None
     target_map: dict[str, Target] = {}
@@ -167,25 +207,23 @@ async def run_app(
                            tallies, force=options.force, dry_run=options.dry_run)
             try:
                 result = await sync.run()
-            finally:  # writes that landed stay owned, whatever stopped the run
-                for run in sync.runs.values():
-                    if not options.dry_run:
-                        ownership.claim(app.name, run.target.name, run.claims)
-                        run.claims = []
+            except BaseExceptionGroup as group:
+                raise collapse(group) from None
+            finally:  # no await: the checkpoint is written even when cancelled
+                sync.checkpoint(force=True)
+            finished = True
             if result.guard:
                 code, outcome = EXIT_GUARD, "stopped by a safety guard"
                 summary["notes"].append(result.guard)
-    except (ListingError, TargetReadError) as exc:
+    except (ListingError, TargetReadError, HttpFailure) as exc:
         code, outcome = EXIT_LISTING, "a listing failed: nothing that removes access was written"
         summary["notes"].append(str(exc))
     except (CredentialsError, UsageError) as exc:
         code, outcome = EXIT_USAGE, "stopped"
         summary["notes"].append(str(exc))
-    except HttpFailure as exc:
-        code, outcome = EXIT_LISTING, "a read failed after retries"
-        summary["notes"].append(str(exc))
     except anyio.get_cancelled_exc_class():
-        outcome = "interrupted"
+        code = options.interrupt_code[0] if options.interrupt_code else EXIT_SIGINT
+        outcome = "interrupted; the checkpoint is saved: resume with --resume"
         raise
     finally:  # no await here: runs to the end even when cancelled
         if plan_handle is not None:
@@ -194,11 +232,16 @@ async def run_app(
         failed = any(t.failed for t in tallies.values())
         if code == EXIT_OK and failed:
             code, outcome = EXIT_WRITES_FAILED, "done, some writes failed or were refused"
+        if not finished and not options.dry_run and code != EXIT_OK:
+            summary["notes"].append(f"resumable: oktasync sync --resume (checkpoint {store.path})")
         summary.update(_finish(summary, code, outcome, started, okta_client,
                                target_map, tallies))
         if not options.dry_run:
             write_json_atomically(app_dir / "last-run.json", summary)
-        store.delete()
+        if finished or options.dry_run:
+            store.delete()
+        else:
+            store.close()
     return summary
 
 

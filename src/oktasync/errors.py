@@ -102,3 +102,26 @@ class HttpFailure(SyncError):
         self.method, self.url, self.status, self.body = method, url, status, body
         shown = f"HTTP {status}" if status is not None else "no answer"
         super().__init__(f"{method} {url}: {shown}: {body[:300]}")
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
+
+
+def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error a task group's failure means for the run.
+
+    anyio task groups wrap whatever their tasks raise in exception groups; the run's outcome
+    (exit code, message) depends on the most serious error inside, not on the wrapping.
+    """
+    found = leaves(group)
+    for kind in (CredentialsError, ListingError, TargetReadError, HttpFailure, UsageError,
+                 SyncError):
+        for error in found:
+            if isinstance(error, kind):
+                return error
+    return next((e for e in found if not isinstance(e, (KeyboardInterrupt, SystemExit))),
+                found[0])

@@ -18,6 +18,9 @@ ALL_STATUSES = (
 )
 
 
+UNMAPPED_REASON = "no Okta user maps to this account"
+
+
 def name_key(name: str) -> str:
     """How targets compare user and group names: NFC, then Python's ``str.lower()``."""
     return unicodedata.normalize("NFC", name).lower()

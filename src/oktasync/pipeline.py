@@ -13,10 +13,17 @@ Data flow (one anyio task group owns every task)::
 Grants (creates, updates, re-activations, membership adds) stream once every listing has
 completed — collisions can only be known then; removals wait for the gate. The same worker
 code serves one user or all of them.
+
+Resumability: every listing page is stored with its cursor in one transaction; every landed
+write is written through to the run index; the users phase keeps a low-water mark (users are
+fed in username order, finish out of order, and the mark passes only users that are done), and
+``checkpoint()`` stores the mark after flushing the ownership claims below it. A resumed run
+continues each listing from its cursor and the users phase from its mark.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,7 +34,15 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from oktasync.config import AppConfig, Config
 from oktasync.errors import TargetReadError, UsageError
-from oktasync.models import Finding, FindingKind, OktaGroup, Operation, OpKind, name_key
+from oktasync.models import (
+    Finding,
+    FindingKind,
+    OktaGroup,
+    Operation,
+    OpKind,
+    TargetAccount,
+    name_key,
+)
 from oktasync.okta_source import OktaSource
 from oktasync.planner import (
     Current,
@@ -44,17 +59,44 @@ from oktasync.state import Ownership
 from oktasync.targets.base import Target, WriteResult, WriteStatus
 
 log = structlog.get_logger("oktasync.pipeline")
-CLAIM_FLUSH = 500
+CHECKPOINT_EVERY_S = 0.5
 
 
 @dataclass
 class UserWork:
     """One Okta user for one target, with what the feed already knows of its account."""
 
+    seq: int  # position in the feed, for the low-water mark
     desired: Desired
     at_name: Current | None
     known: bool  # False: the account at the username must be looked up first
     previous_key: str | None  # the username this app synced the Okta user as, if different
+
+
+class Watermark:
+    """The low-water mark over work issued in order and finished out of order."""
+
+    def __init__(self) -> None:
+        self._issued = 0
+        self._done: set[int] = set()
+        self._names: dict[int, str] = {}
+        self._mark = -1
+        self.mark_name: str | None = None
+        self.finished = 0
+
+    def issue(self, name: str) -> int:
+        seq = self._issued
+        self._issued += 1
+        self._names[seq] = name
+        return seq
+
+    def finish(self, seq: int) -> None:
+        self._done.add(seq)
+        self.finished += 1
+        while self._mark + 1 in self._done:
+            self._mark += 1
+            self._done.discard(self._mark)
+            self.mark_name = self._names.pop(self._mark)
 
 
 @dataclass
@@ -64,10 +106,16 @@ class TargetRun:
     target: Target
     rules: TargetRules
     tally: TargetTally
+    concurrency: int
     all_accounts: bool = True
     stop_creating: bool = False
     claims: list[tuple[str, str | None]] = field(default_factory=list)
     guard_tripped: str | None = None
+    watermark: Watermark = field(default_factory=Watermark)
+
+    @property
+    def name(self) -> str:
+        return self.target.name
 
 
 @dataclass
@@ -76,8 +124,12 @@ class AppOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+def cursor_name(*parts: str) -> str:
+    return ":".join(parts)
+
+
 class AppSync:
-    """One app's full sync against its targets, through one run index."""
+    """One app's full sync against its targets, through one run index (its checkpoint)."""
 
     def __init__(
         self, app: AppConfig, config: Config, okta: OktaSource, targets: dict[str, Target],
@@ -86,12 +138,14 @@ class AppSync:
     ) -> None:
         self.app, self.config, self.okta, self.store = app, config, okta, store
         self.ownership, self.force, self.dry_run = ownership, force, dry_run
-        self.runs = {name: TargetRun(t, self._rules(name, t), tallies[name])
+        self.runs = {name: TargetRun(t, self._rules(name, t), tallies[name],
+                                     config.targets[name].concurrency)
                      for name, t in targets.items()}
         self.outcome = AppOutcome()
         self.okta_groups: list[OktaGroup] = []
         self.scoped_groups: list[OktaGroup] = []
         self.scope: dict[str, str] = {}  # group key -> target name, for in-scope groups
+        self._last_checkpoint = time.monotonic()
 
     def _rules(self, name: str, target: Target) -> TargetRules:
         app, tc = self.app, self.config.targets[name]
@@ -108,6 +162,7 @@ class AppSync:
 
     # -- the run ----------------------------------------------------------------------------
     async def run(self) -> AppOutcome:
+        self._phase("reading")
         await self._read_okta_groups()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read_okta_users)
@@ -115,6 +170,7 @@ class AppSync:
             for run in self.runs.values():
                 tg.start_soon(self._read_target_then_groups, run)
         log.info("listings complete", app=self.app.name, okta_users=self.store.okta_user_count())
+        self._phase("users")
         async with anyio.create_task_group() as tg:
             for run in self.runs.values():
                 tg.start_soon(self._users_phase, run)
@@ -122,10 +178,19 @@ class AppSync:
             for run in self.runs.values():
                 await self._plan_unmapped(run)
         await self._removal_gate()
+        self._phase("done")
         return self.outcome
+
+    def _phase(self, phase: str) -> None:
+        self.store.set_meta(phase=phase)
+        log.info("phase", app=self.app.name, phase=phase)
+
+    def _done(self, name: str) -> bool:
+        return self.store.cursor(name)[1]
 
     # -- reading ----------------------------------------------------------------------------
     async def _read_okta_groups(self) -> None:
+        """Groups are few: listed again on resume rather than checkpointed page by page."""
         groups: list[OktaGroup] = []
         async for page in self.okta.group_pages():
             groups.extend(page.items)
@@ -143,84 +208,114 @@ class AppSync:
                         f"{group.name!r} ({group.id}) both land on target group "
                         f"{target_name!r}; fix group_include/group_exclude/group_rename")
             rows.append((group, target_name))
-        self.store.add_okta_groups(rows)
+        with self.store.transaction():
+            self.store.add_okta_groups(rows)
         self.scope = {k: self.app.target_group_name(g.name) for k, g in scoped.items()}
         self.scoped_groups = list(scoped.values())
         for run in self.runs.values():
-            run.rules = _with_scope(run.rules, frozenset(self.scope))
+            run.rules = replace(run.rules, scope=frozenset(self.scope))
 
     async def _read_okta_users(self) -> None:
+        name = cursor_name("okta", "users")
+        start, done = self.store.cursor(name)
+        if done:
+            return
         rule = self.app.username_rule
-        async for page in self.okta.user_pages():
-            self.store.add_okta_users((rule.apply(u.login), u) for u in page.items)
+        async for page in self.okta.user_pages(start):
+            with self.store.transaction():
+                self.store.add_okta_users((rule.apply(u.login), u) for u in page.items)
+                self.store.set_cursor(name, page.next_url, page.next_url is None)
 
     async def _read_okta_members(self) -> None:
-        send, receive = anyio.create_memory_object_stream[OktaGroup](
-            max(1, len(self.scoped_groups)))
+        todo = [g for g in self.scoped_groups
+                if not self._done(cursor_name("okta", "members", g.id))]
+        send, receive = anyio.create_memory_object_stream[OktaGroup](max(1, len(todo)))
         async with anyio.create_task_group() as tg:
-            for _ in range(max(1, self.app.okta_concurrency)):
+            for _ in range(max(1, min(self.app.okta_concurrency, len(todo)))):
                 tg.start_soon(self._members_worker, receive.clone())
             receive.close()
             async with send:
-                for group in self.scoped_groups:
+                for group in todo:
                     await send.send(group)
 
     async def _members_worker(self, receive: ObjectReceiveStream[OktaGroup]) -> None:
         async with receive:
             async for group in receive:
-                async for page in self.okta.member_pages(group.id):
-                    self.store.add_okta_members(group.id, page.items)
+                name = cursor_name("okta", "members", group.id)
+                start, _ = self.store.cursor(name)
+                async for page in self.okta.member_pages(group.id, start):
+                    with self.store.transaction():
+                        self.store.add_okta_members(group.id, page.items)
+                        self.store.set_cursor(name, page.next_url, page.next_url is None)
 
     async def _read_target_then_groups(self, run: TargetRun) -> None:
         wanted = [*self.scope.values(), *run.rules.default_groups]
-        summary = await run.target.read_state(wanted, self.store)
-        run.all_accounts = summary.all_accounts
-        log.info("target read", target=run.target.name, strategy=summary.strategy)
-        plan = plan_groups(wanted, self.store.target_groups(run.target.name), run.rules)
-        for finding in plan.findings:
-            run.tally.found(finding)
+        read = cursor_name("target", run.name, "read")
+        _, all_accounts = self.store.cursor(cursor_name("target", run.name, "all-accounts"))
+        if not self._done(read):
+            self.store.forget_target(run.name)
+            summary = await run.target.read_state(wanted, self.store)
+            all_accounts = summary.all_accounts
+            with self.store.transaction():
+                self.store.set_cursor(read, summary.strategy, True)
+                self.store.set_cursor(cursor_name("target", run.name, "all-accounts"), None,
+                                      summary.all_accounts)
+            log.info("target read", target=run.name, strategy=summary.strategy)
+        run.all_accounts = all_accounts
+        plan = plan_groups(wanted, self.store.target_groups(run.name), run.rules)
+        if not self._done(cursor_name("target", run.name, "groups")):
+            for finding in plan.findings:
+                run.tally.found(finding)
         await self._apply_all(run, plan.grants)
+        self.store.set_cursor(cursor_name("target", run.name, "groups"), None, True)
         self._record_group_ownership(run)
 
     def _record_group_ownership(self, run: TargetRun) -> None:
-        name = run.target.name
-        before = self.ownership.groups_of(self.app.name, name)
+        before = self.ownership.groups_of(self.app.name, run.name)
         by_id = {g.id: g for g in self.okta_groups}
         for okta_id, (_, synced_name) in before.items():
             group = by_id.get(okta_id)
             if group is None:
-                run.tally.found(Finding(FindingKind.NOTICE, name,
+                run.tally.found(Finding(FindingKind.NOTICE, run.name,
                                         f"Okta group {synced_name!r} was deleted in Okta; the "
                                         "target group is kept (its permissions would be lost)"))
             elif self.app.target_group_name(group.name) != synced_name:
-                run.tally.found(Finding(FindingKind.NOTICE, name,
+                run.tally.found(Finding(FindingKind.NOTICE, run.name,
                                         f"Okta group {synced_name!r} was renamed to "
                                         f"{group.name!r}; Data Center cannot rename groups"))
         if not self.dry_run:
-            self.ownership.claim_groups(self.app.name, name, [
+            self.ownership.claim_groups(self.app.name, run.name, [
                 (name_key(self.app.target_group_name(g.name)), g.id,
                  self.app.target_group_name(g.name)) for g in self.scoped_groups])
 
     # -- users: feed, workers -----------------------------------------------------------------
     async def _users_phase(self, run: TargetRun) -> None:
+        name = cursor_name("target", run.name, "users")
+        mark, done = self.store.cursor(name)
+        if done:
+            return
         send, receive = anyio.create_memory_object_stream[UserWork](
             self.config.pipeline.queue_size)
         async with anyio.create_task_group() as tg:
-            for _ in range(self.config.targets[run.target.name].concurrency):
+            for _ in range(run.concurrency):
                 tg.start_soon(self._user_worker, run, receive.clone())
             receive.close()
             async with send:
-                await self._feed_users(run, send)
-        self._flush_claims(run)
+                await self._feed_users(run, send, mark)
+        self.checkpoint(force=True)
+        self.store.set_cursor(name, run.watermark.mark_name, True)
 
-    async def _feed_users(self, run: TargetRun, send: ObjectSendStream[UserWork]) -> None:
-        target = run.target.name
-        for batch in self.store.users_by_username():
+    async def _feed_users(self, run: TargetRun, send: ObjectSendStream[UserWork],
+                          after: str | None) -> None:
+        target = run.name
+        for batch in self.store.users_by_username(after):
             username = batch[0][0]
+            seq = run.watermark.issue(username)
             self.store.mark_matched(target, [username])
             if len(batch) > 1:
                 for finding in plan_collision([u for _, u in batch], username, run.rules).findings:
                     run.tally.found(finding)
+                self._user_finished(run, seq)
                 continue
             _, user = batch[0]
             previous = self.ownership.synced_as(self.app.name, target, user.id)
@@ -232,17 +327,19 @@ class AppSync:
             account = self.store.account(target, username)
             at_name = self._current(target, account) if account is not None else None
             known = account is not None or run.all_accounts
-            await send.send(UserWork(desired, at_name, known, previous))
+            await send.send(UserWork(seq, desired, at_name, known, previous))
 
-    def _current(self, target: str, account: Any) -> Current:
+    def _current(self, target: str, account: TargetAccount) -> Current:
         return Current(account, self.store.account_groups(target, account.key),
                        self.ownership.claim_of(target, account.key))
 
     async def _lookup(self, run: TargetRun, key: str) -> Current | None:
-        account = self.store.account(run.target.name, key)
+        account = self.store.account(run.name, key)
         if account is None and not run.all_accounts:
             account = await run.target.lookup(key)
-        return None if account is None else self._current(run.target.name, account)
+            if account is not None:
+                self.store.set_account(run.name, account)
+        return None if account is None else self._current(run.name, account)
 
     async def _user_worker(self, run: TargetRun, receive: ObjectReceiveStream[UserWork]) -> None:
         async with receive:
@@ -250,10 +347,11 @@ class AppSync:
                 try:
                     await self._sync_user(run, work)
                 except TargetReadError as exc:
-                    run.tally.wrote(Operation(OpKind.CREATE_USER, run.target.name,
+                    run.tally.wrote(Operation(OpKind.CREATE_USER, run.name,
                                               username=work.desired.username,
                                               okta_id=work.desired.user.id, reason="lookup"),
                                     WriteResult(WriteStatus.FAILED, str(exc)))
+                self._user_finished(run, work.seq)
 
     async def _sync_user(self, run: TargetRun, work: UserWork) -> None:
         at_name = work.at_name if work.known else await self._lookup(run, work.desired.username)
@@ -267,8 +365,10 @@ class AppSync:
         ok = await self._apply_grants(run, plan.grants)
         if ok and plan.claim is not None and not self.dry_run:
             run.claims.append((plan.claim, work.desired.user.id))
-            if len(run.claims) >= CLAIM_FLUSH:
-                self._flush_claims(run)
+
+    def _user_finished(self, run: TargetRun, seq: int) -> None:
+        run.watermark.finish(seq)
+        self.checkpoint()
 
     async def _apply_grants(self, run: TargetRun, grants: list[Operation]) -> bool:
         """Apply one user's grants in order; a failed create or rename stops the rest."""
@@ -287,64 +387,128 @@ class AppSync:
         result = await run.target.apply(op)
         if result.stop_creating and not run.stop_creating:
             run.stop_creating = True
-            log.warning("licence full: no more accounts will be created", target=run.target.name)
+            log.warning("licence full: no more accounts will be created", target=run.name)
         run.tally.wrote(op, result)
+        if result.ok and not self.dry_run:
+            self._write_through(run.name, op)
         return result
 
-    async def _apply_all(self, run: TargetRun, ops: list[Operation]) -> None:
-        await _pool(self.config.targets[run.target.name].concurrency, ops,
-                    lambda op: self._apply(run, op))
+    def _write_through(self, target: str, op: Operation) -> None:
+        """Keep the run index's view of the target true, so a resume plans no repeat."""
+        store, key = self.store, name_key(op.username)
+        if op.kind is OpKind.CREATE_GROUP and op.group:
+            store.add_group(target, op.group)
+        elif op.kind is OpKind.CREATE_USER:
+            store.set_account(target, TargetAccount(op.username, op.email, op.display_name, True))
+        elif op.kind in (OpKind.ADD_MEMBER, OpKind.REMOVE_MEMBER) and op.group:
+            store.set_member(target, op.group, op.username, op.kind is OpKind.ADD_MEMBER)
+        else:
+            account = store.account(target, key)
+            if account is not None:
+                store.rename_account(target, key, _changed(account, op)) \
+                    if op.kind is OpKind.RENAME_USER else store.set_account(
+                        target, _changed(account, op))
 
-    def _flush_claims(self, run: TargetRun) -> None:
-        if run.claims:
-            self.ownership.claim(self.app.name, run.target.name, run.claims)
-            run.claims = []
+    async def _apply_all(self, run: TargetRun, ops: list[Operation]) -> None:
+        await _pool(run.concurrency, ops, lambda op: self._apply(run, op))
+
+    # -- checkpoint ---------------------------------------------------------------------------
+    def checkpoint(self, force: bool = False) -> None:
+        """Flush ownership claims, then store each users phase's mark and the tallies.
+
+        Claims go first: a crash between the two redoes a few users (harmless), never leaves
+        a user below the mark without its claim.
+        """
+        now = time.monotonic()
+        if not force and now - self._last_checkpoint < CHECKPOINT_EVERY_S:
+            return
+        self._last_checkpoint = now
+        for run in self.runs.values():
+            if run.claims and not self.dry_run:
+                self.ownership.claim(self.app.name, run.name, run.claims)
+                run.claims = []
+        with self.store.transaction():
+            for run in self.runs.values():
+                name = cursor_name("target", run.name, "users")
+                if not self._done(name) and run.watermark.mark_name is not None:
+                    self.store.set_cursor(name, run.watermark.mark_name, False)
+                self.store.set_meta(**{f"tally:{run.name}": run.tally.to_state()})
+            self.store.set_meta(checkpointed_at=time.time())
 
     # -- accounts nobody maps to, and the removal gate ---------------------------------------
     async def _plan_unmapped(self, run: TargetRun) -> None:
-        target = run.target.name
+        flag = cursor_name("target", run.name, "unmapped")
+        if self._done(flag):
+            return
+        self.store.clear_unmapped_removals(run.name)
         seen: set[str] = set()
-        for account in list(self.store.unmatched_accounts(target)):
+        ops: list[Operation] = []
+        for account in list(self.store.unmatched_accounts(run.name)):
             seen.add(account.key)
-            self.store.hold_removals(plan_unmapped(self._current(target, account),
-                                                   run.rules).removals)
-        for key in self.ownership.owned_keys(self.app.name, target):
-            if key in seen or self.store.is_matched(target, key):
+            ops += plan_unmapped(self._current(run.name, account), run.rules).removals
+        for key in self.ownership.owned_keys(self.app.name, run.name):
+            if key in seen or self.store.is_matched(run.name, key):
                 continue
             current = await self._lookup(run, key)
             if current is not None:
-                self.store.hold_removals(plan_unmapped(current, run.rules).removals)
+                ops += plan_unmapped(current, run.rules).removals
+        with self.store.transaction():
+            self.store.hold_removals(ops)
+            self.store.set_cursor(flag, None, True)
 
     async def _removal_gate(self) -> None:
+        gate = cursor_name("removals", "gate")
+        if not self._done(gate):
+            self._check_guards()
+            if self.outcome.guard:
+                return
+            self.store.set_cursor(gate, None, True)
+        self._phase("removals")
+        async with anyio.create_task_group() as tg:
+            for run in self.runs.values():
+                tg.start_soon(self._apply_removals, run)
+
+    def _check_guards(self) -> None:
         okta_users = self.store.okta_user_count()
         for run in self.runs.values():
-            owned = self.ownership.count_owned(self.app.name, run.target.name)
+            owned = self.ownership.count_owned(self.app.name, run.name)
             if okta_users == 0 and owned > 0:
                 run.guard_tripped = (f"Okta returned zero users while {owned} accounts are "
-                                     f"synced on {run.target.name}")
+                                     f"synced on {run.name}")
                 continue
-            deactivations = self.store.count_removals(run.target.name, OpKind.DEACTIVATE_USER)
+            deactivations = self.store.count_removals(run.name, OpKind.DEACTIVATE_USER)
             allowed = self.app.max_deactivations.allowed(owned)
             if deactivations > allowed and not self.force:
                 run.guard_tripped = (
-                    f"{deactivations} deactivations planned on {run.target.name}, more than "
+                    f"{deactivations} deactivations planned on {run.name}, more than "
                     f"max_deactivations allows ({allowed} of {owned} synced users); no removal "
                     "was written (use --force to go past this guard)")
         tripped = [r.guard_tripped for r in self.runs.values() if r.guard_tripped]
         if tripped:
             self.outcome.guard = "; ".join(tripped)
-        async with anyio.create_task_group() as tg:
-            for run in self.runs.values():
-                if run.guard_tripped is None:
-                    tg.start_soon(self._apply_removals, run)
 
     async def _apply_removals(self, run: TargetRun) -> None:
-        ops = list(self.store.held_removals(run.target.name))
-        await self._apply_all(run, ops)
+        held = dict(self.store.held_removals(run.name))
+        seq_of = {id(op): seq for seq, op in held.items()}
+
+        async def apply(op: Operation) -> None:
+            result = await self._apply(run, op)
+            if result.status is not WriteStatus.FAILED:
+                self.store.removal_done(seq_of[id(op)])  # refused ones are not retried either
+
+        await _pool(run.concurrency, list(held.values()), apply)
 
 
-def _with_scope(rules: TargetRules, scope: frozenset[str]) -> TargetRules:
-    return replace(rules, scope=scope)
+def _changed(account: TargetAccount, op: Operation) -> TargetAccount:
+    """The account after a landed update, rename, activation or deactivation."""
+    if op.kind is OpKind.RENAME_USER and op.new_username:
+        return replace(account, username=op.new_username)
+    if op.kind is OpKind.UPDATE_USER:
+        return replace(account, email=op.email or account.email,
+                       display_name=op.display_name or account.display_name)
+    if op.kind in (OpKind.ACTIVATE_USER, OpKind.DEACTIVATE_USER):
+        return replace(account, active=op.kind is OpKind.ACTIVATE_USER)
+    return account
 
 
 async def _pool(concurrency: int, ops: list[Operation],
@@ -366,4 +530,3 @@ async def _pool(concurrency: int, ops: list[Operation],
         async with send:
             for op in ops:
                 send.send_nowait(op)
-

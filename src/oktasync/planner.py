@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from oktasync.models import (
+    UNMAPPED_REASON,
     Finding,
     FindingKind,
     OktaUser,
@@ -124,7 +125,7 @@ def plan_unmapped(current: Current, rules: TargetRules) -> UserPlan:
     return UserPlan(removals=[Operation(
         OpKind.DEACTIVATE_USER, rules.target, username=account.username,
         okta_id=current.claim.okta_id if current.claim else None,
-        before="active", after="inactive", reason="no Okta user maps to this account")])
+        before="active", after="inactive", reason=UNMAPPED_REASON)])
 
 
 def plan_user(

@@ -80,6 +80,16 @@ class TargetTally:
             self._sink.writerow([self.target, kind, entry.get("operation", ""), username,
                                  okta_id or "", login or "", entry.get("group", ""), reason])
 
+    def to_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so a resumed run reports the whole run."""
+        return {"counts": dict(self.counts), "problem_counts": dict(self.problem_counts),
+                "problems": self.problems}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.counts.update(state.get("counts", {}))
+        self.problem_counts.update(state.get("problem_counts", {}))
+        self.problems.extend(state.get("problems", [])[:LIST_CAP])
+
     @property
     def failed(self) -> int:
         return self.problem_counts[WriteStatus.FAILED.value] + \
@@ -99,9 +109,12 @@ FINDINGS_HEADER = ["target", "kind", "operation", "username", "okta_id", "login"
 
 
 def open_findings(path: Path) -> tuple[TextIO, Any]:
-    handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by the run
+    """The full findings list; a resumed run appends to its run's file."""
+    exists = path.exists()
+    handle = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed by the run
     writer = csv.writer(handle)
-    writer.writerow(FINDINGS_HEADER)
+    if not exists:
+        writer.writerow(FINDINGS_HEADER)
     return handle, writer
 
 

@@ -6,17 +6,38 @@ from memory, so a million-user directory costs disk, not RAM. SQLite (stdlib) be
 transactions are crash-safe, which the resumable checkpoint builds on, and because an index
 beats a Python dict of a million objects in memory.
 
-The store is per run and per app (``<state dir>/<app>/run.db``); it is thrown away when the
-run finishes.
+The store is per run and per app (``<state dir>/<app>/run.db``) and is also the checkpoint:
+every Okta page is stored in the same transaction as the cursor that follows it, every write
+that lands updates the stored view of its target (write-through), and the users phase records
+a low-water mark below which every user is done. A run killed at any instant therefore resumes
+from its cursors and its mark, redoing at most the work that was in flight. It is thrown away
+when the run finishes.
+
+Why SQLite and not a JSON file renamed into place: the checkpoint must move with every page
+and every batch of completed users, and must agree with the index it describes; one database
+transaction gives both atomically, and WAL mode keeps it cheap. A power loss may lose the last
+few transactions (``synchronous=NORMAL``), never consistency: the resume then redoes a little
+more, and every write is safe to repeat.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from oktasync.models import OktaGroup, OktaUser, Operation, OpKind, TargetAccount, name_key
+from oktasync.models import (
+    UNMAPPED_REASON,
+    OktaGroup,
+    OktaUser,
+    Operation,
+    OpKind,
+    TargetAccount,
+    name_key,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS okta_users (
@@ -40,11 +61,16 @@ CREATE TABLE IF NOT EXISTS target_groups (
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS matched (
     target TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (target, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY, next_url TEXT, done INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS removals (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, kind TEXT NOT NULL,
-    username TEXT NOT NULL, okta_id TEXT, grp TEXT, before TEXT, after TEXT, reason TEXT);
+    username TEXT NOT NULL, okta_id TEXT, grp TEXT NOT NULL, before TEXT, after TEXT,
+    reason TEXT, UNIQUE (target, kind, username, grp));
 """
 
+SCHEMA_VERSION = 1
 USER_COLUMNS = "id, username, login, email, first_name, last_name, display_name, status"
 
 
@@ -64,8 +90,59 @@ class RunStore:
                                "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;")
         self._db.executescript(SCHEMA)
 
+    @classmethod
+    def open_existing(cls, path: Path) -> RunStore:
+        """Open a checkpoint left by an interrupted run; ``sqlite3.DatabaseError`` when it is
+        not a readable run index (truncated, corrupt, not ours)."""
+        with open(path, "rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise sqlite3.DatabaseError("not an oktasync checkpoint (bad header)")
+        store = cls(path)
+        try:
+            store._db.execute("PRAGMA quick_check").fetchone()
+            if "schema_version" not in store.meta():
+                raise sqlite3.DatabaseError("no run metadata in it")
+        except BaseException:
+            store.close()
+            raise
+        return store
+
     def close(self) -> None:
         self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic step of the run: a page and its cursor, a mark and its claims."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- checkpoint: meta, cursors, progress --------------------------------------------------
+    def set_meta(self, **values: Any) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)",
+                             [(k, json.dumps(v)) for k, v in values.items()])
+
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def cursor(self, name: str) -> tuple[str | None, bool]:
+        """(next URL, done) of a listing; (None, False) when it has not started."""
+        row = self._db.execute("SELECT next_url, done FROM cursors WHERE name = ?",
+                               (name,)).fetchone()
+        return (None, False) if row is None else (row[0], bool(row[1]))
+
+    def set_cursor(self, name: str, next_url: str | None, done: bool) -> None:
+        self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?,?,?)",
+                         (name, next_url, int(done)))
+
+    def forget_target(self, target: str) -> None:
+        """Drop a target's partly read state so it can be read again from the start."""
+        for table in ("target_accounts", "target_members", "target_groups"):
+            self._db.execute(f"DELETE FROM {table} WHERE target = ?", (target,))
 
     def delete(self) -> None:
         self.close()
@@ -88,14 +165,23 @@ class RunStore:
         self._db.executemany("INSERT OR IGNORE INTO okta_members VALUES (?,?)",
                              [(group_id, u) for u in user_ids])
 
+    def users_up_to(self, username: str | None) -> int:
+        """How many Okta users sort at or below a users-phase mark (progress reports)."""
+        if username is None:
+            return 0
+        return int(self._db.execute("SELECT COUNT(*) FROM okta_users WHERE username <= ?",
+                                    (username,)).fetchone()[0])
+
     def okta_user_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM okta_users").fetchone()[0])
 
-    def users_by_username(self) -> Iterator[list[tuple[str, OktaUser]]]:
+    def users_by_username(self, after: str | None = None) -> Iterator[list[tuple[str, OktaUser]]]:
         """Okta users grouped by username, in username order: a group of two or more is a
-        collision, found without holding the directory in memory."""
+        collision, found without holding the directory in memory. ``after`` skips the users
+        a resumed run has already done (the low-water mark)."""
         cursor = self._db.execute(
-            f"SELECT {USER_COLUMNS} FROM okta_users ORDER BY username, id")
+            f"SELECT {USER_COLUMNS} FROM okta_users WHERE username > ? ORDER BY username, id",
+            ("" if after is None else after,))
         batch: list[tuple[str, OktaUser]] = []
         for row in cursor:
             item = _user(row)
@@ -128,6 +214,24 @@ class RunStore:
     def add_group(self, target: str, name: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO target_groups VALUES (?,?,?)",
                          (target, name_key(name), name))
+
+    def set_account(self, target: str, account: TargetAccount) -> None:
+        """Write-through: what a landed write made true on the target."""
+        self.add_accounts(target, [account])
+
+    def rename_account(self, target: str, old_key: str, account: TargetAccount) -> None:
+        self._db.execute("DELETE FROM target_accounts WHERE target = ? AND key = ?",
+                         (target, old_key))
+        self._db.execute("UPDATE OR REPLACE target_members SET user_key = ? WHERE target = ? "
+                         "AND user_key = ?", (account.key, target, old_key))
+        self.add_accounts(target, [account])
+
+    def set_member(self, target: str, group: str, username: str, member: bool) -> None:
+        if member:
+            self.add_members(target, group, [username])
+        else:
+            self._db.execute("DELETE FROM target_members WHERE target = ? AND user_key = ? AND "
+                             "group_key = ?", (target, name_key(username), name_key(group)))
 
     def account(self, target: str, key: str) -> TargetAccount | None:
         row = self._db.execute(
@@ -162,19 +266,29 @@ class RunStore:
 
     # -- removals held for the gate ---------------------------------------------------------
     def hold_removals(self, ops: Sequence[Operation]) -> None:
+        """Removals wait here for the gate; a user redone after a resume adds no duplicate."""
         self._db.executemany(
-            "INSERT INTO removals (target, kind, username, okta_id, grp, before, after, reason)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            [(o.target, o.kind.value, o.username, o.okta_id, o.group, o.before, o.after,
-              o.reason) for o in ops])
+            "INSERT OR IGNORE INTO removals (target, kind, username, okta_id, grp, before, "
+            "after, reason) VALUES (?,?,?,?,?,?,?,?)",
+            [(o.target, o.kind.value, name_key(o.username), o.okta_id, o.group or "", o.before,
+              o.after, o.reason) for o in ops])
 
-    def held_removals(self, target: str) -> Iterator[Operation]:
+    def held_removals(self, target: str) -> list[tuple[int, Operation]]:
+        """Removals not yet applied, with the row number that ``removal_done`` deletes."""
         rows = self._db.execute(
-            "SELECT kind, username, okta_id, grp, before, after, reason FROM removals "
+            "SELECT seq, kind, username, okta_id, grp, before, after, reason FROM removals "
             "WHERE target = ? ORDER BY kind DESC, seq", (target,))
-        for r in rows:
-            yield Operation(OpKind(r[0]), target, username=r[1], okta_id=r[2], group=r[3],
-                            before=r[4] or "", after=r[5] or "", reason=r[6] or "")
+        return [(r[0], Operation(OpKind(r[1]), target, username=r[2], okta_id=r[3],
+                                 group=r[4] or None, before=r[5] or "", after=r[6] or "",
+                                 reason=r[7] or "")) for r in rows]
+
+    def removal_done(self, seq: int) -> None:
+        self._db.execute("DELETE FROM removals WHERE seq = ?", (seq,))
+
+    def clear_unmapped_removals(self, target: str) -> None:
+        """Unmapped-account removals are planned in one go; a resume plans them again."""
+        self._db.execute("DELETE FROM removals WHERE target = ? AND reason = ?",
+                         (target, UNMAPPED_REASON))
 
     def count_removals(self, target: str, kind: OpKind) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM removals WHERE target = ? AND "

@@ -95,3 +95,21 @@ def write_requests(stat: dict[str, Any]) -> int:
 def read_requests(stat: dict[str, Any]) -> int:
     return sum(v["requests"] for k, v in stat["by_endpoint"].items()
                if k.startswith("GET "))
+
+
+def endpoint_requests(stat: dict[str, Any], endpoint: str) -> int:
+    """Requests to one ``METHOD /route`` (0 when it was never called)."""
+    entry = stat["by_endpoint"].get(endpoint)
+    return int(entry["requests"]) if entry else 0
+
+
+def status_count(stat: dict[str, Any], status: int, endpoint: str | None = None) -> int:
+    """Answers with this HTTP status, on one endpoint or in total."""
+    entry = stat if endpoint is None else stat["by_endpoint"].get(endpoint, {"status": {}})
+    return int(entry["status"].get(str(status), 0))
+
+
+def write_counts(stat: dict[str, Any]) -> dict[str, int]:
+    """Requests per writing endpoint: compare two snapshots to see what a run wrote."""
+    return {k: v["requests"] for k, v in stat["by_endpoint"].items()
+            if k.split(" ", 1)[0] in ("POST", "PUT", "PATCH", "DELETE")}

@@ -33,6 +33,7 @@ class Settings:
     exclude: tuple[str, ...] = ()
     default_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per target
     protected: tuple[str, ...] = ("admin",)
+    adopt: str = "email-match"  # adopt_existing: "email-match" | "always" | "never"
 
 
 def jira_forbids(name: str) -> bool:
@@ -83,16 +84,32 @@ def target_accounts(state: dict[str, Any]) -> dict[str, Account]:
             for u in state["users"]}
 
 
+def adopts(account: Account, profile: dict[str, Any], mode: str) -> bool:
+    """Whether an existing account nobody synced before is adopted for this Okta user."""
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    theirs, ours = account.email, profile.get("email")
+    return bool(theirs and ours and theirs.casefold() == ours.casefold())
+
+
 def expected_accounts(
     okta: dict[str, Any], before: dict[str, Account], target: str, s: Settings,
-    synced_as: dict[str, str] | None = None,
+    synced_as: dict[str, str] | None = None, *, owned: set[str] | None = None,
+    foreign: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Account]:
     """What the target holds after a full sync, given what it held before.
 
     ``synced_as`` maps Okta user id -> the username it was synced as in an earlier run (for
     login changes); accounts in ``before`` not claimed by any Okta user are left alone.
+    ``owned``: the usernames this app synced in earlier runs; an account in ``before`` outside
+    it is adopted only as ``s.adopt`` says (a conflict otherwise, left alone). None: every
+    account in ``before`` counts as synced by this app. ``foreign``: usernames another app
+    owns, never touched.
     """
     synced_as = synced_as or {}
+    claimed = set(before) if owned is None else set(owned)
     scoped = {g["id"]: g["profile"]["name"] for g in okta["groups"]
               if in_scope(g, s) and not GROUP_FORBIDS[target](g["profile"]["name"])}
     member_of: dict[str, set[str]] = {}
@@ -109,13 +126,14 @@ def expected_accounts(
     for user in okta["users"]:
         name, profile = names[user["id"]], user["profile"]
         if (not name or counts[name] > 1 or FORBIDS[target](name) or name in s.protected
-                or not profile.get("email")):
+                or not profile.get("email") or name in foreign):
             continue
         active = user["status"] in ACTIVE
         old = synced_as.get(user["id"])
         if old is not None and old != name and old in after and name not in after:
             if CAN_RENAME[target]:
                 after[name] = after.pop(old)
+                claimed.add(name)
             else:
                 name = old
         account = after.get(name)
@@ -124,8 +142,11 @@ def expected_accounts(
                 continue
             account = after[name] = Account(profile["email"], display_name(profile), True,
                                             set())
+        elif name not in claimed and not adopts(account, profile, s.adopt):
+            continue  # a conflict: reported, left alone
         elif CAN_UPDATE[target]:
             account.email, account.display = profile["email"], display_name(profile)
+        claimed.add(name)
         account.active = active
         if active:
             wanted = member_of.get(user["id"], set()) | defaults
