@@ -32,7 +32,7 @@ from oktasync.errors import (
 from oktasync.http import HttpClient, make_session
 from oktasync.okta_source import OktaSource
 from oktasync.pipeline import AppSync
-from oktasync.ratelimit import AtlassianLimiter, OktaLimiter
+from oktasync.ratelimit import AtlassianLimiter, InFlight, OktaLimiter
 from oktasync.report import (
     EXIT_GUARD,
     EXIT_LISTING,
@@ -126,7 +126,7 @@ async def _clients(
     """One keep-alive session per server, limiters per the config, closed on exit."""
     in_flight = options.max_in_flight if options.max_in_flight is not None \
         else config.pipeline.max_in_flight
-    shared = anyio.CapacityLimiter(in_flight) if in_flight > 0 else None
+    shared = InFlight(in_flight) if in_flight > 0 else None
     sessions: list[aiohttp.ClientSession] = []
     try:
         session = make_session(connections=app.okta_concurrency, timeout_s=120)

@@ -59,7 +59,10 @@ from oktasync.state import Ownership
 from oktasync.targets.base import Target, WriteResult, WriteStatus
 
 log = structlog.get_logger("oktasync.pipeline")
-CHECKPOINT_EVERY_S = 0.5
+# A checkpoint after this many landed writes or this long, whichever comes first: a resume
+# repeats at most these writes plus the ones in flight, and one commit covers many writes.
+CHECKPOINT_EVERY_WRITES = 64
+CHECKPOINT_EVERY_S = 0.25
 
 
 @dataclass
@@ -146,6 +149,7 @@ class AppSync:
         self.scoped_groups: list[OktaGroup] = []
         self.scope: dict[str, str] = {}  # group key -> target name, for in-scope groups
         self._last_checkpoint = time.monotonic()
+        self._since_checkpoint = 0
 
     def _rules(self, name: str, target: Target) -> TargetRules:
         app, tc = self.app, self.config.targets[name]
@@ -267,6 +271,7 @@ class AppSync:
             for finding in plan.findings:
                 run.tally.found(finding)
         await self._apply_all(run, plan.grants)
+        self.checkpoint(force=True)
         self.store.set_cursor(cursor_name("target", run.name, "groups"), None, True)
         self._record_group_ownership(run)
 
@@ -311,7 +316,7 @@ class AppSync:
         for batch in self.store.users_by_username(after):
             username = batch[0][0]
             seq = run.watermark.issue(username)
-            self.store.mark_matched(target, [username])
+            self.store.defer(self.store.mark_matched, target, [username])
             if len(batch) > 1:
                 for finding in plan_collision([u for _, u in batch], username, run.rules).findings:
                     run.tally.found(finding)
@@ -322,7 +327,7 @@ class AppSync:
             if previous == username:
                 previous = None
             if previous is not None:
-                self.store.mark_matched(target, [previous])
+                self.store.defer(self.store.mark_matched, target, [previous])
             desired = Desired(user, username, self.store.user_groups(user.id))
             account = self.store.account(target, username)
             at_name = self._current(target, account) if account is not None else None
@@ -338,7 +343,7 @@ class AppSync:
         if account is None and not run.all_accounts:
             account = await run.target.lookup(key)
             if account is not None:
-                self.store.set_account(run.name, account)
+                self.store.defer(self.store.set_account, run.name, account)
         return None if account is None else self._current(run.name, account)
 
     async def _user_worker(self, run: TargetRun, receive: ObjectReceiveStream[UserWork]) -> None:
@@ -361,7 +366,7 @@ class AppSync:
         for finding in plan.findings:
             run.tally.found(finding)
         if plan.removals:
-            self.store.hold_removals(plan.removals)
+            self.store.defer(self.store.hold_removals, plan.removals)
         ok = await self._apply_grants(run, plan.grants)
         if ok and plan.claim is not None and not self.dry_run:
             run.claims.append((plan.claim, work.desired.user.id))
@@ -390,7 +395,9 @@ class AppSync:
             log.warning("licence full: no more accounts will be created", target=run.name)
         run.tally.wrote(op, result)
         if result.ok and not self.dry_run:
-            self._write_through(run.name, op)
+            self.store.defer(self._write_through, run.name, op)
+            self._since_checkpoint += 1
+            self.checkpoint()
         return result
 
     def _write_through(self, target: str, op: Operation) -> None:
@@ -420,14 +427,16 @@ class AppSync:
         a user below the mark without its claim.
         """
         now = time.monotonic()
-        if not force and now - self._last_checkpoint < CHECKPOINT_EVERY_S:
+        if not force and self._since_checkpoint < CHECKPOINT_EVERY_WRITES and \
+                now - self._last_checkpoint < CHECKPOINT_EVERY_S:
             return
-        self._last_checkpoint = now
+        self._last_checkpoint, self._since_checkpoint = now, 0
         for run in self.runs.values():
             if run.claims and not self.dry_run:
                 self.ownership.claim(self.app.name, run.name, run.claims)
                 run.claims = []
         with self.store.transaction():
+            self.store.flush_deferred()
             for run in self.runs.values():
                 name = cursor_name("target", run.name, "users")
                 if not self._done(name) and run.watermark.mark_name is not None:
@@ -493,8 +502,8 @@ class AppSync:
 
         async def apply(op: Operation) -> None:
             result = await self._apply(run, op)
-            if result.status is not WriteStatus.FAILED:
-                self.store.removal_done(seq_of[id(op)])  # refused ones are not retried either
+            if result.status is not WriteStatus.FAILED:  # refused ones are not retried either
+                self.store.defer(self.store.removal_done, seq_of[id(op)])
 
         await _pool(run.concurrency, list(held.values()), apply)
 

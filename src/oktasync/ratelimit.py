@@ -10,20 +10,39 @@ Two limiters behind one small interface (``acquire`` a slot, ``observe`` an answ
   paces itself by ``X-RateLimit-FillRate/Interval-Seconds`` when the bucket runs low, and turns
   a 429's ``Retry-After`` into one shared pause so a burst of 429s is not a retry storm.
 
-Both also take a process-wide ``anyio.CapacityLimiter`` for ``[pipeline] max_in_flight``.
+Both also take a process-wide ``InFlight`` cap for ``[pipeline] max_in_flight``. The
+semaphores are asyncio's own (the engine always runs on anyio's asyncio backend, which
+aiolimiter needs anyway): they cost a fraction of a generic capacity limiter per request, and
+every request passes through them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import anyio
 from aiolimiter import AsyncLimiter
+
+InFlight = asyncio.Semaphore
+
+
+class _NoCap:
+    """Stands in for a missing global cap without a branch on every request."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+NO_CAP = _NoCap()
 
 
 class Limiter(Protocol):
@@ -70,10 +89,10 @@ class OktaLimiter:
 
     def __init__(
         self, *, concurrency: int, max_share: float,
-        global_limit: anyio.CapacityLimiter | None = None,
+        global_limit: InFlight | None = None,
     ) -> None:
-        self._concurrency = anyio.CapacityLimiter(concurrency)
-        self._global = global_limit
+        self._concurrency = asyncio.Semaphore(concurrency)
+        self._global: InFlight | _NoCap = global_limit or NO_CAP
         self._share = max_share
         self._windows: dict[str, _Window] = {}
         self._probe_started: dict[str, float] = {}
@@ -81,10 +100,7 @@ class OktaLimiter:
 
     @asynccontextmanager
     async def slot(self, bucket: str) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            if self._global is not None:
-                await stack.enter_async_context(self._global)
-            await stack.enter_async_context(self._concurrency)
+        async with self._global, self._concurrency:
             await self._wait_for_budget(bucket)
             yield
 
@@ -140,10 +156,10 @@ class AtlassianLimiter:
 
     def __init__(
         self, *, concurrency: int, max_rps: float,
-        global_limit: anyio.CapacityLimiter | None = None,
+        global_limit: InFlight | None = None,
     ) -> None:
-        self._concurrency = anyio.CapacityLimiter(concurrency)
-        self._global = global_limit
+        self._concurrency = asyncio.Semaphore(concurrency)
+        self._global: InFlight | _NoCap = global_limit or NO_CAP
         self._rate = AsyncLimiter(max_rps, 1.0) if max_rps > 0 else None
         self._paused_until = 0.0
         self._pace_s = 0.0  # minimum spacing the server's fill rate asks for while low
@@ -151,13 +167,11 @@ class AtlassianLimiter:
 
     @asynccontextmanager
     async def slot(self, bucket: str) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            if self._global is not None:
-                await stack.enter_async_context(self._global)
-            await stack.enter_async_context(self._concurrency)
-            await self._respect_server()
+        async with self._global, self._concurrency:
+            if self._paused_until or self._pace_s:
+                await self._respect_server()
             if self._rate is not None:
-                await stack.enter_async_context(self._rate)
+                await self._rate.acquire()
             yield
 
     async def _respect_server(self) -> None:

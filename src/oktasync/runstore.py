@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,17 @@ class RunStore:
         self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                                "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;")
         self._db.executescript(SCHEMA)
+        self._deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+
+    def defer(self, change: Callable[..., None], *args: Any) -> None:
+        """Queue a small change for the next checkpoint's transaction: one commit for many
+        writes, and a change is never durable without the mark that covers it."""
+        self._deferred.append((change, args))
+
+    def flush_deferred(self) -> None:
+        changes, self._deferred = self._deferred, []
+        for change, args in changes:
+            change(*args)
 
     @classmethod
     def open_existing(cls, path: Path) -> RunStore:
