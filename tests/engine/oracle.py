@@ -34,6 +34,7 @@ class Settings:
     default_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per target
     protected: tuple[str, ...] = ("admin",)
     adopt: str = "email-match"  # adopt_existing: "email-match" | "always" | "never"
+    deactivate_missing: bool = False
 
 
 def jira_forbids(name: str) -> bool:
@@ -151,6 +152,11 @@ def expected_accounts(
         if active:
             wanted = member_of.get(user["id"], set()) | defaults
             account.groups = (account.groups - scope_keys) | wanted
+    if s.deactivate_missing:  # accounts no Okta user maps to, unless protected or foreign
+        mapped = set(names.values()) | set(synced_as.values())
+        for name, account in after.items():
+            if name not in mapped and name not in s.protected and name not in foreign:
+                account.active = False
     return after
 
 
