@@ -33,7 +33,14 @@ import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from oktasync.config import AppConfig, Config
-from oktasync.errors import TargetReadError, UsageError
+from oktasync.errors import (
+    CredentialsError,
+    HttpFailure,
+    ListingError,
+    SyncError,
+    TargetReadError,
+    UsageError,
+)
 from oktasync.models import (
     Finding,
     FindingKind,
@@ -150,6 +157,7 @@ class AppSync:
         self.scope: dict[str, str] = {}  # group key -> target name, for in-scope groups
         self._last_checkpoint = time.monotonic()
         self._since_checkpoint = 0
+        self.fatal: SyncError | None = None
 
     def _rules(self, name: str, target: Target) -> TargetRules:
         app, tc = self.app, self.config.targets[name]
@@ -169,21 +177,43 @@ class AppSync:
         self._phase("reading")
         await self._read_okta_groups()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._read_okta_users)
-            tg.start_soon(self._read_okta_members)
+            tg.start_soon(self._guarded, self._read_okta_users)
+            tg.start_soon(self._guarded, self._read_okta_members)
             for run in self.runs.values():
-                tg.start_soon(self._read_target_then_groups, run)
+                tg.start_soon(self._guarded, self._read_target_then_groups, run)
+        self._raise_fatal()
         log.info("listings complete", app=self.app.name, okta_users=self.store.okta_user_count())
         self._phase("users")
         async with anyio.create_task_group() as tg:
             for run in self.runs.values():
-                tg.start_soon(self._users_phase, run)
+                tg.start_soon(self._guarded, self._users_phase, run)
+        self._raise_fatal()
         if self.app.deactivate_missing:
             for run in self.runs.values():
                 await self._plan_unmapped(run)
         await self._removal_gate()
         self._phase("done")
         return self.outcome
+
+    async def _guarded(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run a task of a phase; an error that stops the run is kept, not raised, so the
+        other tasks finish the requests they have in flight (and their writes are counted)
+        instead of being cancelled mid-request. Every loop stops taking new work once
+        ``self.fatal`` is set; the phase then raises it."""
+        try:
+            await task(*args)
+        except (CredentialsError, ListingError, TargetReadError, HttpFailure, UsageError) as exc:
+            if self.fatal is None or _severity(exc) < _severity(self.fatal):
+                self.fatal = exc
+            log.error("stopping", app=self.app.name, reason=str(exc))
+
+    def _raise_fatal(self) -> None:
+        if self.fatal is not None:
+            raise self.fatal
+
+    @property
+    def stopping(self) -> bool:
+        return self.fatal is not None
 
     def _phase(self, phase: str) -> None:
         self.store.set_meta(phase=phase)
@@ -226,6 +256,8 @@ class AppSync:
             return
         rule = self.app.username_rule
         async for page in self.okta.user_pages(start):
+            if self.stopping:
+                return
             with self.store.transaction():
                 self.store.add_okta_users((rule.apply(u.login), u) for u in page.items)
                 self.store.set_cursor(name, page.next_url, page.next_url is None)
@@ -236,15 +268,20 @@ class AppSync:
         send, receive = anyio.create_memory_object_stream[OktaGroup](max(1, len(todo)))
         async with anyio.create_task_group() as tg:
             for _ in range(max(1, min(self.app.okta_concurrency, len(todo)))):
-                tg.start_soon(self._members_worker, receive.clone())
+                tg.start_soon(self._members_worker_guarded, receive.clone())
             receive.close()
             async with send:
                 for group in todo:
                     await send.send(group)
 
+    async def _members_worker_guarded(self, receive: ObjectReceiveStream[OktaGroup]) -> None:
+        await self._guarded(self._members_worker, receive)
+
     async def _members_worker(self, receive: ObjectReceiveStream[OktaGroup]) -> None:
         async with receive:
             async for group in receive:
+                if self.stopping:
+                    continue
                 name = cursor_name("okta", "members", group.id)
                 start, _ = self.store.cursor(name)
                 async for page in self.okta.member_pages(group.id, start):
@@ -303,7 +340,7 @@ class AppSync:
             self.config.pipeline.queue_size)
         async with anyio.create_task_group() as tg:
             for _ in range(run.concurrency):
-                tg.start_soon(self._user_worker, run, receive.clone())
+                tg.start_soon(self._guarded, self._user_worker, run, receive.clone())
             receive.close()
             async with send:
                 await self._feed_users(run, send, mark)
@@ -314,6 +351,8 @@ class AppSync:
                           after: str | None) -> None:
         target = run.name
         for batch in self.store.users_by_username(after):
+            if self.stopping:
+                return
             username = batch[0][0]
             seq = run.watermark.issue(username)
             self.store.defer(self.store.mark_matched, target, [username])
@@ -349,9 +388,11 @@ class AppSync:
     async def _user_worker(self, run: TargetRun, receive: ObjectReceiveStream[UserWork]) -> None:
         async with receive:
             async for work in receive:
+                if self.stopping:
+                    continue  # drain: in-flight work elsewhere finishes, nothing new starts
                 try:
                     await self._sync_user(run, work)
-                except TargetReadError as exc:
+                except (TargetReadError, HttpFailure) as exc:
                     run.tally.wrote(Operation(OpKind.CREATE_USER, run.name,
                                               username=work.desired.username,
                                               okta_id=work.desired.user.id, reason="lookup"),
@@ -389,7 +430,10 @@ class AppSync:
 
     async def _apply(self, run: TargetRun, op: Operation) -> WriteResult:
         run.tally.planned(op)
-        result = await run.target.apply(op)
+        try:
+            result = await run.target.apply(op)
+        except HttpFailure as exc:  # still failing after retries: this write fails, the run goes on
+            result = WriteResult(WriteStatus.FAILED, str(exc))
         if result.stop_creating and not run.stop_creating:
             run.stop_creating = True
             log.warning("licence full: no more accounts will be created", target=run.name)
@@ -417,7 +461,11 @@ class AppSync:
                         target, _changed(account, op))
 
     async def _apply_all(self, run: TargetRun, ops: list[Operation]) -> None:
-        await _pool(run.concurrency, ops, lambda op: self._apply(run, op))
+        async def apply(op: Operation) -> None:
+            if not self.stopping:
+                await self._apply(run, op)
+
+        await _pool(run.concurrency, ops, apply)
 
     # -- checkpoint ---------------------------------------------------------------------------
     def checkpoint(self, force: bool = False) -> None:
@@ -470,12 +518,16 @@ class AppSync:
         if not self._done(gate):
             self._check_guards()
             if self.outcome.guard:
+                if self.dry_run:  # show what the guard holds back: that is what --force does
+                    for run in self.runs.values():
+                        await self._preview_blocked_removals(run)
                 return
             self.store.set_cursor(gate, None, True)
         self._phase("removals")
         async with anyio.create_task_group() as tg:
             for run in self.runs.values():
-                tg.start_soon(self._apply_removals, run)
+                tg.start_soon(self._guarded, self._apply_removals, run)
+        self._raise_fatal()
 
     def _check_guards(self) -> None:
         okta_users = self.store.okta_user_count()
@@ -496,16 +548,29 @@ class AppSync:
         if tripped:
             self.outcome.guard = "; ".join(tripped)
 
+    async def _preview_blocked_removals(self, run: TargetRun) -> None:
+        """Dry run only: the removals a tripped guard blocks go to the plan, marked so."""
+        for _, op in self.store.held_removals(run.name):
+            await run.target.apply(replace(op, reason=f"blocked by a safety guard: {op.reason}"))
+
     async def _apply_removals(self, run: TargetRun) -> None:
         held = dict(self.store.held_removals(run.name))
         seq_of = {id(op): seq for seq, op in held.items()}
 
         async def apply(op: Operation) -> None:
+            if self.stopping:
+                return
             result = await self._apply(run, op)
             if result.status is not WriteStatus.FAILED:  # refused ones are not retried either
                 self.store.defer(self.store.removal_done, seq_of[id(op)])
 
         await _pool(run.concurrency, list(held.values()), apply)
+
+
+def _severity(error: BaseException) -> int:
+    """Which stopping error the run reports when several happen (lower is more serious)."""
+    order = (CredentialsError, ListingError, TargetReadError, HttpFailure, UsageError)
+    return next((i for i, kind in enumerate(order) if isinstance(error, kind)), len(order))
 
 
 def _changed(account: TargetAccount, op: Operation) -> TargetAccount:

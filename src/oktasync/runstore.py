@@ -191,8 +191,8 @@ class RunStore:
         collision, found without holding the directory in memory. ``after`` skips the users
         a resumed run has already done (the low-water mark)."""
         cursor = self._db.execute(
-            f"SELECT {USER_COLUMNS} FROM okta_users WHERE username > ? ORDER BY username, id",
-            ("" if after is None else after,))
+            f"SELECT {USER_COLUMNS} FROM okta_users WHERE ? IS NULL OR username > ? "
+            "ORDER BY username, id", (after, after))
         batch: list[tuple[str, OktaUser]] = []
         for row in cursor:
             item = _user(row)

@@ -378,10 +378,6 @@ async def test_an_okta_user_mapping_to_a_protected_user_is_skipped(tmp_path: Pat
             assert len(skipped) == 1 and "protected" in skipped[0]["reason"], skipped
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug, runstore.py RunStore.users_by_username: 'WHERE username > ?' with '' for a "
-    "fresh run drops every user whose username is empty, so the planner never sees them and "
-    "they are neither written nor reported (the semantics: 'skipped and reported')"))
 @pytest.mark.asyncio
 async def test_an_empty_username_is_skipped_and_reported(tmp_path: Path) -> None:
     async with estate(users=30) as running:
@@ -557,11 +553,6 @@ WRITE_COUNTS = ("users_created", "users_updated", "users_renamed", "users_activa
                 "memberships_removed")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug, pipeline.py AppSync.run / engine.py run_app: a CredentialsError on one "
-    "target cancels the whole task group, so writes already sent (to that target and to the "
-    "others) are cancelled in flight; the server applies them but they are never tallied, "
-    "and the summary under-reports what was written (here Jira: 76 applied, 64 listed)"))
 @pytest.mark.asyncio
 async def test_credentials_rejected_mid_run_the_summary_lists_every_write_that_landed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -826,11 +817,6 @@ async def test_two_apps_on_one_target_never_take_access_the_other_app_gave(
         assert counts(second, "jira", app="app-b")["users_deactivated"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug, pipeline.py AppSync._removal_gate: when a guard trips it returns before "
-    "_apply_removals even in a dry run, so the plan CSV omits the deactivations (and "
-    "membership removals) the run would make - exactly what an administrator previews "
-    "before --force"))
 @pytest.mark.asyncio
 async def test_dry_run_past_the_guard_still_shows_the_deactivations_it_would_make(
     tmp_path: Path,
