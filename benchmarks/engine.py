@@ -1,0 +1,139 @@
+"""The engine under test: a config pointing at a running ``EmulatorProcess``, and one sync.
+
+The config mirrors what ``oktasync demo`` writes (one app, both targets, default settings)
+so a benchmark measures what an administrator gets out of the box; scenarios may add settings
+through ``extra_app`` / ``extra_target`` / ``pipeline`` rather than editing the template.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.procs import (
+    EmulatorProcess,
+    Measured,
+    foreign_processes,
+    oktasync_bin,
+    run_measured,
+)
+
+APP = "bench"
+
+CONFIG = """
+[[app]]
+name = "{app}"
+okta_url = "{okta}"
+okta_token = "{okta_token}"
+username_regex = "(.*)@.*"
+username_replacement = "$1"
+targets = ["jira", "confluence"]
+{extra_app}
+
+[target.jira]
+kind = "jira-dc"
+url = "{jira}"
+token = "{jira_token}"
+default_groups = ["jira-software-users"]
+protected_users = ["admin"]
+{extra_target}
+
+[target.confluence]
+kind = "confluence-dc"
+url = "{confluence}"
+token = "{confluence_token}"
+default_groups = ["confluence-users"]
+protected_users = ["admin"]
+{extra_target}
+
+[state]
+dir = "{state}"
+
+[pipeline]
+{pipeline}
+"""
+
+
+def write_config(
+    folder: Path,
+    emulators: EmulatorProcess,
+    *,
+    extra_app: str = "",
+    extra_target: str = "",
+    pipeline: str = "",
+) -> Path:
+    """A TOML config for one app syncing the emulated Okta into both emulated targets."""
+    info = emulators.info
+    path = folder / "bench.toml"
+    path.write_text(
+        CONFIG.format(
+            app=APP,
+            okta=info["okta"]["url"],
+            okta_token=info["okta"]["token"],
+            jira=info["jira"]["url"],
+            jira_token=info["jira"]["token"],
+            confluence=info["confluence"]["url"],
+            confluence_token=info["confluence"]["token"],
+            state=(folder / "state").as_posix(),
+            extra_app=extra_app,
+            extra_target=extra_target,
+            pipeline=pipeline,
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+@dataclass
+class SyncRun:
+    """One ``oktasync sync``: the process's cost and the run summary it wrote."""
+
+    measured: Measured
+    last_run: dict[str, Any]
+    emulator_cpu_s: float  # the emulator process's CPU during the sync (is it the bottleneck?)
+    stats: dict[str, Any]  # /_emulator/stats of the three emulators after the sync
+    foreign: list[str]  # other busy processes seen just before or after (skewed figure?)
+
+    def requests(self, service: str) -> int:
+        return int(self.stats[service]["requests"])
+
+
+def sync_argv(config: Path, extra: list[str], profile_to: Path | None) -> list[str]:
+    """``oktasync sync``, or the same under cProfile (the module entry, same process count)."""
+    args = ["sync", "--config", str(config), *extra]
+    if profile_to is None:
+        return [oktasync_bin(), *args]
+    return [sys.executable, "-m", "cProfile", "-o", str(profile_to), "-m", "oktasync", *args]
+
+
+def run_sync(
+    emulators: EmulatorProcess,
+    folder: Path,
+    *,
+    extra: list[str] | None = None,
+    timeout_s: float = 1800.0,
+    profile_to: Path | None = None,
+    **config: str,
+) -> SyncRun:
+    """Write the config, run one sync to its end, collect summary, stats and emulator CPU."""
+    path = write_config(folder, emulators, **config)
+    argv = sync_argv(path, extra or [], profile_to)
+    foreign = foreign_processes()
+    cpu_before = emulators.cpu_seconds()
+    measured = run_measured(argv, timeout_s=timeout_s, log_dir=folder, label="sync")
+    emulator_cpu = emulators.cpu_seconds() - cpu_before
+    foreign += foreign_processes()
+    last_run_path = folder / "state" / APP / "last-run.json"
+    last_run = (
+        json.loads(last_run_path.read_text(encoding="utf-8")) if last_run_path.exists() else {}
+    )
+    return SyncRun(
+        measured=measured,
+        last_run=last_run,
+        emulator_cpu_s=emulator_cpu,
+        stats=emulators.stats(),
+        foreign=sorted(set(foreign)),
+    )
