@@ -94,7 +94,8 @@ class OktaLimiter:
         self._concurrency = asyncio.Semaphore(concurrency)
         self._global: InFlight | _NoCap = global_limit or NO_CAP
         self._share = max_share
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, _Window] = {}  # the current window of each bucket
+        self._last: dict[str, _Window] = {}  # the latest window seen, even once thought over
         self._probe_started: dict[str, float] = {}
         self.waits = 0  # times a request waited for a window to reset (for reports)
 
@@ -134,21 +135,29 @@ class OktaLimiter:
             return 1.0 if status == 429 else None
         if limit == 0:
             return 0.25 if status == 429 else None  # the concurrency limit: no window to wait for
+        # Reset and Date both have one-second resolution: Date is the floor of the server's
+        # clock, so `reset - date` is the latest the window can end. Waiting that long is
+        # never early, and Okta's clock, not ours, decides.
         server_now = _server_now(headers)
         seconds_left = max(0.0, reset - (server_now if server_now is not None else time.time()))
-        window = self._windows.get(bucket)
-        if window is None or window.reset_epoch != reset:
-            if window is None or reset > window.reset_epoch:
-                self._windows[bucket] = _Window(
-                    reset_epoch=reset,
-                    resets_at=time.monotonic() + seconds_left + 0.05,
-                    allowed=int(limit * self._share),
-                    granted=min(limit - remaining, 1),
-                    remaining=remaining,
-                )
-        else:
-            window.remaining = min(window.remaining, remaining)
+        resets_at = time.monotonic() + seconds_left
+        self._learn(bucket, limit, remaining, reset, resets_at)
         return seconds_left + 0.05 if status == 429 else None
+
+    def _learn(self, bucket: str, limit: int, remaining: int, reset: int,
+               resets_at: float) -> None:
+        window = self._windows.get(bucket) or self._last.get(bucket)
+        if window is not None and window.reset_epoch == reset:
+            if bucket not in self._windows:  # a probe landed in a window we thought over
+                window.granted += 1
+                window.resets_at = max(resets_at, time.monotonic() + 0.2)
+                self._windows[bucket] = window
+            window.remaining = min(window.remaining, remaining)
+        elif window is None or reset > window.reset_epoch:
+            fresh = _Window(reset_epoch=reset, resets_at=resets_at,
+                            allowed=int(limit * self._share), granted=1, remaining=remaining)
+            self._windows[bucket] = self._last[bucket] = fresh
+        # else: a late answer from an earlier window; nothing to learn
 
 
 class AtlassianLimiter:
