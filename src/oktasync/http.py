@@ -19,6 +19,7 @@ import aiohttp
 import anyio
 import orjson
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from oktasync.errors import (
     CredentialsError,
@@ -36,7 +37,7 @@ class Answer:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
-    url: str
+    url: URL
 
     def json(self) -> Any:
         return orjson.loads(self.body) if self.body else None
@@ -68,7 +69,10 @@ def make_session(*, connections: int, timeout_s: float) -> aiohttp.ClientSession
     connector = aiohttp.TCPConnector(limit=max(1, connections), limit_per_host=0,
                                      keepalive_timeout=60, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(10.0, timeout_s))
+    # No cookie jar: the APIs authenticate every request by header, and a jar costs a lookup
+    # and an update on every request.
     return aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                 cookie_jar=aiohttp.DummyCookieJar(),
                                  json_serialize=lambda o: orjson.dumps(o).decode())
 
 
@@ -83,6 +87,7 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self._session = session
         self._headers = dict(headers)
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._limiter = limiter
         self._policy = policy or RetryPolicy()
         self.counters = RequestCounters()
@@ -90,21 +95,26 @@ class HttpClient:
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + path
 
+    def _target(self, path: str, params: Mapping[str, str] | None) -> URL:
+        """The request URL, built once per request (not once per attempt): paths arrive
+        percent-encoded segment by segment (and Okta's links as sent), so they are not
+        re-quoted; yarl encodes query values (``&``, ``+``, non-ASCII) in C."""
+        url = URL(self.url(path), encoded=True)
+        return url.update_query(params) if params else url
+
     async def send(
         self, method: str, path: str, *, bucket: str = "default",
         params: Mapping[str, str] | None = None, json: Any = None,
         ok_statuses: Container[int] = (),
     ) -> Answer:
         """Send until the answer is final; statuses in ``ok_statuses`` are never retried."""
-        url = self.url(path)
+        url = self._target(path, params)
         data = orjson.dumps(json) if json is not None else None
-        headers = self._headers if data is None else {**self._headers,
-                                                      "Content-Type": "application/json"}
+        headers = self._headers if data is None else self._json_headers
         started, attempt, throttled = time.monotonic(), 0, 0
         while True:
             attempt += 1
-            answer, wait, outcome, error = await self._attempt(
-                method, url, bucket, params, data, headers)
+            answer, wait, outcome, error = await self._attempt(method, url, bucket, data, headers)
             if answer is not None and answer.status in ok_statuses:
                 return answer
             if answer is not None:
@@ -114,21 +124,21 @@ class HttpClient:
                 if outcome is Outcome.ABORT:
                     raise CredentialsError(
                         f"{self.name} rejected the credentials (HTTP {answer.status}) "
-                        f"at {method} {_path_only(url)}")
+                        f"at {method} {_path_only(str(url))}")
             if outcome is Outcome.ABORT and error is not None:
                 raise error
             throttled += answer is not None and answer.status == 429
             counted = attempt - throttled  # a 429 is the server pacing us, not a failure
             if not self._policy.should_retry(counted, time.monotonic() - started):
-                raise HttpFailure(method, _path_only(url),
+                raise HttpFailure(method, _path_only(str(url)),
                                   answer.status if answer else None,
                                   answer.text() if answer else repr(error))
             self.counters.retries += 1
             await anyio.sleep(wait if wait is not None else self._policy.backoff.delay(counted))
 
     async def _attempt(
-        self, method: str, url: str, bucket: str, params: Mapping[str, str] | None,
-        data: bytes | None, headers: Mapping[str, str],
+        self, method: str, url: URL, bucket: str, data: bytes | None,
+        headers: Mapping[str, str],
     ) -> tuple[Answer | None, float | None, Outcome | None, BaseException | None]:
         """One try: the answer (or the transport error's outcome) and the limiter's wait hint."""
         if method == "GET":
@@ -137,10 +147,10 @@ class HttpClient:
             self.counters.writes += 1
         try:
             async with self._limiter.slot(bucket), self._session.request(
-                method, url, params=params, data=data, headers=headers, allow_redirects=False,
+                method, url, data=data, headers=headers, allow_redirects=False,
             ) as response:
                 body = await response.read()
-                answer = Answer(response.status, response.headers, body, str(response.url))
+                answer = Answer(response.status, response.headers, body, url)
         except Exception as exc:  # classified below: transient ones are retried
             return None, None, classify_exception(exc), exc
         self.counters.statuses[answer.status] += 1
