@@ -118,6 +118,7 @@ class TargetRun:
     tally: TargetTally
     concurrency: int
     all_accounts: bool = True
+    active_listed: bool = False
     stop_creating: bool = False
     claims: list[tuple[str, str | None]] = field(default_factory=list)
     guard_tripped: str | None = None
@@ -301,8 +302,11 @@ class AppSync:
                 self.store.set_cursor(read, summary.strategy, True)
                 self.store.set_cursor(cursor_name("target", run.name, "all-accounts"), None,
                                       summary.all_accounts)
+                self.store.set_cursor(cursor_name("target", run.name, "active-listed"), None,
+                                      summary.active_listed)
             log.info("target read", target=run.name, strategy=summary.strategy)
         run.all_accounts = all_accounts
+        run.active_listed = self._done(cursor_name("target", run.name, "active-listed"))
         plan = plan_groups(wanted, self.store.target_groups(run.name), run.rules)
         if not self._done(cursor_name("target", run.name, "groups")):
             for finding in plan.findings:
@@ -370,7 +374,8 @@ class AppSync:
             desired = Desired(user, username, self.store.user_groups(user.id))
             account = self.store.account(target, username)
             at_name = self._current(target, account) if account is not None else None
-            known = account is not None or run.all_accounts
+            known = (account is not None or run.all_accounts
+                     or (run.active_listed and not user.active))
             await send.send(UserWork(seq, desired, at_name, known, previous))
 
     def _current(self, target: str, account: TargetAccount) -> Current:

@@ -54,10 +54,13 @@ class StateSink(Protocol):
 @dataclass
 class ReadSummary:
     """How complete the target's state read was: when ``all_accounts`` is False, accounts
-    not seen must be looked up one by one before the planner may call them missing."""
+    not seen must be looked up one by one before the planner may call them missing — except,
+    when ``active_listed``, for Okta users who are not active (every active account was
+    listed, so an unlisted one is absent or inactive: nothing to write either way)."""
 
     all_accounts: bool
     strategy: str
+    active_listed: bool = False
 
 
 class Target(Protocol):
