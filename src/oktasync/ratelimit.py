@@ -59,6 +59,13 @@ def _int(headers: Mapping[str, str], name: str) -> int | None:
         return None
 
 
+def _float(headers: Mapping[str, str], name: str) -> float | None:
+    try:
+        return float(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
 def _server_now(headers: Mapping[str, str]) -> float | None:
     try:
         return parsedate_to_datetime(headers["Date"]).timestamp()
@@ -160,8 +167,62 @@ class OktaLimiter:
         # else: a late answer from an earlier window; nothing to learn
 
 
+class TokenMirror:
+    """A local copy of the server's token bucket, learnt from its headers.
+
+    Atlassian's bucket holds ``X-RateLimit-Limit`` tokens and gains one every
+    ``Interval-Seconds / FillRate`` seconds. Debiting our copy when a request is *sent* and
+    refilling it by the clock keeps it at or below the server's (the server debits on
+    arrival, later), so waiting for a token here means never meeting a 429 there, and
+    ``Remaining`` in each answer can only lower the estimate.
+    """
+
+    def __init__(self) -> None:
+        self.capacity = 0.0
+        self.per_s = 0.0  # 0: the server has not said it limits us
+        self.tokens = 0.0
+        self.stamp = time.monotonic()
+
+    def learn(self, capacity: int, fill: float, interval: float, remaining: int,
+              others_in_flight: int) -> None:
+        """``others_in_flight``: requests sent, not yet answered, that the server may not have
+        counted in this ``remaining`` yet (they were sent before we knew to debit them)."""
+        first = self.per_s == 0
+        self.capacity, self.per_s = float(capacity), fill / interval
+        self._refill()
+        if first:
+            self.tokens = float(remaining - others_in_flight)
+        else:
+            self.tokens = min(self.tokens, float(remaining))
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.per_s)
+        self.stamp = now
+
+    def wait_s(self) -> float:
+        """How long until a token is here (0: take one now)."""
+        if self.per_s == 0:
+            return 0.0
+        self._refill()
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.per_s
+
+    def empty(self) -> None:
+        self._refill()
+        self.tokens = min(self.tokens, 0.0)
+
+
 class AtlassianLimiter:
-    """Concurrency + optional fixed rate + server-paced backoff for one Jira or Confluence."""
+    """Concurrency + optional fixed rate + the server's own bucket for one Jira or Confluence.
+
+    While the server's headers announce a token bucket, requests wait for a token in a local
+    mirror of it (``TokenMirror``) instead of running into 429s; a 429 or 503 that happens
+    anyway pauses every request to that server for its ``Retry-After`` at once — one shared
+    pause rather than one retry per worker, so a burst of 429s never becomes a storm.
+    """
 
     def __init__(
         self, *, concurrency: int, max_rps: float,
@@ -171,37 +232,41 @@ class AtlassianLimiter:
         self._global: InFlight | _NoCap = global_limit or NO_CAP
         self._rate = AsyncLimiter(max_rps, 1.0) if max_rps > 0 else None
         self._paused_until = 0.0
-        self._pace_s = 0.0  # minimum spacing the server's fill rate asks for while low
-        self._next_start = 0.0
+        self._bucket = TokenMirror()
+        self._in_flight = 0
 
     @asynccontextmanager
     async def slot(self, bucket: str) -> AsyncIterator[None]:
         async with self._global, self._concurrency:
-            if self._paused_until or self._pace_s:
-                await self._respect_server()
+            await self._respect_server()
             if self._rate is not None:
                 await self._rate.acquire()
-            yield
+            self._in_flight += 1
+            try:
+                yield
+            finally:
+                self._in_flight -= 1
 
     async def _respect_server(self) -> None:
         while True:
-            now = time.monotonic()
-            wait = max(self._paused_until - now, self._next_start - now)
+            pause = self._paused_until - time.monotonic()
+            wait = pause if pause > 0 else self._bucket.wait_s()
             if wait <= 0:
-                self._next_start = max(now, self._next_start) + self._pace_s
                 return
             await anyio.sleep(wait)
 
     def observe(self, bucket: str, status: int, headers: Mapping[str, str]) -> float | None:
+        capacity = _int(headers, "X-RateLimit-Limit")
         remaining = _int(headers, "X-RateLimit-Remaining")
-        fill = _int(headers, "X-RateLimit-FillRate")
-        interval = _int(headers, "X-RateLimit-Interval-Seconds")
-        if remaining is not None and fill and interval:
-            # Spend the burst freely; once it is nearly gone, space requests at the fill rate.
-            self._pace_s = interval / fill if remaining <= 1 else 0.0
+        fill = _float(headers, "X-RateLimit-FillRate")
+        interval = _float(headers, "X-RateLimit-Interval-Seconds")
+        if capacity and remaining is not None and fill and interval:
+            self._bucket.learn(capacity, fill, interval, remaining, self._in_flight)
         if status in (429, 503):
             retry_after = _int(headers, "Retry-After")
             wait = float(retry_after) if retry_after is not None and retry_after > 0 else 1.0
             self._paused_until = max(self._paused_until, time.monotonic() + wait)
+            if status == 429:
+                self._bucket.empty()
             return wait
         return None
