@@ -48,10 +48,12 @@ from oktasync.models import (
     Operation,
     OpKind,
     TargetAccount,
+    UserPlan,
     name_key,
 )
 from oktasync.okta_source import OktaSource
 from oktasync.planner import (
+    Claim,
     Current,
     Desired,
     TargetRules,
@@ -405,10 +407,17 @@ class AppSync:
                 self._user_finished(run, work.seq)
 
     async def _sync_user(self, run: TargetRun, work: UserWork) -> None:
-        at_name = work.at_name if work.known else await self._lookup(run, work.desired.username)
+        # An active Okta user missing from a complete listing of active accounts is new or
+        # deactivated here: try the create first and look the account up only on "exists".
+        optimistic = (not work.known and run.active_listed and work.desired.user.active
+                      and work.previous_key is None)
+        at_name = (work.at_name if work.known or optimistic
+                   else await self._lookup(run, work.desired.username))
         previous = (await self._lookup(run, work.previous_key)
                     if work.previous_key is not None else None)
         plan = plan_user(work.desired, at_name, run.rules, previous)
+        if optimistic and plan.grants and plan.grants[0].kind is OpKind.CREATE_USER:
+            plan = await self._create_first(run, work, plan)
         for finding in plan.findings:
             run.tally.found(finding)
         if plan.removals:
@@ -416,6 +425,29 @@ class AppSync:
         ok = await self._apply_grants(run, plan.grants)
         if ok and plan.claim is not None and not self.dry_run:
             run.claims.append((plan.claim, work.desired.user.id))
+
+    async def _create_first(self, run: TargetRun, work: UserWork, plan: UserPlan) -> UserPlan:
+        """Send the create of an optimistic plan; what is left to apply depends on its answer.
+
+        "Already exists" means either our own earlier attempt (its answer lost) or an account
+        the listing did not show (deactivated): the lookup tells, and an account that is not
+        ours goes through the planner's adoption rules like any existing one.
+        """
+        create, rest = plan.grants[0], plan.grants[1:]
+        if run.stop_creating:
+            return plan  # _apply_grants reports it as not attempted
+        try:
+            result = await run.target.apply(create)
+        except HttpFailure as exc:
+            result = WriteResult(WriteStatus.FAILED, str(exc))
+        if result.status is not WriteStatus.ALREADY:
+            self._record(run, create, result)
+            return _remaining(plan, rest, result.ok)
+        current = await self._lookup(run, work.desired.username)
+        if current is not None and _made_by(create, current.account):
+            # our own earlier attempt, or the same person's account: ours from now on
+            current = replace(current, claim=Claim(self.app.name, work.desired.user.id))
+        return plan_user(work.desired, current, run.rules)
 
     def _user_finished(self, run: TargetRun, seq: int) -> None:
         run.watermark.finish(seq)
@@ -434,11 +466,16 @@ class AppSync:
         return True
 
     async def _apply(self, run: TargetRun, op: Operation) -> WriteResult:
-        run.tally.planned(op)
         try:
             result = await run.target.apply(op)
         except HttpFailure as exc:  # still failing after retries: this write fails, the run goes on
             result = WriteResult(WriteStatus.FAILED, str(exc))
+        self._record(run, op, result)
+        return result
+
+    def _record(self, run: TargetRun, op: Operation, result: WriteResult) -> None:
+        """Count a write's outcome and write it through to the run index."""
+        run.tally.planned(op)
         if result.stop_creating and not run.stop_creating:
             run.stop_creating = True
             log.warning("licence full: no more accounts will be created", target=run.name)
@@ -447,7 +484,6 @@ class AppSync:
             self.store.defer(self._write_through, run.name, op)
             self._since_checkpoint += 1
             self.checkpoint()
-        return result
 
     def _write_through(self, target: str, op: Operation) -> None:
         """Keep the run index's view of the target true, so a resume plans no repeat."""
@@ -570,6 +606,18 @@ class AppSync:
                 self.store.defer(self.store.removal_done, seq_of[id(op)])
 
         await _pool(run.concurrency, list(held.values()), apply)
+
+
+def _remaining(plan: UserPlan, grants: list[Operation], created: bool) -> UserPlan:
+    """The rest of a plan once its create was sent: nothing, and no claim, if it failed."""
+    return UserPlan(grants=grants if created else [], removals=plan.removals,
+                    findings=plan.findings, claim=plan.claim if created else None)
+
+
+def _made_by(create: Operation, account: TargetAccount) -> bool:
+    """Whether an existing account is the one this create makes (a lost answer's retry)."""
+    return ((account.email or "").casefold() == (create.email or "").casefold()
+            and account.display_name == create.display_name)
 
 
 def _severity(error: BaseException) -> int:
