@@ -16,7 +16,6 @@ import base64
 import binascii
 import math
 import time
-from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -138,15 +137,36 @@ class TokenBucketLimiter:
 
 @dataclass(slots=True)
 class User:
-    """A directory user. ``name`` keeps the stored case; lookups use ``name.lower()``."""
+    """A directory user. ``name`` keeps the stored case; ``lower`` (``name.lower()``, one shared
+    string) is its key in the store and in group member lists.
+
+    Kept small (``--preload-fraction`` holds hundreds of thousands): the product's user key is
+    derived from ``id`` (``key``), and the user's groups are a tuple of lower-cased names.
+    """
 
     id: int
     name: str
-    key: str
     email: str
     display_name: str
     active: bool = True
     password: str | None = None
+    lower: str = field(default="", repr=False, compare=False)
+    groups: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.lower:
+            self.lower = _lowered(self.name)
+
+    @property
+    def key(self) -> str:
+        """The product's stable user key; each product's subclass says how it looks."""
+        return f"user-{self.id}"
+
+    @classmethod
+    def id_of_key(cls, key: str) -> int | None:
+        """The inverse of ``key``: the id a key belongs to, or None when it is no key."""
+        prefix = "user-"
+        return number_after(key, prefix)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,12 +178,36 @@ class User:
         }
 
 
+def _lowered(text: str) -> str:
+    """``text.lower()``, but ``text`` itself when already lower-case (no second copy)."""
+    lowered = text.lower()
+    return text if lowered == text else lowered
+
+
+def number_after(key: str, prefix: str, base: int = 10, offset: int = 0) -> int | None:
+    if not key.startswith(prefix):
+        return None
+    digits = key[len(prefix) :]
+    if not digits or not digits.isascii() or not digits.isalnum():
+        return None
+    try:
+        value = int(digits, base) - offset
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
 @dataclass(slots=True)
 class Group:
     """A group; ``members`` holds lower-cased user names in insertion order (an ordered set)."""
 
     name: str
     members: dict[str, None] = field(default_factory=dict)
+    lower: str = field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.lower:
+            self.lower = _lowered(self.name)
 
 
 class DirectoryStore:
@@ -172,24 +216,30 @@ class DirectoryStore:
     Every operation is a dict operation so benchmarks with tens of thousands of writes a minute
     measure the engine, not the emulator. Users also carry a stable numeric id, which never changes
     on rename: the cursor listing pages over it so a renamed user is still seen exactly once.
+    Users are held once (``users``, by lower-cased name) plus a list indexed by id; keys are
+    derived from ids, so no index by key is needed.
     """
 
-    def __init__(self, *, lowercase_names: bool, key_for: Callable[[int], str]) -> None:
+    def __init__(self, *, lowercase_names: bool, user_type: type[User] = User) -> None:
         self.lowercase_names = lowercase_names
-        self._key_for = key_for
+        self.user_type = user_type
         self.users: dict[str, User] = {}
         self.groups: dict[str, Group] = {}
-        self.by_key: dict[str, User] = {}
-        self.by_id: dict[int, User] = {}
-        self._ids: list[int] = []  # ascending, for cursor paging
-        self._user_groups: dict[str, set[str]] = {}
-        self._next_id = 0
+        self._by_id: list[User | None] = []  # index = id; None once deleted
         self.active_count = 0
 
     # users ------------------------------------------------------------------------------
 
     def user(self, name: str) -> User | None:
         return self.users.get(name.lower())
+
+    def user_by_id(self, uid: int) -> User | None:
+        return self._by_id[uid] if 0 <= uid < len(self._by_id) else None
+
+    def user_by_key(self, key: str) -> User | None:
+        uid = self.user_type.id_of_key(key)
+        user = None if uid is None else self.user_by_id(uid)
+        return user if user is not None and user.key == key else None
 
     def add_user(
         self,
@@ -201,17 +251,14 @@ class DirectoryStore:
         password: str | None = None,
     ) -> User:
         """Create a user; the caller has checked the name is free."""
-        stored = name.lower() if self.lowercase_names else name
-        if stored.lower() in self.users:
+        lower = _lowered(name)
+        if lower in self.users:
             raise ValueError(f"user {name!r} exists")
-        uid = self._next_id
-        self._next_id += 1
-        user = User(uid, stored, self._key_for(uid), email, display_name, active, password)
-        self.users[stored.lower()] = user
-        self.by_key[user.key] = user
-        self.by_id[uid] = user
-        self._ids.append(uid)
-        self._user_groups[stored.lower()] = set()
+        stored = lower if self.lowercase_names else name
+        uid = len(self._by_id)
+        user = self.user_type(uid, stored, email, display_name, active, password, lower)
+        self.users[lower] = user
+        self._by_id.append(user)
         self.active_count += active
         return user
 
@@ -225,36 +272,44 @@ class DirectoryStore:
 
     def rename_user(self, user: User, new_name: str) -> None:
         """Rename in place: same id and key, memberships follow the user."""
-        stored = new_name.lower() if self.lowercase_names else new_name
-        old_lower, new_lower = user.name.lower(), stored.lower()
+        new_lower = _lowered(new_name)
+        old_lower = user.lower
         if new_lower != old_lower and new_lower in self.users:
             raise ValueError(f"user {new_name!r} exists")
-        user.name = stored
+        user.name = new_lower if self.lowercase_names else new_name
         if new_lower == old_lower:
             return
         del self.users[old_lower]
         self.users[new_lower] = user
-        groups = self._user_groups.pop(old_lower)
-        self._user_groups[new_lower] = groups
-        for group_lower in groups:
+        user.lower = new_lower
+        for group_lower in user.groups:
             members = self.groups[group_lower].members
             del members[old_lower]
             members[new_lower] = None
 
     def remove_user(self, user: User) -> None:
-        lower = user.name.lower()
-        for group_lower in self._user_groups.pop(lower, set()):
-            self.groups[group_lower].members.pop(lower, None)
-        del self.users[lower]
-        del self.by_key[user.key]
-        del self.by_id[user.id]
-        self._ids.remove(user.id)  # rare: O(n) is fine
+        for group_lower in user.groups:
+            self.groups[group_lower].members.pop(user.lower, None)
+        user.groups = ()
+        del self.users[user.lower]
+        self._by_id[user.id] = None
         self.active_count -= user.active
 
     def users_after(self, cursor: int, limit: int) -> list[User]:
         """Up to ``limit`` users whose id is greater than ``cursor``, in id order."""
-        start = bisect_right(self._ids, cursor)
-        return [self.by_id[uid] for uid in self._ids[start : start + limit]]
+        out: list[User] = []
+        by_id = self._by_id
+        for uid in range(max(cursor + 1, 0), len(by_id)):
+            user = by_id[uid]
+            if user is not None:
+                out.append(user)
+                if len(out) == limit:
+                    break
+        return out
+
+    def all_users(self) -> list[User]:
+        """Every user in id order."""
+        return [u for u in self._by_id if u is not None]
 
     # groups -----------------------------------------------------------------------------
 
@@ -262,38 +317,42 @@ class DirectoryStore:
         return self.groups.get(name.lower())
 
     def add_group(self, name: str) -> Group:
-        if name.lower() in self.groups:
+        group = Group(name)
+        if group.lower in self.groups:
             raise ValueError(f"group {name!r} exists")
-        group = self.groups[name.lower()] = Group(name)
+        self.groups[group.lower] = group
         return group
 
     def remove_group(self, group: Group) -> None:
-        lower = group.name.lower()
+        lower = group.lower
+        users = self.users
         for member in group.members:
-            self._user_groups[member].discard(lower)
+            user = users[member]
+            user.groups = tuple(g for g in user.groups if g != lower)
         del self.groups[lower]
 
     def add_member(self, group: Group, user: User) -> bool:
         """``False`` when the user already was a member."""
-        lower = user.name.lower()
-        if lower in group.members:
+        members = group.members
+        lower = user.lower
+        if lower in members:
             return False
-        group.members[lower] = None
-        self._user_groups[lower].add(group.name.lower())
+        members[lower] = None
+        user.groups += (group.lower,)
         return True
 
     def remove_member(self, group: Group, user: User) -> bool:
         """``False`` when the user was not a member."""
-        lower = user.name.lower()
+        lower = user.lower
         if lower not in group.members:
             return False
         del group.members[lower]
-        self._user_groups[lower].discard(group.name.lower())
+        user.groups = tuple(g for g in user.groups if g != group.lower)
         return True
 
     def is_member(self, group_name: str, user: User) -> bool:
         group = self.groups.get(group_name.lower())
-        return group is not None and user.name.lower() in group.members
+        return group is not None and user.lower in group.members
 
     def member_users(self, group: Group) -> list[User]:
         users = self.users
@@ -301,8 +360,8 @@ class DirectoryStore:
 
     def groups_of(self, user: User) -> list[Group]:
         """The user's groups, sorted by name (as both products list them)."""
-        groups = [self.groups[g] for g in self._user_groups.get(user.name.lower(), ())]
-        return sorted(groups, key=lambda g: g.name.lower())
+        groups = [self.groups[g] for g in user.groups]
+        return sorted(groups, key=lambda g: g.lower)
 
     def members(self, group_name: str) -> list[str]:
         """Stored names of a group's members (for tests); ``KeyError`` for an unknown group."""
@@ -321,12 +380,14 @@ class DirectoryStore:
 
         Users are mappings with ``name`` and optionally ``email``/``emailAddress``,
         ``displayName``, ``active`` and ``password``. Groups named only in ``memberships`` are
-        created; users named there must exist.
+        created; users named there must exist. The strings given are stored as they are (not
+        copied), so two stores preloaded from one source share them.
         """
         created: list[User] = []
+        by_name = self.users
         for spec in users:
             name = str(spec["name"])
-            if name.lower() in self.users:
+            if name.lower() in by_name:
                 continue
             created.append(
                 self.add_user(
@@ -340,15 +401,19 @@ class DirectoryStore:
         for group_name in groups:
             if group_name.lower() not in self.groups:
                 self.add_group(group_name)
+        seen: dict[str, Group] = {}  # group name as given -> group (most names repeat)
         for user_name, group_name in memberships:
-            group = self.group(group_name) or self.add_group(group_name)
-            self.add_member(group, self.users[user_name.lower()])
+            group = seen.get(group_name)
+            if group is None:
+                group = seen[group_name] = self.group(group_name) or self.add_group(group_name)
+            user = by_name.get(user_name) or by_name[user_name.lower()]
+            self.add_member(group, user)
         return created
 
     def to_json(self) -> dict[str, Any]:
         users = self.users
         return {
-            "users": [u.to_json() for u in self.by_id.values()],
+            "users": [u.to_json() for u in self.all_users()],
             "groups": [
                 {"name": g.name, "members": [users[m].name for m in g.members]}
                 for g in self.groups.values()
@@ -473,6 +538,7 @@ class AtlassianEmulator:
     admin_group: ClassVar[str] = "administrators"
     user_group: ClassVar[str] = "users"
     lowercase_names: ClassVar[bool] = False
+    user_type: ClassVar[type[User]] = User  # how the product's user keys look
 
     def __init__(
         self,
@@ -489,9 +555,11 @@ class AtlassianEmulator:
         self.rate = rate
         self.clock = clock
         self.limiter = TokenBucketLimiter(rate, clock) if rate is not None else None
-        self.store = DirectoryStore(lowercase_names=self.lowercase_names, key_for=self.user_key)
+        self.store = DirectoryStore(lowercase_names=self.lowercase_names, user_type=self.user_type)
         self.refusals = Refusals()
         self._tokens: dict[str, int] = {}  # personal access token -> user id
+        # Authorization header -> (user, password for Basic / None for a token, name signed in)
+        self._auth_cache: dict[str, tuple[User, str | None, str]] = {}
         self._bootstrap(username, password, token)
 
     # what a fresh instance has ---------------------------------------------------------------
@@ -506,8 +574,6 @@ class AtlassianEmulator:
         if token:
             self._tokens[token] = admin.id
 
-    def user_key(self, uid: int) -> str:
-        raise NotImplementedError
 
     # product-specific answers ----------------------------------------------------------------
 
@@ -578,8 +644,33 @@ class AtlassianEmulator:
     # gate and finish (used by common.build_app) ------------------------------------------------
 
     def authenticate(self, request: web.Request) -> tuple[User | None, str]:
-        """The user behind the request's credentials, or ``None`` and why not."""
+        """The user behind the request's credentials, or ``None`` and why not.
+
+        A header seen before is answered from a small cache (a client sends the same one on
+        every request), re-checked against the store: the same user object still under its
+        name or id, still active, and for Basic the same password.
+        """
         header = request.headers.get("Authorization", "")
+        cached = self._auth_cache.get(header)
+        if cached is not None:
+            known, password, name = cached
+            if password is not None:  # Basic: the name still this user's, same password
+                still = self.store.users.get(name) is known and known.password == password
+            else:  # a token: still issued to this user, who still exists
+                token_uid = self._tokens.get(header[7:].strip())
+                still = token_uid == known.id and self.store.user_by_id(known.id) is known
+            if still and known.active:
+                return known, "OK"
+            del self._auth_cache[header]
+        user, reason = self._authenticate(header)
+        if user is not None:
+            if len(self._auth_cache) >= 256:
+                self._auth_cache.clear()
+            basic = header[:6].lower() == "basic "
+            self._auth_cache[header] = (user, user.password if basic else None, user.lower)
+        return user, reason
+
+    def _authenticate(self, header: str) -> tuple[User | None, str]:
         scheme, _, value = header.partition(" ")
         user: User | None = None
         if scheme.lower() == "basic":
@@ -590,7 +681,7 @@ class AtlassianEmulator:
                     user = candidate
         elif scheme.lower() == "bearer":
             uid = self._tokens.get(value.strip())
-            user = self.store.by_id.get(uid) if uid is not None else None
+            user = self.store.user_by_id(uid) if uid is not None else None
         else:
             return None, "AUTHENTICATION_DENIED" if header else "NO_CREDENTIALS"
         if user is None or not user.active:
@@ -622,8 +713,10 @@ class AtlassianEmulator:
 
     def _finish(self, request: web.Request, response: web.StreamResponse) -> None:
         """Rate-limit headers on every answer while limiting is on (a 503's Retry-After stays)."""
+        if self.limiter is None:
+            return
         decision = request.get(RATE_DECISION)
-        if self.limiter is None or decision is None:
+        if decision is None:
             return
         for name, value in self.limiter.headers(decision).items():
             if name == "Retry-After" and name in response.headers:

@@ -112,6 +112,12 @@ def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="Okta search results lag changes by this much")
     add("--confluence-index-lag-s", type=_non_negative, default=0.0,
         help="Confluence's active-user listing lags changes by this much")
+    add("--lazy", action="store_true",
+        help="generate Okta users from the seed as they are read instead of holding them "
+             "(for 1,000,000 users; the Okta directory is then read-only)")
+    add("--preload-fraction", type=_share, default=0.0, metavar="F",
+        help="Jira and Confluence start with this share of the active Okta users' accounts "
+             "and memberships, as the demo config would sync them (default 0)")
 
 
 def options_from(args: argparse.Namespace) -> EmulatorOptions:
@@ -125,6 +131,7 @@ def options_from(args: argparse.Namespace) -> EmulatorOptions:
         jira_version=args.jira_version, confluence_seats=args.confluence_seats,
         okta_search_lag_s=args.okta_search_lag_s,
         confluence_index_lag_s=args.confluence_index_lag_s,
+        lazy=args.lazy, preload_fraction=args.preload_fraction,
     )
 
 
@@ -138,7 +145,8 @@ async def run_emulate(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             log.info("emulators listening", seconds=round(time.monotonic() - started, 2),
                      okta=running.okta_url, jira=running.jira_url,
-                     confluence=running.confluence_url, users=options.users)
+                     confluence=running.confluence_url, users=options.users,
+                     lazy=options.lazy, preload_fraction=options.preload_fraction)
             await anyio.sleep_forever()
     except OSError as exc:
         print(f"oktasync emulate: cannot listen on {options.host} ports "

@@ -10,6 +10,7 @@ Behaviour no primary source confirmed is marked ``# guess:``.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections import deque
@@ -28,6 +29,7 @@ from oktasync.emulators.atlassian_base import (
     User,
     atlassian_json,
     auth_user,
+    number_after,
     query_bool,
     query_int,
 )
@@ -42,26 +44,51 @@ MSG_READ_ONLY_CREATE = "Cannot create users: the user directory is read-only."  
 # Confluence's user form refuses these in a username ("Usernames cannot contain the characters
 # ..."), and whitespace too.
 USERNAME_FORBIDDEN_CHARS = frozenset("+,\\<>'\"")
+_WHITESPACE = re.compile(r"\s")
 # guess: the REST answer's wording; the status (400) and the error body's shape are Confluence's.
 MSG_USERNAME_CHARS = (
     "Usernames cannot contain the characters '+', ',', '\\', '<', '>', ''', '\"' or whitespace."
 )
 
 
+KEY_PREFIX = "8a7f808a"
+
+
+def confluence_key(uid: int) -> str:
+    return f"{KEY_PREFIX}{uid:024x}"  # 32 hex digits, like Confluence's user keys
+
+
+class ConfluenceUser(User):
+    """A Confluence user: keys are 32 hex digits."""
+
+    __slots__ = ()
+
+    @property
+    def key(self) -> str:
+        return confluence_key(self.id)
+
+    @classmethod
+    def id_of_key(cls, key: str) -> int | None:
+        return number_after(key.lower(), KEY_PREFIX, base=16) if len(key) == 32 else None
+
+
 @dataclass(frozen=True, slots=True)
 class IndexedUser:
-    """A user as the search index last saw it."""
+    """A user as the search index last saw it (strings shared with the user, key derived)."""
 
     id: int
     name: str
-    key: str
     email: str
     display_name: str
     active: bool
 
+    @property
+    def key(self) -> str:
+        return confluence_key(self.id)
+
     @classmethod
     def of(cls, user: User) -> IndexedUser:
-        return cls(user.id, user.name, user.key, user.email, user.display_name, user.active)
+        return cls(user.id, user.name, user.email, user.display_name, user.active)
 
 
 class LaggedIndex:
@@ -116,6 +143,7 @@ class ConfluenceEmulator(AtlassianEmulator):
     admin_group: ClassVar[str] = "confluence-administrators"
     user_group: ClassVar[str] = "confluence-users"
     lowercase_names: ClassVar[bool] = False  # Confluence keeps the case it was given
+    user_type: ClassVar[type[User]] = ConfluenceUser
 
     def __init__(
         self,
@@ -143,8 +171,6 @@ class ConfluenceEmulator(AtlassianEmulator):
         for user in self.store.users.values():
             self.index.record(user, immediately=True)
 
-    def user_key(self, uid: int) -> str:
-        return f"8a7f808a{uid:024x}"  # 32 hex digits, like Confluence's user keys
 
     @property
     def seats_left(self) -> int | None:
@@ -355,7 +381,7 @@ class ConfluenceEmulator(AtlassianEmulator):
 
     async def get_user(self, request: web.Request) -> web.StreamResponse:
         name, key = request.query.get("username"), request.query.get("key")
-        user = self.store.user(name) if name is not None else self.store.by_key.get(key or "")
+        user = self.store.user(name) if name is not None else self.store.user_by_key(key or "")
         if user is None:
             shown = name if name is not None else key
             raise self.error(404, f"No user found with username: {shown}")
@@ -557,7 +583,25 @@ class ConfluenceEmulator(AtlassianEmulator):
 
 def _bad_username(name: str) -> bool:
     """Confluence refuses usernames with '+', ',', '\\', '<', '>', quotes or whitespace."""
-    return not USERNAME_FORBIDDEN_CHARS.isdisjoint(name) or any(c.isspace() for c in name)
+    return not USERNAME_FORBIDDEN_CHARS.isdisjoint(name) or _WHITESPACE.search(name) is not None
 
 
-__all__ = ["ConfluenceEmulator", "IndexedUser", "LaggedIndex"]
+def refused_username(name: str) -> bool:
+    """A username that cannot be a working Confluence account: refused at creation, or with a
+    ``/`` that no user path can address (``--preload-fraction`` skips these)."""
+    return _bad_username(name) or "/" in name
+
+
+def forbidden_group(name: str) -> str | None:
+    """Why a group name cannot be managed through the REST paths (``/``: Tomcat refuses %2F)."""
+    return "contains '/'" if "/" in name else None
+
+
+__all__ = [
+    "ConfluenceEmulator",
+    "ConfluenceUser",
+    "IndexedUser",
+    "LaggedIndex",
+    "forbidden_group",
+    "refused_username",
+]

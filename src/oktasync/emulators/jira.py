@@ -27,6 +27,7 @@ from oktasync.emulators.atlassian_base import (
     User,
     atlassian_json,
     auth_user,
+    number_after,
     query_bool,
     query_int,
 )
@@ -74,6 +75,21 @@ def _as_bool(value: Any) -> bool | None:
     return None
 
 
+class JiraUser(User):
+    """A Jira user: keys look like ``JIRAUSER10000`` (Jira 8+ keys for new users)."""
+
+    __slots__ = ()
+
+    @property
+    def key(self) -> str:
+        return f"JIRAUSER{10000 + self.id}"
+
+    @classmethod
+    def id_of_key(cls, key: str) -> int | None:
+        uid = number_after(key, "JIRAUSER", offset=10000)
+        return uid
+
+
 class JiraEmulator(AtlassianEmulator):
     """Jira DC REST v2 users and groups, with Jira's errors, limits and refusals."""
 
@@ -81,6 +97,7 @@ class JiraEmulator(AtlassianEmulator):
     admin_group: ClassVar[str] = "jira-administrators"
     user_group: ClassVar[str] = SOFTWARE_USERS
     lowercase_names: ClassVar[bool] = True  # Jira stores usernames lower-case
+    user_type: ClassVar[type[User]] = JiraUser
 
     def __init__(
         self,
@@ -114,8 +131,6 @@ class JiraEmulator(AtlassianEmulator):
         """``/user/list`` arrived in 10.3 LTS."""
         return self.version_numbers[:2] >= (10, 3)
 
-    def user_key(self, uid: int) -> str:
-        return f"JIRAUSER{10000 + uid}"  # Jira 8+ keys for new users
 
     # error shapes ----------------------------------------------------------------------------
 
@@ -229,7 +244,7 @@ class JiraEmulator(AtlassianEmulator):
         if name is None and key is None:
             # guess: Jira's message when neither parameter is given.
             raise self.error(404, "The user named 'null' does not exist")
-        user = self.store.user(name) if name is not None else self.store.by_key.get(key or "")
+        user = self.store.user(name) if name is not None else self.store.user_by_key(key or "")
         if user is None:
             shown = name if name is not None else key
             raise self.error(404, f"The user named '{shown}' does not exist")
@@ -554,6 +569,11 @@ def _bad_username(name: str) -> bool:
     return not USERNAME_FORBIDDEN_CHARS.isdisjoint(name)
 
 
+def refused_username(name: str) -> bool:
+    """A username Jira would not create (``--preload-fraction`` skips these)."""
+    return _bad_username(name) or name != name.strip()
+
+
 def _matches(user: User, query: str) -> bool:
     """Jira's user search: a prefix of the username, e-mail, display name or a name word.
 
@@ -577,4 +597,4 @@ def _highlight(name: str, query: str) -> str:
     return f"{escape(name[:at])}<b>{escape(name[at:end])}</b>{escape(name[end:])}"
 
 
-__all__ = ["JiraEmulator", "parse_version"]
+__all__ = ["JiraEmulator", "JiraUser", "parse_version", "refused_username"]

@@ -20,7 +20,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -41,7 +41,15 @@ from oktasync.emulators.common import (
     origin_of,
     read_json,
 )
-from oktasync.emulators.directory import Directory, Group, User, group_state, iso, user_state
+from oktasync.emulators.directory import (
+    AnyDirectory,
+    Group,
+    LazyReadOnly,
+    User,
+    group_state,
+    iso,
+    user_state,
+)
 
 T = TypeVar("T")
 RateInfo = tuple[int, int, int]  # limit, remaining, reset (epoch s)
@@ -334,7 +342,7 @@ def _attr(name: str) -> Callable[[Any], Any]:
     return lambda obj: getattr(obj, name)
 
 
-def _user_props(directory: Directory) -> tuple[dict[str, Prop], dict[str, Prop]]:
+def _user_props(directory: AnyDirectory) -> tuple[dict[str, Prop], dict[str, Prop]]:
     """The properties ``search`` and ``filter`` accept on users."""
     dates = {
         "created": "created",
@@ -421,7 +429,7 @@ def decode_cursor(scope: str, cursor: str, *, sorted_: bool) -> tuple[str, str |
 
 
 def page_by_id(
-    ids: list[str], after: str | None, limit: int, pick: Callable[[str], T | None]
+    ids: Sequence[str], after: str | None, limit: int, pick: Callable[[str], T | None]
 ) -> tuple[list[T], str | None]:
     """Up to ``limit`` picked items after id ``after``, and the id to continue after if more.
 
@@ -443,7 +451,7 @@ def page_by_id(
 
 
 def page_sorted(
-    ids: list[str],
+    ids: Sequence[str],
     cursor: tuple[str, str] | None,
     limit: int,
     pick: Callable[[str], T | None],
@@ -556,7 +564,7 @@ _LIFECYCLE_PATHS = {
 }
 
 
-def user_links(user: User, directory: Directory, origin: str, detail: bool) -> dict[str, Any]:
+def user_links(user: User, directory: AnyDirectory, origin: str, detail: bool) -> dict[str, Any]:
     """Lists carry only ``self`` (recorded); a single user also has schema, type, lifecycle."""
     self_href = f"{origin}/api/v1/users/{user.id}"
     if not detail:
@@ -572,7 +580,7 @@ def user_links(user: User, directory: Directory, origin: str, detail: bool) -> d
 
 
 def user_json(
-    user: User, directory: Directory, origin: str, flags: frozenset[str], detail: bool = False
+    user: User, directory: AnyDirectory, origin: str, flags: frozenset[str], detail: bool = False
 ) -> dict[str, Any]:
     """A user with the recorded field order, types and nulls."""
     out: dict[str, Any] = {"id": user.id, "status": user.status}
@@ -625,7 +633,7 @@ def _ad_profile(group: Group) -> dict[str, Any]:
 
 
 def group_json(
-    group: Group, directory: Directory, origin: str, stats: bool = False
+    group: Group, directory: AnyDirectory, origin: str, stats: bool = False
 ) -> dict[str, Any]:
     """A group exactly like the recorded list-groups answer (plus ``source`` for APP_GROUP)."""
     out: dict[str, Any] = {
@@ -793,7 +801,7 @@ class OktaEmulator:
 
     def __init__(
         self,
-        directory: Directory,
+        directory: AnyDirectory,
         *,
         token: str,
         faults: FaultConfig | None = None,
@@ -1140,6 +1148,8 @@ def _control(action: ControlAction) -> Handler:
             return json_response({"error": "the body must be a JSON object"}, status=400)
         try:
             status, answer = await action(request, body)
+        except LazyReadOnly as exc:
+            return json_response({"error": str(exc)}, status=501)
         except KeyError as exc:
             return json_response({"error": f"not found: {exc.args[0]}"}, status=404)
         except (ValueError, TypeError, AttributeError) as exc:

@@ -6,20 +6,41 @@ so the CLI, the demo, the tests and the benchmarks all start exactly the same se
 
 from __future__ import annotations
 
+import math
+import multiprocessing
 import socket
-from collections.abc import AsyncIterator
+import unicodedata
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from oktasync.emulators import confluence as confluence_module
+from oktasync.emulators import jira as jira_module
 from oktasync.emulators.atlassian_base import AtlassianRate
 from oktasync.emulators.common import FaultConfig
 from oktasync.emulators.confluence import ConfluenceEmulator
-from oktasync.emulators.directory import generate_directory
+from oktasync.emulators.directory import (
+    SHOWCASE,
+    AnyDirectory,
+    LazyDirectory,
+    LazyParts,
+    cumulative_weights,
+    draw_groups,
+    generate_directory,
+    generate_group,
+    generate_user,
+    lazy_parts,
+    membership_share,
+    user_identity,
+)
 from oktasync.emulators.jira import JiraEmulator
 from oktasync.emulators.okta import OktaEmulator, OktaRateConfig
+from oktasync.models import ACTIVE_STATUSES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = (8471, 8472, 8473)  # okta, jira, confluence
@@ -28,6 +49,9 @@ DEMO_ADMIN_USER = "admin"
 DEMO_ADMIN_PASSWORD = "admin"
 DEMO_JIRA_TOKEN = "demo-jira-personal-access-token"
 DEMO_CONFLUENCE_TOKEN = "demo-confluence-personal-access-token"
+# From this many users, --lazy with --preload-fraction builds the lazy directory in a second
+# process while preloading (below it, the process start costs more than it saves).
+PARALLEL_START_USERS = 200_000
 
 
 @dataclass
@@ -55,6 +79,8 @@ class EmulatorOptions:
     confluence_seats: int | None = None  # None: unlimited licence
     okta_search_lag_s: float = 0.0
     confluence_index_lag_s: float = 0.0
+    lazy: bool = False  # Okta users generated from the seed as they are read (read-only)
+    preload_fraction: float = 0.0  # share of the desired state Jira and Confluence start with
     extra: dict[str, Any] = field(default_factory=dict)
 
     def faults(self, salt: int) -> FaultConfig:
@@ -102,10 +128,31 @@ def build_emulators(
     options: EmulatorOptions,
 ) -> tuple[OktaEmulator, JiraEmulator, ConfluenceEmulator]:
     """Create (not start) the three emulators an options object describes."""
-    directory = generate_directory(
-        users=options.users, groups=options.groups, seed=options.seed,
-        memberships=options.memberships,
-    )
+    directory: AnyDirectory
+    pool: ProcessPoolExecutor | None = None
+    parts: Future[LazyParts] | None = None
+    if options.lazy and options.preload_fraction > 0 and options.users >= PARALLEL_START_USERS:
+        # The lazy directory's arrays are computed in a second process while this one preloads
+        # the targets: a million users start in about half the time on two cores.
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        parts = pool.submit(lazy_parts, options.users, options.groups, options.seed,
+                            options.memberships)
+    try:
+        jira, confluence = _atlassian(options)
+        if parts is not None:
+            directory = LazyDirectory(options.users, options.groups, options.seed,
+                                      options.memberships, parts=parts.result())
+        elif options.lazy:
+            directory = LazyDirectory(options.users, options.groups, options.seed,
+                                      options.memberships)
+        else:
+            directory = generate_directory(
+                users=options.users, groups=options.groups, seed=options.seed,
+                memberships=options.memberships,
+            )
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     okta = OktaEmulator(
         directory,
         token=options.okta_token,
@@ -113,6 +160,11 @@ def build_emulators(
         rate=OktaRateConfig(scale=options.okta_rate_scale, window_s=options.okta_window_s),
         search_lag_s=options.okta_search_lag_s,
     )
+    return okta, jira, confluence
+
+
+def _atlassian(options: EmulatorOptions) -> tuple[JiraEmulator, ConfluenceEmulator]:
+    """Jira and Confluence as the options describe, preloaded when asked."""
     jira = JiraEmulator(
         username=options.admin_user,
         password=options.admin_password,
@@ -130,7 +182,127 @@ def build_emulators(
         seats=options.confluence_seats,
         index_lag_s=options.confluence_index_lag_s,
     )
-    return okta, jira, confluence
+    if options.preload_fraction > 0:
+        preload_targets(options, jira, confluence)
+    return jira, confluence
+
+
+# --------------------------------------------------------------------------- --preload-fraction
+
+# Mirrors the demo config (config/demo.toml): username_regex "(.*)@.*" with replacement "$1",
+# then NFC and lower-case as the engine does; in-scope groups of the default ``group_types``
+# (OKTA_GROUP, APP_GROUP: the BUILT_IN Everyone is out) keep their Okta names, plus each target's
+# ``default_groups``. Change these together with the demo config.
+PRELOAD_GROUP_TYPES = frozenset({"OKTA_GROUP", "APP_GROUP"})
+JIRA_DEFAULT_GROUP = "jira-software-users"
+CONFLUENCE_DEFAULT_GROUP = "confluence-users"
+PRELOAD_CHUNK = 2000
+
+
+def demo_username(login: str) -> str:
+    """The engine's username for a login under the demo rule ``(.*)@.*`` -> ``$1``.
+
+    Java's ``replaceFirst`` with a greedy ``(.*)``: everything before the last ``@``; a login
+    without ``@`` stays whole. Then NFC and ``str.lower()``, as the engine keys names.
+    """
+    local, at, _ = login.rpartition("@")
+    return unicodedata.normalize("NFC", local if at else login).lower()
+
+
+def full_name(first: str | None, last: str | None, display: str | None, login: str) -> str:
+    """The display name the engine writes: ``displayName``, else first and last name."""
+    if display:
+        return display
+    parts = [p for p in (first, last) if p]
+    return " ".join(parts) if parts else login
+
+
+def preload_selected(index: int, fraction: float) -> bool:
+    """Whether user ``index`` is in the preloaded share: ``floor(N*F)`` of N, evenly spread."""
+    return math.floor((index + 1) * fraction) > math.floor(index * fraction)
+
+
+@dataclass
+class PreloadSummary:
+    jira_users: int = 0
+    confluence_users: int = 0
+    jira_memberships: int = 0
+    confluence_memberships: int = 0
+
+
+def preload_targets(
+    options: EmulatorOptions, jira: JiraEmulator, confluence: ConfluenceEmulator
+) -> PreloadSummary:
+    """Give Jira and Confluence ``options.preload_fraction`` of the desired state.
+
+    For every selected Okta user (``preload_selected``) that is active, has an e-mail and a
+    username no other Okta user also maps to, each target that accepts the username gets the
+    account (same e-mail and display name, active) and its memberships: the in-scope groups it
+    is in plus the target's default group. Users are generated from the seed in chunks, so this
+    works the same for a lazy million-user directory; strings are shared by both targets.
+    """
+    seed, users, fraction = options.seed, options.users, options.preload_fraction
+    total = 3 * users if options.memberships is None else options.memberships
+    groups = [generate_group(seed, j) for j in range(options.groups)]
+    in_scope = [g.name if g.type in PRELOAD_GROUP_TYPES else None for g in groups]
+    jira_groups = [JIRA_DEFAULT_GROUP, *(n for n in in_scope if n is not None)]
+    confluence_groups = [CONFLUENCE_DEFAULT_GROUP] + [
+        n for n in in_scope if n is not None and confluence_module.forbidden_group(n) is None
+    ]
+    jira.preload(groups=jira_groups)
+    confluence.preload(groups=confluence_groups)
+    showcase = Counter(
+        demo_username(generate_user(seed, i).login) for i in range(min(users, len(SHOWCASE)))
+    )
+    # Only showcase logins can give the same username (generated ones carry their index).
+    colliding = {name for name, n in showcase.items() if n > 1}
+    summary = PreloadSummary()
+    selected = (i for i in range(users) if preload_selected(i, fraction))
+    cum = cumulative_weights(seed, options.groups)
+    for chunk in _chunks(selected, PRELOAD_CHUNK):
+        wanted = [(i, membership_share(i, users, total)) for i in chunk]
+        jira_users: list[dict[str, Any]] = []
+        confluence_users: list[dict[str, Any]] = []
+        jira_members: list[tuple[str, str]] = []
+        confluence_members: list[tuple[str, str]] = []
+        for (index, _), picked in zip(wanted, draw_groups(seed, wanted, cum), strict=True):
+            status, first, last, login, email, display = user_identity(seed, index)
+            if status not in ACTIVE_STATUSES or not email:
+                continue
+            name = demo_username(login)
+            if not name or name in colliding:
+                continue
+            shown = full_name(first, last, display, login)
+            spec = {"name": name, "email": email, "displayName": shown}
+            names = [n for j in picked if (n := in_scope[j]) is not None]
+            if not jira_module.refused_username(name):
+                jira_users.append(spec)
+                jira_members.append((name, JIRA_DEFAULT_GROUP))
+                jira_members.extend((name, n) for n in names)
+            if not confluence_module.refused_username(name):
+                confluence_users.append(spec)
+                confluence_members.append((name, CONFLUENCE_DEFAULT_GROUP))
+                confluence_members.extend(
+                    (name, n) for n in names if confluence_module.forbidden_group(n) is None
+                )
+        summary.jira_users += len(jira.preload(jira_users, (), jira_members))
+        summary.confluence_users += len(
+            confluence.preload(confluence_users, (), confluence_members)
+        )
+        summary.jira_memberships += len(jira_members)
+        summary.confluence_memberships += len(confluence_members)
+    return summary
+
+
+def _chunks(items: Iterator[int], size: int) -> Iterator[list[int]]:
+    chunk: list[int] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
