@@ -88,16 +88,20 @@ def _num(value: float) -> str:
 
 
 class TokenBucketLimiter:
-    """Atlassian's limiter: one bucket per user, refilled in whole intervals.
+    """Atlassian's limiter: one bucket per user, gaining one token every
+    ``interval_s / fill_rate`` seconds up to ``capacity``.
 
-    # guess: the admin docs describe "fill rate per interval", so tokens arrive in steps at
-    # each interval boundary rather than continuously.
+    Atlassian's KB "Jira Rate Limiting is not working as configured" shows it: with 5
+    requests allowed per minute and 15 max, a client sending one request a second gets 16
+    through in 18 s — "the user is receiving a new token in constant intervals", the interval
+    being the time interval divided by the requests allowed.
     """
 
     def __init__(self, rate: AtlassianRate, clock: Clock = time.monotonic) -> None:
         self.rate = rate
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
+        self._every = rate.interval_s / rate.fill_rate  # seconds per token
 
     def take(self, key: str) -> RateDecision:
         """Spend one token of ``key``'s bucket, or say how long until one is available."""
@@ -106,16 +110,16 @@ class TokenBucketLimiter:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = _Bucket(float(rate.capacity), now)
-        elapsed = now - bucket.last_fill
-        if elapsed >= rate.interval_s:
-            steps = math.floor(elapsed / rate.interval_s)
-            bucket.tokens = min(float(rate.capacity), bucket.tokens + steps * rate.fill_rate)
-            bucket.last_fill += steps * rate.interval_s
+        earned = math.floor((now - bucket.last_fill) / self._every)
+        if earned > 0:
+            bucket.tokens = min(float(rate.capacity), bucket.tokens + earned)
+            bucket.last_fill += earned * self._every
         if bucket.tokens >= 1:
+            if bucket.tokens >= rate.capacity:
+                bucket.last_fill = now  # a full bucket earns nothing while it stays full
             bucket.tokens -= 1
             return RateDecision(True, math.floor(bucket.tokens), 0)
-        steps_needed = math.ceil((1 - bucket.tokens) / rate.fill_rate)
-        wait = bucket.last_fill + steps_needed * rate.interval_s - now
+        wait = bucket.last_fill + self._every - now
         return RateDecision(False, 0, max(1, math.ceil(wait)))
 
     def headers(self, decision: RateDecision) -> dict[str, str]:
