@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import anyio
 
+from oktasync.errors import TargetReadError
 from oktasync.http import Answer, HttpClient, RequestCounters
 from oktasync.models import Operation, OpKind, TargetAccount
 from oktasync.targets.base import (
@@ -213,8 +214,6 @@ def _outcome(op: Operation, answer: Answer) -> WriteResult:
     return WriteResult(WriteStatus.FAILED, f"HTTP {answer.status}: {text}")
 
 
-def _read_error(target: str, answer: Answer, what: str) -> Exception:
-    from oktasync.errors import TargetReadError
-
+def _read_error(target: str, answer: Answer, what: str) -> TargetReadError:
     return TargetReadError(f"{target}: cannot read {what}: HTTP {answer.status}: "
                            f"{_message(answer)}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from oktasync.errors import TargetReadError
 from oktasync.http import Answer, HttpClient, RequestCounters
 from oktasync.models import Operation, OpKind, TargetAccount
 from oktasync.targets.base import (
@@ -250,8 +251,6 @@ def _dotted(version: tuple[int, ...]) -> str:
     return ".".join(str(v) for v in version) or "unknown"
 
 
-def _read_error(target: str, answer: Answer, what: str) -> Exception:
-    from oktasync.errors import TargetReadError
-
+def _read_error(target: str, answer: Answer, what: str) -> TargetReadError:
     return TargetReadError(f"{target}: cannot read {what}: HTTP {answer.status}: "
                            f"{_errors_text(answer)}")
