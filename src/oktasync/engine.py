@@ -184,6 +184,7 @@ async def run_app(
     findings_path = app_dir / f"findings-{run_id}.csv"
     findings_handle, findings_writer = open_findings(findings_path)
     store = _open_store(app, config, app_dir, run_id, options, resumed)
+    store.attach_ownership(ownership.path)
     tallies = {name: TargetTally(name, _sink=findings_writer) for name in app.targets}
     if resumed is not None:
         for name, tally in tallies.items():

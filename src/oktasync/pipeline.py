@@ -356,28 +356,28 @@ class AppSync:
     async def _feed_users(self, run: TargetRun, send: ObjectSendStream[UserWork],
                           after: str | None) -> None:
         target = run.name
-        for batch in self.store.users_by_username(after):
+        for batch in self.store.feed(target, self.app.name, after):
             if self.stopping:
                 return
-            username = batch[0][0]
+            username = batch[0].username
             seq = run.watermark.issue(username)
             self.store.defer(self.store.mark_matched, target, [username])
             if len(batch) > 1:
-                for finding in plan_collision([u for _, u in batch], username, run.rules).findings:
+                users = [row.user for row in batch]
+                for finding in plan_collision(users, username, run.rules).findings:
                     run.tally.found(finding)
                 self._user_finished(run, seq)
                 continue
-            _, user = batch[0]
-            previous = self.ownership.synced_as(self.app.name, target, user.id)
-            if previous == username:
-                previous = None
+            row = batch[0]
+            previous = row.synced_as if row.synced_as != username else None
             if previous is not None:
                 self.store.defer(self.store.mark_matched, target, [previous])
-            desired = Desired(user, username, self.store.user_groups(user.id))
-            account = self.store.account(target, username)
-            at_name = self._current(target, account) if account is not None else None
-            known = (account is not None or run.all_accounts
-                     or (run.active_listed and not user.active))
+            desired = Desired(row.user, username, row.groups)
+            at_name = None if row.account is None else Current(
+                row.account, row.account_groups,
+                None if row.owner is None else Claim(*row.owner))
+            known = (row.account is not None or run.all_accounts
+                     or (run.active_listed and not row.user.active))
             await send.send(UserWork(seq, desired, at_name, known, previous))
 
     def _current(self, target: str, account: TargetAccount) -> Current:

@@ -26,6 +26,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,51 @@ SCHEMA_VERSION = 1
 USER_COLUMNS = "id, username, login, email, first_name, last_name, display_name, status"
 
 
-def _user(row: Sequence[str]) -> tuple[str, OktaUser]:
-    return row[1], OktaUser(id=row[0], login=row[2], email=row[3], first_name=row[4],
-                            last_name=row[5], display_name=row[6], status=row[7])
+SEP = "\x1f"  # joins names in one column; never part of a user or group name we accept
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRow:
+    """Everything the users phase needs about one Okta user on one target, in one row."""
+
+    username: str
+    user: OktaUser
+    groups: tuple[str, ...]  # target names of the user's in-scope Okta groups
+    account: TargetAccount | None  # the target account at ``username``, if read
+    account_groups: frozenset[str]  # its group keys
+    owner: tuple[str, str | None] | None  # (app, Okta id) that owns ``username`` here
+    synced_as: str | None  # the username this app last synced this Okta user as
+
+
+FEED_SQL = f"""
+SELECT u.id, u.username, u.login, u.email, u.first_name, u.last_name, u.display_name, u.status,
+  (SELECT group_concat(g.target_name, '{SEP}') FROM okta_members m JOIN okta_groups g
+     ON g.id = m.group_id WHERE m.user_id = u.id AND g.in_scope = 1),
+  a.username, a.email, a.display_name, a.active,
+  (SELECT group_concat(tm.group_key, '{SEP}') FROM target_members tm
+     WHERE tm.target = :target AND tm.user_key = u.username),
+  o.app, o.okta_id,
+  (SELECT p.key FROM own.owned_users p
+     WHERE p.app = :app AND p.target = :target AND p.okta_id = u.id)
+FROM okta_users u
+LEFT JOIN target_accounts a ON a.target = :target AND a.key = u.username
+LEFT JOIN own.owned_users o ON o.target = :target AND o.key = u.username
+WHERE :after IS NULL OR u.username > :after
+ORDER BY u.username, u.id
+"""
+
+
+def _feed_row(r: Sequence[Any]) -> FeedRow:
+    user = OktaUser(id=r[0], login=r[2], email=r[3], first_name=r[4], last_name=r[5],
+                    display_name=r[6], status=r[7])
+    account = None if r[9] is None else TargetAccount(r[9], r[10], r[11], bool(r[12]))
+    return FeedRow(
+        username=r[1], user=user,
+        groups=tuple(sorted(r[8].split(SEP))) if r[8] else (),
+        account=account,
+        account_groups=frozenset(r[13].split(SEP)) if r[13] else frozenset(),
+        owner=None if r[14] is None else (r[14], r[15]),
+        synced_as=r[16])
 
 
 class RunStore:
@@ -123,8 +166,13 @@ class RunStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic step of the run: a page and its cursor, a mark and its claims."""
-        self._db.execute("BEGIN IMMEDIATE")
+        """One atomic step of the run: a page and its cursor, a mark and its claims.
+
+        Deferred, not IMMEDIATE: an immediate transaction would also lock the attached
+        ownership database, which this connection only reads (and may read from an older
+        snapshot while the feed streams, which a write lock there would refuse).
+        """
+        self._db.execute("BEGIN")
         try:
             yield
         except BaseException:
@@ -176,6 +224,25 @@ class RunStore:
         self._db.executemany("INSERT OR IGNORE INTO okta_members VALUES (?,?)",
                              [(group_id, u) for u in user_ids])
 
+    def attach_ownership(self, path: Path) -> None:
+        """Read the ownership database in the same queries as the run index (``own``)."""
+        self._db.execute("ATTACH DATABASE ? AS own", (str(path),))
+
+    def feed(self, target: str, app: str, after: str | None) -> Iterator[list[FeedRow]]:
+        """The users phase's input for one target, grouped by username, in username order, in
+        one streaming query: no per-user round trips, and nothing held in memory. A group of
+        two or more rows is a collision."""
+        rows = self._db.execute(FEED_SQL, {"target": target, "app": app, "after": after})
+        batch: list[FeedRow] = []
+        for raw in rows:
+            row = _feed_row(raw)
+            if batch and batch[0].username != row.username:
+                yield batch
+                batch = []
+            batch.append(row)
+        if batch:
+            yield batch
+
     def users_up_to(self, username: str | None) -> int:
         """How many Okta users sort at or below a users-phase mark (progress reports)."""
         if username is None:
@@ -185,30 +252,6 @@ class RunStore:
 
     def okta_user_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM okta_users").fetchone()[0])
-
-    def users_by_username(self, after: str | None = None) -> Iterator[list[tuple[str, OktaUser]]]:
-        """Okta users grouped by username, in username order: a group of two or more is a
-        collision, found without holding the directory in memory. ``after`` skips the users
-        a resumed run has already done (the low-water mark)."""
-        cursor = self._db.execute(
-            f"SELECT {USER_COLUMNS} FROM okta_users WHERE ? IS NULL OR username > ? "
-            "ORDER BY username, id", (after, after))
-        batch: list[tuple[str, OktaUser]] = []
-        for row in cursor:
-            item = _user(row)
-            if batch and batch[0][0] != item[0]:
-                yield batch
-                batch = []
-            batch.append(item)
-        if batch:
-            yield batch
-
-    def user_groups(self, user_id: str) -> tuple[str, ...]:
-        """Target names of the in-scope Okta groups the user is a member of."""
-        rows = self._db.execute(
-            "SELECT g.target_name FROM okta_members m JOIN okta_groups g ON g.id = m.group_id "
-            "WHERE m.user_id = ? AND g.in_scope = 1 ORDER BY g.target_name", (user_id,))
-        return tuple(r[0] for r in rows)
 
     # -- targets (StateSink) ---------------------------------------------------------------
     def add_accounts(self, target: str, accounts: Sequence[TargetAccount]) -> None:

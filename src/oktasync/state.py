@@ -55,6 +55,7 @@ class Ownership:
     """Accounts and groups each app has synced on each target."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
         self._db.executescript(OWNERSHIP_SCHEMA)
