@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -91,6 +92,18 @@ def environment_sample() -> dict[str, Any]:
     }
 
 
+def engine_revision() -> dict[str, Any]:
+    """The commit measured, and whether src/ had uncommitted changes (others edit it)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=30, check=False)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"),
+            "src_uncommitted": sorted(git("status", "--porcelain", "--", "src").splitlines())}
+
+
 def result_document(
     scenario: Scenario,
     outcome: Outcome,
@@ -98,6 +111,7 @@ def result_document(
     started: float,
     wall_s: float,
     environment: dict[str, Any],
+    revision: dict[str, Any],
 ) -> dict[str, Any]:
     """The JSON stored per scenario: figures, details, machine and date together."""
     return {
@@ -105,6 +119,7 @@ def result_document(
         "title": scenario.title,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": machine_info(),
+        "engine_revision": revision,  # taken when the scenario started
         "environment": environment,
         "quick": ctx.quick,
         "profiled": ctx.profile_dir is not None,

@@ -120,14 +120,54 @@ def _reap(
 
 
 def run_measured(
-    argv: list[str], *, timeout_s: float, log_dir: Path, label: str, cwd: Path | None = None
+    argv: list[str],
+    *,
+    timeout_s: float,
+    log_dir: Path,
+    label: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Measured:
-    """Run a command to its end with stdout/stderr in ``log_dir``; measure it with wait4."""
+    """Run a command to its end with stdout/stderr in ``log_dir``; measure it with wait4.
+
+    ``env`` adds variables to this process's environment for the child."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, **env} if env else None
     with (log_dir / f"{label}.out").open("wb") as out, (log_dir / f"{label}.err").open("wb") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=child_env
+        )
         return _reap(proc, _Reaper(proc.pid, started), argv, timeout_s)
+
+
+class Spawned:
+    """A child started now and reaped later: lets a scenario act on it meanwhile (SIGKILL)."""
+
+    def __init__(self, argv: list[str], *, log_dir: Path, label: str) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.argv = argv
+        with (log_dir / f"{label}.out").open("wb") as out, (log_dir / f"{label}.err").open(
+            "wb"
+        ) as err:
+            started = time.monotonic()
+            self._proc = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            )
+        self._reaper = _Reaper(self._proc.pid, started)
+
+    @property
+    def running(self) -> bool:
+        return self._reaper.result is None
+
+    def kill(self) -> None:
+        """SIGKILL, as ``kill -9`` would: no handler in the child runs."""
+        if self.running:
+            self._proc.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout_s: float) -> Measured:
+        """Reap it (SIGTERM, then SIGKILL past the deadline, and raise)."""
+        return _reap(self._proc, self._reaper, self.argv, timeout_s)
 
 
 def proc_status_bytes(pid: int, key: str) -> int:

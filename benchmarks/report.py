@@ -60,6 +60,9 @@ def scenario_section(result: dict[str, Any]) -> list[str]:
         if on
     ]
     heading = f"### `{result['scenario']}`: {result['title']}"
+    commit = str(result.get("engine_revision", {}).get("commit", ""))[:7]
+    if commit:
+        flags.append(f"engine {commit}")
     machine, date = machine_summary(result["machine"]), result["date"]
     lines = [
         heading + (f" ({', '.join(flags)})" if flags else ""),

@@ -20,6 +20,7 @@ from benchmarks.framework import (
     RESULTS_DIR,
     Context,
     Scenario,
+    engine_revision,
     environment_sample,
     load_results,
     result_document,
@@ -91,12 +92,13 @@ def run_one(scenario: Scenario, work: Path, quick: bool, profile: Path | None) -
     ctx.work_dir.mkdir(parents=True)
     print(f"{scenario.name}: {scenario.title}{' (quick)' if quick else ''}", flush=True)
     before = environment_sample()
+    revision = engine_revision()
     started, clock = time.time(), time.monotonic()
     outcome = scenario.run(ctx)
     wall = time.monotonic() - clock
     during: dict[str, Any] = {"foreign_processes": sorted(ctx.foreign_seen)}
     environment = {"before": before, "during": during, "after": environment_sample()}
-    document = result_document(scenario, outcome, ctx, started, wall, environment)
+    document = result_document(scenario, outcome, ctx, started, wall, environment, revision)
     if any(sample["foreign_processes"] for sample in environment.values()):
         print(
             "  WARNING: other busy processes ran meanwhile; figures may be skewed", file=sys.stderr

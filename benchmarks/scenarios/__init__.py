@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 from benchmarks.framework import Scenario
-from benchmarks.scenarios import emulator_startup, speedup_1000
+from benchmarks.scenarios import (
+    emulator_startup,
+    high_bar,
+    latency_bound,
+    okta_bound,
+    rate_bound,
+    resume_20k,
+    scale,
+    speedup_1000,
+)
 
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in (emulator_startup.SCENARIO, speedup_1000.SCENARIO)
+    s.name: s
+    for s in (
+        emulator_startup.SCENARIO,
+        speedup_1000.SCENARIO,
+        latency_bound.SCENARIO,
+        rate_bound.SCENARIO,
+        resume_20k.SCENARIO,
+        okta_bound.SCENARIO,
+        scale.SCENARIO,
+        high_bar.SCENARIO,
+    )
 }
