@@ -123,7 +123,10 @@ def memory_vs_directory(result: dict[str, Any], out: Path) -> Path:
     left.set_xlabel("Okta users (2,000 groups; targets hold half)")
     left.set_ylabel("MB")
     left.set_title("Engine peak memory")
-    left.legend(loc="upper left", fontsize=8)
+    left.legend(loc="lower right", fontsize=8)
+    if max(users) < 1_000_000:
+        left.text(0.02, 0.97, "no 1,000,000-user point in this result\n(see benchmarks/README.md)",
+                  transform=left.transAxes, va="top", fontsize=8, color="tab:red")
     left.grid(True, which="both", alpha=0.3)
     right.plot(users, cpu, "o-", color="tab:green")
     for x, y in zip(users, cpu, strict=True):

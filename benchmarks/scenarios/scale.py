@@ -117,6 +117,7 @@ def run(ctx: Context) -> Outcome:
         figures += _size_figures(users, *runs[users])
     figures += _ratio_figure(runs)
     details: dict[str, Any] = {
+        "sizes_env": os.environ.get(SIZES_ENV, ""),  # set: only these sizes were run
         "groups": GROUPS,
         "preload_fraction": PRELOAD,
         "sizes": {
