@@ -108,8 +108,10 @@ class OktaLimiter:
 
     @asynccontextmanager
     async def slot(self, bucket: str) -> AsyncIterator[None]:
+        # Budget first, then a connection slot: a request waiting for its bucket's window to
+        # reset must not hold one of the few slots that another bucket's requests could use.
+        await self._wait_for_budget(bucket)
         async with self._global, self._concurrency:
-            await self._wait_for_budget(bucket)
             yield
 
     async def _wait_for_budget(self, bucket: str) -> None:

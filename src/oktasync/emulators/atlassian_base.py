@@ -208,6 +208,9 @@ class Group:
     name: str
     members: dict[str, None] = field(default_factory=dict)
     lower: str = field(default="", repr=False, compare=False)
+    # (the store's membership version, the member names as a list) for paging: rebuilt when
+    # memberships change, so a 400,000-member group pages in O(page), not O(group) per page
+    listing: tuple[int, list[str]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.lower:
@@ -231,6 +234,7 @@ class DirectoryStore:
         self.groups: dict[str, Group] = {}
         self._by_id: list[User | None] = []  # index = id; None once deleted
         self.active_count = 0
+        self.membership_version = 0  # moves on every membership change (paging caches)
 
     # users ------------------------------------------------------------------------------
 
@@ -290,10 +294,12 @@ class DirectoryStore:
             members = self.groups[group_lower].members
             del members[old_lower]
             members[new_lower] = None
+            self.membership_version += 1
 
     def remove_user(self, user: User) -> None:
         for group_lower in user.groups:
             self.groups[group_lower].members.pop(user.lower, None)
+            self.membership_version += 1
         user.groups = ()
         del self.users[user.lower]
         self._by_id[user.id] = None
@@ -343,6 +349,7 @@ class DirectoryStore:
             return False
         members[lower] = None
         user.groups += (group.lower,)
+        self.membership_version += 1
         return True
 
     def remove_member(self, group: Group, user: User) -> bool:
@@ -352,6 +359,7 @@ class DirectoryStore:
             return False
         del group.members[lower]
         user.groups = tuple(g for g in user.groups if g != group.lower)
+        self.membership_version += 1
         return True
 
     def is_member(self, group_name: str, user: User) -> bool:
@@ -361,6 +369,16 @@ class DirectoryStore:
     def member_users(self, group: Group) -> list[User]:
         users = self.users
         return [users[m] for m in group.members]
+
+    def member_page(self, group: Group, start: int, limit: int) -> tuple[list[User], int]:
+        """One page of members (insertion order) and the total, without copying the group
+        for every page: the name list is cached until the store's memberships change."""
+        cached = group.listing
+        if cached is None or cached[0] != self.membership_version:
+            cached = group.listing = (self.membership_version, list(group.members))
+        names = cached[1]
+        users = self.users
+        return [users[m] for m in names[start : start + limit]], len(names)
 
     def groups_of(self, user: User) -> list[Group]:
         """The user's groups, sorted by name (as both products list them)."""

@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from collections import deque
+from collections.abc import Sized
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -287,7 +288,7 @@ class ConfluenceEmulator(AtlassianEmulator):
     def page(
         self,
         request: web.Request,
-        items: list[Any],
+        items: Sized,
         start: int,
         limit: int,
         results: list[Any],
@@ -550,16 +551,13 @@ class ConfluenceEmulator(AtlassianEmulator):
     async def group_members(self, request: web.Request) -> web.StreamResponse:
         """Members, deactivated ones included. # guess: Confluence does not filter them here."""
         group = self._path_group(request)
-        users = self.store.member_users(group)
         start, limit = self._paging(request)
+        page, total = self.store.member_page(group, start, limit)
         origin = origin_of(request)
         admin = self._is_admin_request(request)
         expand = request.query.get("expand", "").split(",")
-        shown = [
-            self.user_json(origin, u, email=admin, status="status" in expand)
-            for u in users[start : start + limit]
-        ]
-        return self.page(request, users, start, limit, shown)
+        shown = [self.user_json(origin, u, email=admin, status="status" in expand) for u in page]
+        return self.page(request, range(total), start, limit, shown)
 
     async def add_member(self, request: web.Request) -> web.StreamResponse:
         """204 whether or not the user already was a member (idempotent)."""

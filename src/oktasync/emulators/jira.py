@@ -506,11 +506,12 @@ class JiraEmulator(AtlassianEmulator):
         group = self._target_group(name)
         start = query_int(request, "startAt", 0)
         limit = min(query_int(request, "maxResults", MEMBER_PAGE_MAX, minimum=1), MEMBER_PAGE_MAX)
-        users = self.store.member_users(group)
-        if not query_bool(request, "includeInactiveUsers"):
-            users = [u for u in users if u.active]
-        page = users[start : start + limit]
-        is_last = start + len(page) >= len(users)
+        if query_bool(request, "includeInactiveUsers"):
+            page, total = self.store.member_page(group, start, limit)
+        else:
+            users = [u for u in self.store.member_users(group) if u.active]
+            page, total = users[start : start + limit], len(users)
+        is_last = start + len(page) >= total
         origin = origin_of(request)
         base = f"{origin}{API}/group/member?"
         params = {
@@ -521,7 +522,7 @@ class JiraEmulator(AtlassianEmulator):
             "self": base + urlencode({**params, "startAt": start, "maxResults": limit}),
             "maxResults": limit,
             "startAt": start,
-            "total": len(users),
+            "total": total,
             "isLast": is_last,
             "values": [self.user_short(origin, u) for u in page],
         }

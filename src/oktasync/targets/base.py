@@ -8,13 +8,18 @@ two ``forbidden_*`` checks, which the planner consults.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import anyio
+from anyio.abc import ObjectReceiveStream
 
 from oktasync.http import RequestCounters
 from oktasync.models import Operation, TargetAccount
+
+T = TypeVar("T")
 
 
 class WriteStatus(StrEnum):
@@ -84,6 +89,31 @@ class Target(Protocol):
     async def apply(self, op: Operation) -> WriteResult: ...
 
     async def aclose(self) -> None: ...
+
+
+READ_WORKERS = 16  # tasks reading groups at once; the server's limiter still caps requests
+
+
+async def each_concurrently(
+    items: Iterable[T], work: Callable[[T], Awaitable[None]], workers: int = READ_WORKERS,
+) -> None:
+    """``work`` on every item by a fixed pool of workers: thousands of groups do not become
+    thousands of live tasks (each with its own buffers) at once."""
+    todo = list(items)
+    send, receive = anyio.create_memory_object_stream[T](max(1, len(todo)))
+
+    async def worker(stream: ObjectReceiveStream[T]) -> None:
+        async with stream:
+            async for item in stream:
+                await work(item)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(max(1, min(workers, len(todo)))):
+            tg.start_soon(worker, receive.clone())
+        receive.close()
+        async with send:
+            for item in todo:
+                send.send_nowait(item)
 
 
 def control_chars(name: str) -> bool:

@@ -16,6 +16,7 @@ the next run. Without the listing (older versions answer 404), every account is 
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from oktasync.targets.base import (
     WriteResult,
     WriteStatus,
     control_chars,
+    each_concurrently,
 )
 
 MEMBERS_PAGE = 200
@@ -87,6 +89,7 @@ def forbidden_username(username: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def forbidden_group(group: str) -> str | None:
     """Why Confluence would refuse this group name, or None."""
     if "/" in group:
@@ -114,11 +117,13 @@ class ConfluenceTarget:
 
     async def read_state(self, groups: Sequence[str], sink: StateSink) -> ReadSummary:
         listed: list[bool] = []
+        async def read_group(group: str) -> None:
+            await self._read_group(group, sink)
+
+        readable = [g for g in dict.fromkeys(groups) if self.forbidden_group(g) is None]
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._list_active, sink, listed)
-            for group in dict.fromkeys(groups):
-                if self.forbidden_group(group) is None:
-                    tg.start_soon(self._read_group, group, sink)
+            tg.start_soon(each_concurrently, readable, read_group)
         if listed and listed[0]:
             return ReadSummary(all_accounts=False, active_listed=True,
                                strategy="active-user listing + group members + lookups")

@@ -11,6 +11,7 @@ Writing: every write is made safe to repeat by reading Jira's refusals: "already
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from oktasync.targets.base import (
     WriteResult,
     WriteStatus,
     control_chars,
+    each_concurrently,
 )
 
 USER = "/rest/api/2/user"
@@ -80,6 +82,7 @@ def forbidden_username(username: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def forbidden_group(group: str) -> str | None:
     """Why Jira would refuse this group name, or None."""
     return "control characters" if control_chars(group) or not group.strip() else None
@@ -114,11 +117,13 @@ class JiraTarget:
     async def read_state(self, groups: Sequence[str], sink: StateSink) -> ReadSummary:
         version = await self.server_version()
         listing = version >= (10, 3)
+        async def read_group(group: str) -> None:
+            await self._read_group(group, sink, not listing)
+
         async with anyio.create_task_group() as tg:
             if listing:
                 tg.start_soon(self._list_all_users, sink)
-            for group in dict.fromkeys(groups):
-                tg.start_soon(self._read_group, group, sink, not listing)
+            tg.start_soon(each_concurrently, dict.fromkeys(groups), read_group)
         strategy = "user/list cursor" if listing else "group members + lookups"
         return ReadSummary(all_accounts=listing, strategy=f"Jira {_dotted(version)}: {strategy}")
 
