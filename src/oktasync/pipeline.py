@@ -65,7 +65,7 @@ from oktasync.planner import (
 from oktasync.report import TargetTally
 from oktasync.runstore import RunStore
 from oktasync.state import Ownership
-from oktasync.targets.base import Target, WriteResult, WriteStatus
+from oktasync.targets.base import Target, WriteResult, WriteStatus, each_concurrently
 
 log = structlog.get_logger("oktasync.pipeline")
 # A checkpoint after this many landed writes or this long, whichever comes first: a resume
@@ -268,29 +268,20 @@ class AppSync:
     async def _read_okta_members(self) -> None:
         todo = [g for g in self.scoped_groups
                 if not self._done(cursor_name("okta", "members", g.id))]
-        send, receive = anyio.create_memory_object_stream[OktaGroup](max(1, len(todo)))
-        async with anyio.create_task_group() as tg:
-            for _ in range(max(1, min(self.app.okta_concurrency, len(todo)))):
-                tg.start_soon(self._members_worker_guarded, receive.clone())
-            receive.close()
-            async with send:
-                for group in todo:
-                    await send.send(group)
 
-    async def _members_worker_guarded(self, receive: ObjectReceiveStream[OktaGroup]) -> None:
-        await self._guarded(self._members_worker, receive)
+        async def read(group: OktaGroup) -> None:
+            if not self.stopping:
+                await self._guarded(self._read_members_of, group)
 
-    async def _members_worker(self, receive: ObjectReceiveStream[OktaGroup]) -> None:
-        async with receive:
-            async for group in receive:
-                if self.stopping:
-                    continue
-                name = cursor_name("okta", "members", group.id)
-                start, _ = self.store.cursor(name)
-                async for page in self.okta.member_pages(group.id, start):
-                    with self.store.transaction():
-                        self.store.add_okta_members(group.id, page.items)
-                        self.store.set_cursor(name, page.next_url, page.next_url is None)
+        await each_concurrently(todo, read, self.app.okta_concurrency)
+
+    async def _read_members_of(self, group: OktaGroup) -> None:
+        name = cursor_name("okta", "members", group.id)
+        start, _ = self.store.cursor(name)
+        async for page in self.okta.member_pages(group.id, start):
+            with self.store.transaction():
+                self.store.add_okta_members(group.id, page.items)
+                self.store.set_cursor(name, page.next_url, page.next_url is None)
 
     async def _read_target_then_groups(self, run: TargetRun) -> None:
         wanted = [*self.scope.values(), *run.rules.default_groups]
@@ -506,7 +497,7 @@ class AppSync:
             if not self.stopping:
                 await self._apply(run, op)
 
-        await _pool(run.concurrency, ops, apply)
+        await each_concurrently(ops, apply, run.concurrency)
 
     # -- checkpoint ---------------------------------------------------------------------------
     def checkpoint(self, force: bool = False) -> None:
@@ -605,7 +596,7 @@ class AppSync:
             if result.status is not WriteStatus.FAILED:  # refused ones are not retried either
                 self.store.defer(self.store.removal_done, seq_of[id(op)])
 
-        await _pool(run.concurrency, list(held.values()), apply)
+        await each_concurrently(held.values(), apply, run.concurrency)
 
 
 def _remaining(plan: UserPlan, grants: list[Operation], created: bool) -> UserPlan:
@@ -636,24 +627,3 @@ def _changed(account: TargetAccount, op: Operation) -> TargetAccount:
     if op.kind in (OpKind.ACTIVATE_USER, OpKind.DEACTIVATE_USER):
         return replace(account, active=op.kind is OpKind.ACTIVATE_USER)
     return account
-
-
-async def _pool(concurrency: int, ops: list[Operation],
-                apply: Callable[[Operation], Awaitable[Any]]) -> None:
-    """Apply independent operations with at most ``concurrency`` in flight."""
-    if not ops:
-        return
-    send, receive = anyio.create_memory_object_stream[Operation](len(ops))
-
-    async def worker(stream: ObjectReceiveStream[Operation]) -> None:
-        async with stream:
-            async for op in stream:
-                await apply(op)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(max(1, min(concurrency, len(ops)))):
-            tg.start_soon(worker, receive.clone())
-        receive.close()
-        async with send:
-            for op in ops:
-                send.send_nowait(op)
