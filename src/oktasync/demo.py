@@ -17,7 +17,8 @@ from typing import Any
 import anyio
 
 from oktasync.config import AppConfig, Config, load_config
-from oktasync.emulators.runner import DEFAULT_PORTS, EmulatorOptions, running_emulators
+from oktasync.emulators.defaults import DEFAULT_PORTS
+from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.models import ACTIVE_STATUSES, name_key
 from oktasync.targets import confluence, jira

@@ -188,7 +188,8 @@ async def run_app(
     tallies = {name: TargetTally(name, _sink=findings_writer) for name in app.targets}
     if resumed is not None:
         for name, tally in tallies.items():
-            tally.restore(store.meta().get(f"tally:{name}", {}))
+            meta = store.meta()
+            tally.restore(meta.get(f"tally:{name}", {}), meta.get(f"problems:{name}", []))
     summary: dict[str, Any] = {"app": app.name, "run_id": run_id, "dry_run": options.dry_run,
                                "resumed": resumed is not None,
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

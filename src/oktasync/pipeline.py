@@ -125,6 +125,7 @@ class TargetRun:
     claims: list[tuple[str, str | None]] = field(default_factory=list)
     guard_tripped: str | None = None
     watermark: Watermark = field(default_factory=Watermark)
+    problems_saved: int = -1  # how many listed problems the checkpoint holds (-1: unknown)
 
     @property
     def name(self) -> str:
@@ -352,7 +353,7 @@ class AppSync:
                 return
             username = batch[0].username
             seq = run.watermark.issue(username)
-            self.store.defer(self.store.mark_matched, target, [username])
+            self.store.defer_matched(target, username)
             if len(batch) > 1:
                 users = [row.user for row in batch]
                 for finding in plan_collision(users, username, run.rules).findings:
@@ -362,7 +363,7 @@ class AppSync:
             row = batch[0]
             previous = row.synced_as if row.synced_as != username else None
             if previous is not None:
-                self.store.defer(self.store.mark_matched, target, [previous])
+                self.store.defer_matched(target, previous)
             desired = Desired(row.user, username, row.groups)
             at_name = None if row.account is None else Current(
                 row.account, row.account_groups,
@@ -380,7 +381,7 @@ class AppSync:
         if account is None and not run.all_accounts:
             account = await run.target.lookup(key)
             if account is not None:
-                self.store.defer(self.store.set_account, run.name, account)
+                self.store.defer_account(run.name, account)
         return None if account is None else self._current(run.name, account)
 
     async def _user_worker(self, run: TargetRun, receive: ObjectReceiveStream[UserWork]) -> None:
@@ -472,19 +473,28 @@ class AppSync:
             log.warning("licence full: no more accounts will be created", target=run.name)
         run.tally.wrote(op, result)
         if result.ok and not self.dry_run:
-            self.store.defer(self._write_through, run.name, op)
+            self._write_through(run.name, op)
             self._since_checkpoint += 1
             self.checkpoint()
 
     def _write_through(self, target: str, op: Operation) -> None:
-        """Keep the run index's view of the target true, so a resume plans no repeat."""
+        """Keep the run index's view of the target true, so a resume plans no repeat: queued
+        for the next checkpoint, in order (the common writes as plain rows)."""
+        if op.kind is OpKind.ADD_MEMBER and op.group:
+            self.store.defer_member(target, op.group, op.username)
+        elif op.kind is OpKind.CREATE_USER:
+            self.store.defer_account(
+                target, TargetAccount(op.username, op.email, op.display_name, True))
+        else:
+            self.store.defer(self._write_through_now, target, op)
+
+    def _write_through_now(self, target: str, op: Operation) -> None:
+        """The rarer writes, applied at the checkpoint (an update reads the stored account)."""
         store, key = self.store, name_key(op.username)
         if op.kind is OpKind.CREATE_GROUP and op.group:
             store.add_group(target, op.group)
-        elif op.kind is OpKind.CREATE_USER:
-            store.set_account(target, TargetAccount(op.username, op.email, op.display_name, True))
-        elif op.kind in (OpKind.ADD_MEMBER, OpKind.REMOVE_MEMBER) and op.group:
-            store.set_member(target, op.group, op.username, op.kind is OpKind.ADD_MEMBER)
+        elif op.kind is OpKind.REMOVE_MEMBER and op.group:
+            store.set_member(target, op.group, op.username, False)
         else:
             account = store.account(target, key)
             if account is not None:
@@ -522,6 +532,9 @@ class AppSync:
                 if not self._done(name) and run.watermark.mark_name is not None:
                     self.store.set_cursor(name, run.watermark.mark_name, False)
                 self.store.set_meta(**{f"tally:{run.name}": run.tally.to_state()})
+                if len(run.tally.problems) != run.problems_saved:
+                    run.problems_saved = len(run.tally.problems)
+                    self.store.set_meta(**{f"problems:{run.name}": run.tally.problems})
             self.store.set_meta(checkpointed_at=time.time())
 
     # -- accounts nobody maps to, and the removal gate ---------------------------------------

@@ -81,14 +81,14 @@ class TargetTally:
                                  okta_id or "", login or "", entry.get("group", ""), reason])
 
     def to_state(self) -> dict[str, Any]:
-        """What a checkpoint keeps, so a resumed run reports the whole run."""
-        return {"counts": dict(self.counts), "problem_counts": dict(self.problem_counts),
-                "problems": self.problems}
+        """What a checkpoint keeps, so a resumed run reports the whole run. The listed
+        problems are kept apart (``problems``): they change rarely, the counts every write."""
+        return {"counts": dict(self.counts), "problem_counts": dict(self.problem_counts)}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any], problems: list[dict[str, Any]]) -> None:
         self.counts.update(state.get("counts", {}))
         self.problem_counts.update(state.get("problem_counts", {}))
-        self.problems.extend(state.get("problems", [])[:LIST_CAP])
+        self.problems.extend(problems[:LIST_CAP])
 
     @property
     def failed(self) -> int:

@@ -27,6 +27,8 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,15 @@ ORDER BY u.username, u.id
 """
 
 
+INSERT_ACCOUNT = "INSERT OR REPLACE INTO target_accounts VALUES (?,?,?,?,?,?)"
+INSERT_MEMBER = "INSERT OR IGNORE INTO target_members VALUES (?,?,?)"
+INSERT_MATCHED = "INSERT OR IGNORE INTO matched VALUES (?,?)"
+
+
+def _account_row(target: str, a: TargetAccount) -> tuple[Any, ...]:
+    return (target, a.key, a.username, a.email, a.display_name, int(a.active))
+
+
 def _feed_row(r: Sequence[Any]) -> FeedRow:
     user = OktaUser(id=r[0], login=r[2], email=r[3], first_name=r[4], last_name=r[5],
                     display_name=r[6], status=r[7])
@@ -132,17 +143,38 @@ class RunStore:
         self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                                "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;")
         self._db.executescript(SCHEMA)
-        self._deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        # a change is a call, or one row for an INSERT statement (the str)
+        self._deferred: list[tuple[Callable[..., None] | str, tuple[Any, ...]]] = []
 
     def defer(self, change: Callable[..., None], *args: Any) -> None:
         """Queue a small change for the next checkpoint's transaction: one commit for many
         writes, and a change is never durable without the mark that covers it."""
         self._deferred.append((change, args))
 
+    def _defer_row(self, statement: str, row: tuple[Any, ...]) -> None:
+        """Queue one row of an INSERT; neighbouring rows of the same statement are flushed by
+        one ``executemany`` (most writes of a run are memberships and creates, one row each)."""
+        self._deferred.append((statement, row))
+
+    def defer_matched(self, target: str, key: str) -> None:
+        self._defer_row(INSERT_MATCHED, (target, key))
+
+    def defer_account(self, target: str, account: TargetAccount) -> None:
+        self._defer_row(INSERT_ACCOUNT, _account_row(target, account))
+
+    def defer_member(self, target: str, group: str, username: str) -> None:
+        self._defer_row(INSERT_MEMBER, (target, name_key(username), name_key(group)))
+
     def flush_deferred(self) -> None:
+        """Apply the queued changes in the order they were queued (a rename must meet the
+        rows written before it), merging each run of same-statement rows."""
         changes, self._deferred = self._deferred, []
-        for change, args in changes:
-            change(*args)
+        for change, group in groupby(changes, key=itemgetter(0)):
+            if isinstance(change, str):
+                self._db.executemany(change, [row for _, row in group])
+            else:
+                for _, args in group:
+                    change(*args)
 
     @classmethod
     def open_existing(cls, path: Path) -> RunStore:
@@ -255,15 +287,11 @@ class RunStore:
 
     # -- targets (StateSink) ---------------------------------------------------------------
     def add_accounts(self, target: str, accounts: Sequence[TargetAccount]) -> None:
-        self._db.executemany(
-            "INSERT OR REPLACE INTO target_accounts VALUES (?,?,?,?,?,?)",
-            [(target, a.key, a.username, a.email, a.display_name, int(a.active))
-             for a in accounts])
+        self._db.executemany(INSERT_ACCOUNT, [_account_row(target, a) for a in accounts])
 
     def add_members(self, target: str, group: str, usernames: Sequence[str]) -> None:
         key = name_key(group)
-        self._db.executemany("INSERT OR IGNORE INTO target_members VALUES (?,?,?)",
-                             [(target, name_key(u), key) for u in usernames])
+        self._db.executemany(INSERT_MEMBER, [(target, name_key(u), key) for u in usernames])
 
     def add_group(self, target: str, name: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO target_groups VALUES (?,?,?)",
@@ -303,8 +331,7 @@ class RunStore:
             "SELECT name FROM target_groups WHERE target = ?", (target,))]
 
     def mark_matched(self, target: str, keys: Iterable[str]) -> None:
-        self._db.executemany("INSERT OR IGNORE INTO matched VALUES (?,?)",
-                             [(target, k) for k in keys])
+        self._db.executemany(INSERT_MATCHED, [(target, k) for k in keys])
 
     def unmatched_accounts(self, target: str) -> Iterator[TargetAccount]:
         rows = self._db.execute(

@@ -9,8 +9,10 @@ requests plus the in-flight bound — a "resume" that silently starts over fails
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -148,6 +150,41 @@ async def test_kill_9_then_resume_reaches_the_desired_state_repeating_little(
     okta_users_pages = "GET /api/v1/users"
     assert total["okta"][okta_users_pages] <= expected["okta"][okta_users_pages] + 1, \
         "the resume continued the Okta user listing from its cursor, not from the start"
+
+
+def checkpointed_tally(checkpoint: Path, target: str) -> tuple[dict[str, Any], list[Any]]:
+    """The counts and listed problems a killed run's checkpoint holds for ``target``."""
+    db = sqlite3.connect(checkpoint)
+    try:
+        meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    finally:
+        db.close()
+    return meta.get(f"tally:{target}", {}), meta.get(f"problems:{target}", [])
+
+
+@pytest.mark.asyncio
+async def test_a_resumed_run_reports_the_whole_run(
+    estate: RunningEmulators, tmp_path: Path,
+) -> None:
+    """Counts and listed problems from before the kill reach the resumed run's report."""
+    config = write_config(tmp_path, estate, queue_size=QUEUE, concurrency=CONCURRENCY)
+    process = await sync(config)
+    await kill_when(process, estate, KILL_POINTS["memberships"])
+    await finish(process)
+    checkpoint = tmp_path / "state" / "test-app" / "run.db"
+    saved, saved_problems = checkpointed_tally(checkpoint, "jira")
+    assert saved["counts"]["memberships_added"] > 0
+    assert saved_problems, "this directory has collisions; some were listed before the kill"
+
+    code, _, err = await finish(await sync(config, "--resume"))
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "state" / "test-app" / "last-run.json").read_text())
+    jira = report["targets"]["jira"]
+    for name, count in saved["counts"].items():
+        if not name.startswith("planned_"):
+            assert jira["counts"][name] >= count, name
+    listed = {(p["kind"], p["username"], p["okta_id"]) for p in jira["problems"]}
+    assert {(p["kind"], p["username"], p["okta_id"]) for p in saved_problems} <= listed
 
 
 @pytest.mark.asyncio

@@ -10,21 +10,25 @@ import argparse
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import anyio
 import structlog
 
-from oktasync.emulators.atlassian_base import AtlassianRate
-from oktasync.emulators.runner import (
+from oktasync.emulators.defaults import (
     DEFAULT_HOST,
     DEFAULT_PORTS,
     DEMO_ADMIN_PASSWORD,
     DEMO_CONFLUENCE_TOKEN,
     DEMO_JIRA_TOKEN,
     DEMO_OKTA_TOKEN,
-    EmulatorOptions,
-    running_emulators,
 )
+
+if TYPE_CHECKING:
+    from oktasync.emulators.atlassian_base import AtlassianRate
+    from oktasync.emulators.runner import EmulatorOptions
+
+# The emulators themselves (and aiohttp.web) are imported where they are used: every
+# `oktasync` command builds this parser, and `oktasync sync` should not pay for them.
 
 log = structlog.get_logger("oktasync.emulate")
 
@@ -73,6 +77,8 @@ def _ports(text: str) -> tuple[int, int, int]:
 
 
 def _rate(text: str) -> AtlassianRate:
+    from oktasync.emulators.atlassian_base import AtlassianRate
+
     try:
         return AtlassianRate.parse(text)
     except ValueError as exc:
@@ -121,6 +127,8 @@ def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> EmulatorOptions:
+    from oktasync.emulators.runner import EmulatorOptions
+
     return EmulatorOptions(
         users=args.users, groups=args.groups, seed=args.seed, memberships=args.memberships,
         latency_ms=args.latency_ms, okta_rate_scale=args.okta_rate_scale,
@@ -137,6 +145,10 @@ def options_from(args: argparse.Namespace) -> EmulatorOptions:
 
 async def run_emulate(args: argparse.Namespace) -> int:
     """Start, print the JSON line, serve until cancelled (SIGINT/SIGTERM)."""
+    import anyio
+
+    from oktasync.emulators.runner import running_emulators
+
     options = options_from(args)
     started = time.monotonic()
     try:

@@ -24,6 +24,15 @@ from oktasync.emulators import jira as jira_module
 from oktasync.emulators.atlassian_base import AtlassianRate
 from oktasync.emulators.common import FaultConfig
 from oktasync.emulators.confluence import ConfluenceEmulator
+from oktasync.emulators.defaults import (
+    DEFAULT_HOST,
+    DEFAULT_PORTS,
+    DEMO_ADMIN_PASSWORD,
+    DEMO_ADMIN_USER,
+    DEMO_CONFLUENCE_TOKEN,
+    DEMO_JIRA_TOKEN,
+    DEMO_OKTA_TOKEN,
+)
 from oktasync.emulators.directory import (
     SHOWCASE,
     AnyDirectory,
@@ -42,13 +51,6 @@ from oktasync.emulators.jira import JiraEmulator
 from oktasync.emulators.okta import OktaEmulator, OktaRateConfig
 from oktasync.models import ACTIVE_STATUSES
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORTS = (8471, 8472, 8473)  # okta, jira, confluence
-DEMO_OKTA_TOKEN = "00demo-oktasync-okta-api-token"
-DEMO_ADMIN_USER = "admin"
-DEMO_ADMIN_PASSWORD = "admin"
-DEMO_JIRA_TOKEN = "demo-jira-personal-access-token"
-DEMO_CONFLUENCE_TOKEN = "demo-confluence-personal-access-token"
 # From this many users, --lazy with --preload-fraction builds the lazy directory in a second
 # process while preloading (below it, the process start costs more than it saves).
 PARALLEL_START_USERS = 200_000
