@@ -251,7 +251,7 @@ class AppSync:
         self.scope = {k: self.app.target_group_name(g.name) for k, g in scoped.items()}
         self.scoped_groups = list(scoped.values())
         for run in self.runs.values():
-            run.rules = replace(run.rules, scope=frozenset(self.scope))
+            run.rules = replace(run.rules, scope=frozenset(self.scope), group_names=self.scope)
 
     async def _read_okta_users(self) -> None:
         name = cursor_name("okta", "users")

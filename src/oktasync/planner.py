@@ -12,8 +12,8 @@ target's groups (``plan_groups``). The pipeline runs the same calls for one user
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from oktasync.models import (
     UNMAPPED_REASON,
@@ -49,6 +49,7 @@ class TargetRules:
     protected: frozenset[str] = frozenset()  # username keys
     default_groups: tuple[str, ...] = ()  # target group names
     scope: frozenset[str] = frozenset()  # keys of the target names of in-scope Okta groups
+    group_names: Mapping[str, str] = field(default_factory=dict)  # scope key -> target name
     can_rename: bool = True
     can_update_profile: bool = True
     forbidden_username: ForbiddenCheck = _nothing_forbidden
@@ -331,7 +332,8 @@ def _plan_memberships(
     # a membership is removed only when Okta no longer has it.
     keep = {name_key(g) for g in desired.groups} | rules.default_keys
     for group in sorted(current.groups & rules.scope - keep):
-        plan.removals.append(_member_op(OpKind.REMOVE_MEMBER, name, group, desired, rules,
+        plan.removals.append(_member_op(OpKind.REMOVE_MEMBER, name,
+                                        rules.group_names.get(group, group), desired, rules,
                                         "no longer a member in Okta"))
 
 

@@ -705,6 +705,14 @@ def test_memberships(case: UserCase) -> None:
     check_user(case)
 
 
+def test_a_removed_membership_names_the_group_as_the_target_spells_it() -> None:
+    """Reports (and the request) name the group, not its lower-cased matching key."""
+    rules = replace(JIRA, group_names={name_key(g): g for g in (ENG, SALES, RND, EQUIPE)})
+    plan = plan_user(want(groups=(ENG,)), has(groups=(ENG, RND, EQUIPE, JIRA_DEFAULT)), rules)
+    assert sorted(op.group or "" for op in plan.removals) == sorted([RND, EQUIPE])
+    assert {op.before for op in plan.removals} == {RND, EQUIPE}
+
+
 # --------------------------------------------------------------------------------------------
 # login changes: rename where the target can, keep the old account where it cannot
 
