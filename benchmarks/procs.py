@@ -25,6 +25,7 @@ from typing import Any, Self
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
+LAUNCHER = Path(__file__).with_name("launch.py")  # runs a measured command; see there
 JSON_LINE_LIMIT = 64 * 1024  # the emulators' JSON line is a few hundred bytes
 # urllib honours http_proxy; the emulators are on loopback and must be reached directly.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -130,15 +131,26 @@ def run_measured(
 ) -> Measured:
     """Run a command to its end with stdout/stderr in ``log_dir``; measure it with wait4.
 
+    The command runs under ``launch.py``, which reaps it and reports its own CPU and peak RSS
+    (started from this process, its peak RSS would be at least this process's; see there).
     ``env`` adds variables to this process's environment for the child."""
     log_dir.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, **env} if env else None
+    report = log_dir / f"{label}.usage.json"
+    report.unlink(missing_ok=True)
+    launcher = [sys.executable, "-S", str(LAUNCHER), str(report), "--", *argv]
     with (log_dir / f"{label}.out").open("wb") as out, (log_dir / f"{label}.err").open("wb") as err:
         started = time.monotonic()
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=child_env
+            launcher, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=child_env
         )
-        return _reap(proc, _Reaper(proc.pid, started), argv, timeout_s)
+        _reap(proc, _Reaper(proc.pid, started), argv, timeout_s)  # the launcher: deadline, exit
+    if not report.exists():
+        raise BenchError(f"the launcher reported nothing for {' '.join(argv)} (see {log_dir})")
+    usage = json.loads(report.read_text(encoding="utf-8"))
+    return Measured(argv=argv, exit_code=int(usage["exit_code"]), wall_s=float(usage["wall_s"]),
+                    user_s=float(usage["user_s"]), sys_s=float(usage["sys_s"]),
+                    max_rss_bytes=int(usage["max_rss_bytes"]))
 
 
 class Spawned:
