@@ -7,9 +7,11 @@ through ``extra_app`` / ``extra_target`` / ``pipeline`` rather than editing the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from benchmarks.procs import (
     EmulatorProcess,
     Measured,
     foreign_processes,
+    get_json,
     oktasync_bin,
     run_measured,
 )
@@ -101,6 +104,40 @@ class SyncRun:
         return int(self.stats[service]["requests"])
 
 
+@dataclass
+class WatchedSync:
+    """A sync seen by ``watching_syncs``: what the three servers held before and after it."""
+
+    folder: Path
+    argv: list[str]
+    exit_code: int
+    dry_run: bool
+    stats: dict[str, Any]
+    before: dict[str, Any] = field(default_factory=dict)  # okta, jira, confluence
+    after: dict[str, Any] = field(default_factory=dict)
+
+
+_WATCHERS: list[list[WatchedSync]] = []
+
+
+@contextlib.contextmanager
+def watching_syncs() -> Iterator[list[WatchedSync]]:
+    """Record every ``run_sync`` made meanwhile, with the servers' state around it, so a test
+    can judge a scenario's end states with its own oracle (the states cost requests and
+    time, so a benchmark that is not watched never fetches them)."""
+    seen: list[WatchedSync] = []
+    _WATCHERS.append(seen)
+    try:
+        yield seen
+    finally:
+        _WATCHERS.remove(seen)
+
+
+def _server_states(emulators: EmulatorProcess) -> dict[str, Any]:
+    return {s: get_json(emulators.url(s) + "/_emulator/state", timeout_s=120.0)
+            for s in ("okta", "jira", "confluence")}
+
+
 def sync_argv(config: Path, extra: list[str], profile_to: Path | None) -> list[str]:
     """``oktasync sync``, or the same under cProfile (the module entry, same process count)."""
     args = ["sync", "--config", str(config), *extra]
@@ -121,6 +158,9 @@ def run_sync(
     """Write the config, run one sync to its end, collect summary, stats and emulator CPU."""
     path = write_config(folder, emulators, **config)
     argv = sync_argv(path, extra or [], profile_to)
+    dry_run = "--dry-run" in (extra or [])
+    watched = bool(_WATCHERS) and not dry_run  # a dry run's targets stay as they were
+    before = _server_states(emulators) if watched else {}
     foreign = foreign_processes()
     cpu_before = emulators.cpu_seconds()
     measured = run_measured(argv, timeout_s=timeout_s, log_dir=folder, label="sync")
@@ -130,10 +170,14 @@ def run_sync(
     last_run = (
         json.loads(last_run_path.read_text(encoding="utf-8")) if last_run_path.exists() else {}
     )
-    return SyncRun(
+    run = SyncRun(
         measured=measured,
         last_run=last_run,
         emulator_cpu_s=emulator_cpu,
         stats=emulators.stats(),
         foreign=sorted(set(foreign)),
     )
+    for seen in _WATCHERS:
+        seen.append(WatchedSync(folder, argv, measured.exit_code, dry_run, run.stats, before,
+                                _server_states(emulators) if watched else {}))
+    return run

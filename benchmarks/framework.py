@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.machine import machine_info
 from benchmarks.procs import BIN, foreign_processes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 @dataclass
@@ -53,12 +54,17 @@ class Context:
 
     work_dir: Path
     quick: bool = False
+    ci: bool = False  # the smallest sizes: CI runs every scenario to check it works, no timing
     profile_dir: Path | None = None  # run the engine under cProfile, .prof files here
     foreign_seen: set[str] = field(default_factory=set)  # busy processes seen mid-scenario
 
     def note_foreign(self, processes: list[str]) -> None:
         """Record busy processes a scenario saw around a measurement (flags the result)."""
         self.foreign_seen.update(processes)
+
+    def pick(self, full: T, quick: T, ci: T) -> T:
+        """The size this run uses: CI's, ``--quick``'s or the real one."""
+        return ci if self.ci else quick if self.quick else full
 
     def scratch(self, name: str) -> Path:
         path = self.work_dir / name

@@ -19,6 +19,7 @@ MB = 1_000_000
 LARGE = (100_000, 2_000)
 SMALL = (1_000, 40)
 QUICK_LARGE = (10_000, 200)
+CI_LARGE = (2_000, 50)
 START_LIMIT_S, SMALL_START_LIMIT_S, HOLD_LIMIT_BYTES = 20.0, 5.0, 1_000 * MB
 
 
@@ -110,7 +111,7 @@ def _small(ctx: Context, users: int, groups: int) -> tuple[list[Figure], dict[st
 
 
 def run(ctx: Context) -> Outcome:
-    users, groups = QUICK_LARGE if ctx.quick else LARGE
+    users, groups = ctx.pick(LARGE, QUICK_LARGE, CI_LARGE)
     large_figures, large = _large(ctx, users, groups)
     small_figures, small = _small(ctx, *SMALL)
     return Outcome(large_figures + small_figures, {"large": large, "small": small})

@@ -32,13 +32,15 @@ from benchmarks.stats import TARGETS, Activity, ActivitySampler, counts_by_servi
 NAME = "high_bar"
 USERS, GROUPS, MEMBERSHIPS = 10_000, 1_000, 200_000
 QUICK_USERS, QUICK_GROUPS, QUICK_MEMBERSHIPS = 500, 50, 5_000
+CI_SIZE = (100, 10, 500)
 LATENCY_MS = 20
 DEFAULT_CONCURRENCY = 16
 CONCURRENCIES = (DEFAULT_CONCURRENCY, 48, 64)
 WALL_TARGET_S = 300.0
-SWEEP_USERS, SWEEP_GROUPS, QUICK_SWEEP_USERS = 1_000, 40, 200
+SWEEP_USERS, SWEEP_GROUPS, QUICK_SWEEP_USERS, CI_SWEEP_USERS = 1_000, 40, 200, 40
 SWEEP = (1, 4, 8, 16, 32, 64)
 QUICK_SWEEP = (4, 16, 64)
+CI_SWEEP = (4, 64)
 _PHASE = re.compile(r"^(\d\d):(\d\d):(\d\d) .*\bphase\b.*\bphase=(\w+)")
 
 
@@ -128,11 +130,11 @@ def _main_figures(label: str, concurrency: int, run: SyncRun, commands: list[str
 
 
 def _sweep(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
-    users = QUICK_SWEEP_USERS if ctx.quick else SWEEP_USERS
+    users = ctx.pick(SWEEP_USERS, QUICK_SWEEP_USERS, CI_SWEEP_USERS)
     emu_args = emulate_args(users, SWEEP_GROUPS, None)
     figures: list[Figure] = []
     points: dict[str, Any] = {}
-    for concurrency in QUICK_SWEEP if ctx.quick else SWEEP:
+    for concurrency in ctx.pick(SWEEP, QUICK_SWEEP, CI_SWEEP):
         label = f"sweep_concurrency_{concurrency}"
         run, activity, commands = _sync(ctx, label, emu_args, concurrency)
         floor = concurrency / (LATENCY_MS / 1000)
@@ -161,8 +163,8 @@ def _sweep(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
 
 
 def run(ctx: Context) -> Outcome:
-    users, groups, memberships = ((QUICK_USERS, QUICK_GROUPS, QUICK_MEMBERSHIPS) if ctx.quick
-                                  else (USERS, GROUPS, MEMBERSHIPS))
+    users, groups, memberships = ctx.pick((USERS, GROUPS, MEMBERSHIPS),
+                                          (QUICK_USERS, QUICK_GROUPS, QUICK_MEMBERSHIPS), CI_SIZE)
     emu_args = emulate_args(users, groups, memberships)
     figures: list[Figure] = []
     runs: dict[str, Any] = {}

@@ -30,6 +30,7 @@ from benchmarks.stats import TARGETS, endpoint_requests
 
 NAME = "latency_bound"
 USERS, GROUPS, QUICK_USERS, QUICK_GROUPS = 2_000, 100, 300, 20
+CI_SIZE = (40, 5)
 LATENCY_MS, CONCURRENCY = 20, 16
 FLOOR_RPS = CONCURRENCY / (LATENCY_MS / 1000)
 SPEEDUP_TARGET, FLOOR_SHARE, BARE_FLOOR_SHARE, OF_BARE, CPU_RATIO = 25.0, 0.8, 0.9, 0.7, 1.5
@@ -152,7 +153,7 @@ def _cpu_figures(engine: Observed, bare: Observed) -> list[Figure]:
 
 
 def run(ctx: Context) -> Outcome:
-    users, groups = (QUICK_USERS, QUICK_GROUPS) if ctx.quick else (USERS, GROUPS)
+    users, groups = ctx.pick((USERS, GROUPS), (QUICK_USERS, QUICK_GROUPS), CI_SIZE)
     emu_args = _emu_args(users, groups)
     runs = {"default": run_engine(ctx, NAME, "default", emu_args, sample=True, snapshot=True)}
     bare, bare_details = _bare(ctx, runs["default"], emu_args)

@@ -21,6 +21,7 @@ from benchmarks.procs import EmulatorProcess
 
 NAME = "okta_bound"
 USERS, GROUPS, QUICK_USERS, QUICK_GROUPS = 100_000, 1_000, 20_000, 200
+CI_SIZE = (3_000, 30)
 WINDOW_S, SHARE = 10, 0.5
 MEAN_TARGET, MIN_WINDOWS = 0.9, 5
 BUCKETS = ("users", "group")  # the two the listing draws on: user pages, group member pages
@@ -84,7 +85,7 @@ def _figures(run: SyncRun, uses: dict[str, dict[str, Any]], commands: list[str])
 
 
 def run(ctx: Context) -> Outcome:
-    users, groups = (QUICK_USERS, QUICK_GROUPS) if ctx.quick else (USERS, GROUPS)
+    users, groups = ctx.pick((USERS, GROUPS), (QUICK_USERS, QUICK_GROUPS), CI_SIZE)
     scratch = ctx.scratch("dry_run")
     profile = ctx.profile_dir / f"{NAME}.prof" if ctx.profile_dir else None
     with EmulatorProcess(emulate_args(users, groups), log_dir=scratch) as emu:

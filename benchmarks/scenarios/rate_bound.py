@@ -16,6 +16,7 @@ from benchmarks.stats import TARGETS
 
 NAME = "rate_bound"
 USERS, GROUPS, QUICK_USERS, QUICK_GROUPS = 2_000, 100, 300, 20
+CI_SIZE = (60, 5)
 LATENCY_MS, CAPACITY, FILL_PER_S = 20, 20, 100
 WALL_TARGET, LIMITED_TARGET = 1.10, 0.01
 
@@ -70,7 +71,7 @@ def _limited_figures(o: Observed) -> list[Figure]:
 
 
 def run(ctx: Context) -> Outcome:
-    users, groups = (QUICK_USERS, QUICK_GROUPS) if ctx.quick else (USERS, GROUPS)
+    users, groups = ctx.pick((USERS, GROUPS), (QUICK_USERS, QUICK_GROUPS), CI_SIZE)
     o = run_engine(ctx, NAME, "default", _emu_args(users, groups), sample=True)
     details = {"users": users, "groups": groups, "latency_ms": LATENCY_MS,
                "atlassian_rate": {"capacity": CAPACITY, "fill_per_s": FILL_PER_S},

@@ -41,6 +41,7 @@ from benchmarks.stats import (
 
 NAME = "resume_20k"
 USERS, GROUPS, QUICK_USERS, QUICK_GROUPS = 20_000, 200, 2_000, 40
+CI_SIZE = (400, 10)
 KILL_AT, POLL_S, EXTRA_TARGET = 0.5, 0.05, 0.01
 Counts = dict[str, dict[str, int]]
 
@@ -164,7 +165,7 @@ def _state_figure(a: Observed, b: Interrupted) -> tuple[Figure, list[str]]:
 
 
 def run(ctx: Context) -> Outcome:
-    users, groups = (QUICK_USERS, QUICK_GROUPS) if ctx.quick else (USERS, GROUPS)
+    users, groups = ctx.pick((USERS, GROUPS), (QUICK_USERS, QUICK_GROUPS), CI_SIZE)
     emu_args = _emu_args(users, groups)
     full = run_engine(ctx, NAME, "uninterrupted", emu_args, snapshot=True)
     threshold = int(counts_by_service(full.stats)["jira"]["writes"] * KILL_AT)

@@ -15,6 +15,7 @@ from benchmarks.framework import Context, Figure, Outcome, Scenario, display_com
 from benchmarks.procs import EmulatorProcess
 
 USERS, GROUPS, QUICK_USERS, QUICK_GROUPS = 1_000, 40, 200, 10
+CI_SIZE = (40, 5)
 LATENCY_MS = 20
 SPEEDUP_TARGET = 20.0
 CONFIGURATIONS: dict[str, list[str]] = {"default": [], "max_in_flight_1": ["--max-in-flight", "1"]}
@@ -127,7 +128,7 @@ def _engine_wall(run: SyncRun) -> float:
 
 
 def run(ctx: Context) -> Outcome:
-    users, groups = (QUICK_USERS, QUICK_GROUPS) if ctx.quick else (USERS, GROUPS)
+    users, groups = ctx.pick((USERS, GROUPS), (QUICK_USERS, QUICK_GROUPS), CI_SIZE)
     runs = {
         label: _one(ctx, label, extra, users, groups) for label, extra in CONFIGURATIONS.items()
     }

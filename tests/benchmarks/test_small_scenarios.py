@@ -1,0 +1,93 @@
+"""Every benchmark scenario at CI size: the machinery works and the engine's results are right.
+
+This is the issue's "small version of each scenario as a test of correctness only": each
+scenario runs as ``make bench`` runs it (engine and emulators as separate processes on
+loopback), with its smallest sizes. Nothing here looks at a time or a speed. What is checked:
+every sync's end state against the oracle (written from the semantics page, not the engine's
+planner), dry runs writing nothing, and the figures that state a count rather than a speed
+(429s, the Okta budget never exceeded, a resumed run's end state) holding at any size.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmarks.engine import WatchedSync, watching_syncs
+from benchmarks.framework import Context, Figure, Outcome
+from benchmarks.scenarios import SCENARIOS
+from benchmarks.stats import TARGETS, counts_by_service
+
+from tests.engine import oracle
+
+SETTINGS = oracle.Settings(default_groups={"jira": ("jira-software-users",),
+                                           "confluence": ("confluence-users",)})
+
+# Figures that state a correctness property (a count, never a time): met at every size.
+MUST_HOLD = {
+    "okta_bound": ("highest share in any window", "429s from Okta"),
+    "rate_bound": ("429s / requests to the targets",),
+    "resume_20k": ("end state (b) vs (a): differences",),
+}
+DRY_RUN_SCENARIOS = {"okta_bound", "scale"}
+
+
+def run_small(name: str, tmp_path: Path) -> tuple[Outcome, list[WatchedSync]]:
+    ctx = Context(work_dir=tmp_path / name, ci=True)
+    ctx.work_dir.mkdir(parents=True)
+    with watching_syncs() as syncs:
+        outcome = SCENARIOS[name].run(ctx)
+    return outcome, syncs
+
+
+def assert_matches_oracle(sync: WatchedSync) -> None:
+    okta = sync.after["okta"]
+    for target in TARGETS:
+        before = oracle.target_accounts(sync.before[target])
+        expected = oracle.expected_accounts(okta, before, target, SETTINGS)
+        problems = oracle.differences(expected, oracle.target_accounts(sync.after[target]))
+        assert problems == [], f"{sync.folder.name}, {target}: {problems[:5]}"
+
+
+def figure(outcome: Outcome, name: str) -> Figure:
+    found = [f for f in outcome.figures if name in f.name]
+    assert found, f"no figure named like {name!r}"
+    return found[0]
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario_at_ci_size(name: str, tmp_path: Path) -> None:
+    outcome, syncs = run_small(name, tmp_path)
+
+    assert outcome.figures, "a scenario reports figures"
+    assert all(math.isfinite(f.value) for f in outcome.figures), \
+        [f.name for f in outcome.figures if not math.isfinite(f.value)]
+    for wanted in MUST_HOLD.get(name, ()):
+        found = figure(outcome, wanted)
+        assert found.met, f"{found.name}: {found.value} {found.unit} (target {found.target})"
+
+    if name == "emulator_startup":
+        return  # starts emulators only; its figures' own targets are timings
+    assert syncs, "the scenario ran the engine"
+    for sync in syncs:
+        assert sync.exit_code in (0, 1), f"{sync.folder}: exit {sync.exit_code}"
+        if sync.dry_run:
+            writes = {s: counts_by_service(sync.stats)[s]["writes"] for s in TARGETS}
+            assert writes == {"jira": 0, "confluence": 0}, writes
+        else:
+            assert_matches_oracle(sync)
+    assert all(s.dry_run for s in syncs) == (name in DRY_RUN_SCENARIOS)
+    if name == "latency_bound":
+        check_bare_replay(outcome.details["bare_aiohttp"])
+
+
+def check_bare_replay(bare: dict[str, Any]) -> None:
+    """The bare client sent exactly the engine's requests, and the servers accepted them."""
+    assert bare["plan_vs_engine_mismatches"] == {"jira": {}, "confluence": {}}
+    for target in TARGETS:
+        statuses = bare["loadgen_result"]["targets"][target]["statuses"]
+        assert statuses and all(200 <= int(code) < 300 or int(code) == 404
+                                for code in statuses), (target, statuses)
