@@ -16,6 +16,7 @@ SQLite so a later incremental store can grow beside it in the same file without 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -136,52 +137,47 @@ def read_json(path: Path) -> Any:
 
 
 class StateLock:
-    """One lock per state directory, held by a pid; a dead holder's lock is taken over."""
+    """One lock per state directory: an advisory ``flock`` on ``<state dir>/lock``.
+
+    The kernel drops an flock when its process ends, however it ends, so a crashed run's lock
+    is simply free: no guessing from a pid whether the holder lives (a pid can be reused), and
+    no window in which two processes both decide a lock is stale and both take it. The file's
+    content (pid, start time) only names the holder in the refusal. POSIX only, like the
+    signal handling.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "lock"
-        self._held = False
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         mine = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and _alive(int(holder.get("pid", 0))):
-                    raise UsageError(
-                        f"state directory {self.path.parent} is locked by process "
-                        f"{holder.get('pid')} (started {holder.get('started')}); wait for it "
-                        "to finish") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(mine, handle)
-            self._held = True
-            return
-        raise UsageError(f"could not take the lock {self.path}")
-
-    def _holder(self) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.path.read_text())
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot open the lock {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"state directory {self.path.parent} is {self._held_by()}; wait "
+                             "for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(mine).encode())
+        self._fd = fd
+
+    def _held_by(self) -> str:
+        try:
+            holder = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+            holder = None
+        if not isinstance(holder, dict) or "pid" not in holder:
+            return "locked by another process (it has not written its pid yet)"
+        return f"locked by process {holder.get('pid')} (started {holder.get('started')})"
 
     def release(self) -> None:
-        if self._held:
-            self.path.unlink(missing_ok=True)
-            self._held = False
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        """Close, which drops the flock. The file stays: unlinking it could let a process
+        that opened it a moment ago lock a file nobody else will ever open again."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -9,12 +9,14 @@ requests plus the in-flight bound — a "resume" that silently starts over fails
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +278,19 @@ async def test_an_unwritable_state_directory_stops_before_any_request(
     assert stats["okta"]["reads"] == 0
 
 
+@contextlib.contextmanager
+def holding_lock(state: Path, content: str) -> Iterator[None]:
+    """Hold the state directory's lock as a running sync does (an flock on the file)."""
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+        os.write(fd, content.encode())
+        yield
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.asyncio
 async def test_a_live_lock_holder_is_named_and_a_dead_one_taken_over(
     estate: RunningEmulators, tmp_path: Path,
@@ -283,9 +298,36 @@ async def test_a_live_lock_holder_is_named_and_a_dead_one_taken_over(
     config = write_config(tmp_path, estate)
     state = tmp_path / "state"
     state.mkdir()
-    (state / "lock").write_text(f'{{"pid": {os.getppid()}, "started": "earlier"}}')
+    with holding_lock(state, f'{{"pid": {os.getpid()}, "started": "earlier"}}'):
+        code, _, err = await finish(await sync(config))
+    assert code == 2 and str(os.getpid()) in err and "earlier" in err
+    (state / "lock").write_text('{"pid": 999999999, "started": "long ago"}')  # its process died
     code, _, err = await finish(await sync(config))
-    assert code == 2 and str(os.getppid()) in err and "earlier" in err
-    (state / "lock").write_text('{"pid": 999999999, "started": "long ago"}')
+    assert code in (0, 1), err
+
+
+@pytest.mark.asyncio
+async def test_a_lock_is_never_taken_from_a_holder_still_writing_its_name(
+    estate: RunningEmulators, tmp_path: Path,
+) -> None:
+    """Between taking the lock and writing its pid, a holder's lock file is empty: that must
+    not read as a stale lock (two runs on one state directory would follow)."""
+    config = write_config(tmp_path, estate)
+    state = tmp_path / "state"
+    state.mkdir()
+    with holding_lock(state, ""):
+        code, _, err = await finish(await sync(config))
+    assert code == 2 and "locked by another process" in err and "Traceback" not in err
+
+
+@pytest.mark.asyncio
+async def test_a_lock_file_left_by_a_crash_is_free_even_if_its_pid_was_reused(
+    estate: RunningEmulators, tmp_path: Path,
+) -> None:
+    """After kill -9 the file stays; its pid may belong to another live process by now."""
+    config = write_config(tmp_path, estate)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "lock").write_text(f'{{"pid": {os.getppid()}, "started": "a crashed run"}}')
     code, _, err = await finish(await sync(config))
     assert code in (0, 1), err
