@@ -23,9 +23,13 @@ import time
 PR_SET_PDEATHSIG = 1
 
 
-def _child(argv: list[str]) -> None:
+def _child(argv: list[str], launcher: int) -> None:
     try:
+        # Its own process group: a terminal's Ctrl-C reaches it once, forwarded, not twice.
+        os.setpgid(0, 0)
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != launcher:  # the launcher died before prctl took effect
+            os._exit(128 + signal.SIGKILL)
         os.execvp(argv[0], argv)
     finally:
         os._exit(127)  # exec failed
@@ -35,10 +39,10 @@ def main() -> None:
     if len(sys.argv) < 4 or sys.argv[2] != "--":
         sys.exit("usage: launch.py RESULT.json -- COMMAND [ARG...]")
     result, argv = sys.argv[1], sys.argv[3:]
-    started = time.monotonic()
+    started, launcher = time.monotonic(), os.getpid()
     pid = os.fork()
     if pid == 0:
-        _child(argv)
+        _child(argv, launcher)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
     _, status, usage = os.wait4(pid, 0)
@@ -48,7 +52,8 @@ def main() -> None:
         json.dump({"exit_code": code, "wall_s": wall, "user_s": usage.ru_utime,
                    "sys_s": usage.ru_stime, "max_rss_bytes": usage.ru_maxrss * 1024}, handle)
     if code < 0:  # end as the command ended: by the same signal
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be (re)set
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     sys.exit(code)
 

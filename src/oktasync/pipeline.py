@@ -525,6 +525,7 @@ class AppSync:
             if run.claims and not self.dry_run:
                 self.ownership.claim(self.app.name, run.name, run.claims)
                 run.claims = []
+        saved: dict[str, int] = {}
         with self.store.transaction():
             self.store.flush_deferred()
             for run in self.runs.values():
@@ -533,9 +534,11 @@ class AppSync:
                     self.store.set_cursor(name, run.watermark.mark_name, False)
                 self.store.set_meta(**{f"tally:{run.name}": run.tally.to_state()})
                 if len(run.tally.problems) != run.problems_saved:
-                    run.problems_saved = len(run.tally.problems)
+                    saved[run.name] = len(run.tally.problems)
                     self.store.set_meta(**{f"problems:{run.name}": run.tally.problems})
             self.store.set_meta(checkpointed_at=time.time())
+        for name, count in saved.items():  # only once committed: a rollback saved nothing
+            self.runs[name].problems_saved = count
 
     # -- accounts nobody maps to, and the removal gate ---------------------------------------
     async def _plan_unmapped(self, run: TargetRun) -> None:

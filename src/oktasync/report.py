@@ -88,7 +88,8 @@ class TargetTally:
     def restore(self, state: dict[str, Any], problems: list[dict[str, Any]]) -> None:
         self.counts.update(state.get("counts", {}))
         self.problem_counts.update(state.get("problem_counts", {}))
-        self.problems.extend(problems[:LIST_CAP])
+        # a checkpoint from before problems were kept apart has them in the tally
+        self.problems.extend((problems or state.get("problems", []))[:LIST_CAP])
 
     @property
     def failed(self) -> int:

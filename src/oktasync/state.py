@@ -162,8 +162,15 @@ class StateLock:
             os.close(fd)
             raise UsageError(f"state directory {self.path.parent} is {self._held_by()}; wait "
                              "for it to finish") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(mine).encode())
+        except OSError as exc:
+            os.close(fd)
+            raise UsageError(f"cannot lock {self.path}: {exc.strerror}") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(mine).encode())
+        except OSError as exc:  # a full disk, say: give the lock back, say why
+            os.close(fd)
+            raise UsageError(f"cannot write the lock {self.path}: {exc.strerror}") from None
         self._fd = fd
 
     def _held_by(self) -> str:

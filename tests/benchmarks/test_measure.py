@@ -29,3 +29,4 @@ def test_exit_codes_and_signals_come_through(tmp_path: Path) -> None:
     killed = run_measured([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"],
                           timeout_s=60, log_dir=tmp_path, label="nine")
     assert (code.exit_code, killed.exit_code) == (3, -9)
+    assert "Traceback" not in (tmp_path / "nine.err").read_text()  # the launcher ended cleanly
