@@ -69,11 +69,11 @@ CREATE TABLE IF NOT EXISTS cursors (
     name TEXT PRIMARY KEY, next_url TEXT, done INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS removals (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, kind TEXT NOT NULL,
-    username TEXT NOT NULL, okta_id TEXT, grp TEXT NOT NULL, before TEXT, after TEXT,
-    reason TEXT, UNIQUE (target, kind, username, grp));
+    username TEXT NOT NULL, okta_id TEXT, grp TEXT NOT NULL, grp_key TEXT NOT NULL,
+    before TEXT, after TEXT, reason TEXT, UNIQUE (target, kind, username, grp_key));
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: removals are unique on the group key, not its spelling
 USER_COLUMNS = "id, username, login, email, first_name, last_name, display_name, status"
 
 
@@ -349,10 +349,10 @@ class RunStore:
     def hold_removals(self, ops: Sequence[Operation]) -> None:
         """Removals wait here for the gate; a user redone after a resume adds no duplicate."""
         self._db.executemany(
-            "INSERT OR IGNORE INTO removals (target, kind, username, okta_id, grp, before, "
-            "after, reason) VALUES (?,?,?,?,?,?,?,?)",
-            [(o.target, o.kind.value, name_key(o.username), o.okta_id, o.group or "", o.before,
-              o.after, o.reason) for o in ops])
+            "INSERT OR IGNORE INTO removals (target, kind, username, okta_id, grp, grp_key, "
+            "before, after, reason) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(o.target, o.kind.value, name_key(o.username), o.okta_id, o.group or "",
+              name_key(o.group or ""), o.before, o.after, o.reason) for o in ops])
 
     def held_removals(self, target: str) -> list[tuple[int, Operation]]:
         """Removals not yet applied, with the row number that ``removal_done`` deletes."""
