@@ -187,8 +187,8 @@ async def run_app(
     store.attach_ownership(ownership.path)
     tallies = {name: TargetTally(name, _sink=findings_writer) for name in app.targets}
     if resumed is not None:
+        meta = store.meta()
         for name, tally in tallies.items():
-            meta = store.meta()
             tally.restore(meta.get(f"tally:{name}", {}), meta.get(f"problems:{name}", []))
     summary: dict[str, Any] = {"app": app.name, "run_id": run_id, "dry_run": options.dry_run,
                                "resumed": resumed is not None,

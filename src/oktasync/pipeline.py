@@ -428,10 +428,7 @@ class AppSync:
         create, rest = plan.grants[0], plan.grants[1:]
         if run.stop_creating:
             return plan  # _apply_grants reports it as not attempted
-        try:
-            result = await run.target.apply(create)
-        except HttpFailure as exc:
-            result = WriteResult(WriteStatus.FAILED, str(exc))
+        result = await _send(run.target, create)
         if result.status is not WriteStatus.ALREADY:
             self._record(run, create, result)
             return _remaining(plan, rest, result.ok)
@@ -458,10 +455,7 @@ class AppSync:
         return True
 
     async def _apply(self, run: TargetRun, op: Operation) -> WriteResult:
-        try:
-            result = await run.target.apply(op)
-        except HttpFailure as exc:  # still failing after retries: this write fails, the run goes on
-            result = WriteResult(WriteStatus.FAILED, str(exc))
+        result = await _send(run.target, op)
         self._record(run, op, result)
         return result
 
@@ -494,7 +488,7 @@ class AppSync:
         if op.kind is OpKind.CREATE_GROUP and op.group:
             store.add_group(target, op.group)
         elif op.kind is OpKind.REMOVE_MEMBER and op.group:
-            store.set_member(target, op.group, op.username, False)
+            store.remove_member(target, op.group, op.username)
         else:
             account = store.account(target, key)
             if account is not None:
@@ -613,6 +607,14 @@ class AppSync:
                 self.store.defer(self.store.removal_done, seq_of[id(op)])
 
         await each_concurrently(held.values(), apply, run.concurrency)
+
+
+async def _send(target: Target, op: Operation) -> WriteResult:
+    """One write; still failing after the client's retries, it fails and the run goes on."""
+    try:
+        return await target.apply(op)
+    except HttpFailure as exc:
+        return WriteResult(WriteStatus.FAILED, str(exc))
 
 
 def _remaining(plan: UserPlan, grants: list[Operation], created: bool) -> UserPlan:

@@ -308,12 +308,9 @@ class RunStore:
                          "AND user_key = ?", (account.key, target, old_key))
         self.add_accounts(target, [account])
 
-    def set_member(self, target: str, group: str, username: str, member: bool) -> None:
-        if member:
-            self.add_members(target, group, [username])
-        else:
-            self._db.execute("DELETE FROM target_members WHERE target = ? AND user_key = ? AND "
-                             "group_key = ?", (target, name_key(username), name_key(group)))
+    def remove_member(self, target: str, group: str, username: str) -> None:
+        self._db.execute("DELETE FROM target_members WHERE target = ? AND user_key = ? AND "
+                         "group_key = ?", (target, name_key(username), name_key(group)))
 
     def account(self, target: str, key: str) -> TargetAccount | None:
         row = self._db.execute(
@@ -329,9 +326,6 @@ class RunStore:
     def target_groups(self, target: str) -> list[str]:
         return [r[0] for r in self._db.execute(
             "SELECT name FROM target_groups WHERE target = ?", (target,))]
-
-    def mark_matched(self, target: str, keys: Iterable[str]) -> None:
-        self._db.executemany(INSERT_MATCHED, [(target, k) for k in keys])
 
     def unmatched_accounts(self, target: str) -> Iterator[TargetAccount]:
         rows = self._db.execute(

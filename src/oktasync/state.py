@@ -158,19 +158,14 @@ class StateLock:
             raise UsageError(f"cannot open the lock {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise UsageError(f"state directory {self.path.parent} is {self._held_by()}; wait "
-                             "for it to finish") from None
-        except OSError as exc:
-            os.close(fd)
-            raise UsageError(f"cannot lock {self.path}: {exc.strerror}") from None
-        try:
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps(mine).encode())
-        except OSError as exc:  # a full disk, say: give the lock back, say why
+        except OSError as exc:  # held elsewhere, or a full disk, say: give the fd back, say why
             os.close(fd)
-            raise UsageError(f"cannot write the lock {self.path}: {exc.strerror}") from None
+            why = (f"state directory {self.path.parent} is {self._held_by()}; wait for it to "
+                   "finish" if isinstance(exc, BlockingIOError)
+                   else f"cannot lock {self.path}: {exc.strerror}")
+            raise UsageError(why) from None
         self._fd = fd
 
     def _held_by(self) -> str:
