@@ -100,6 +100,16 @@ def _users_label(n: int) -> str:
     return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
 
 
+def _users_axis(ax: Any, users: list[int], values: list[float], label: str) -> None:
+    """A log axis of directory sizes, each point labelled with its value."""
+    for x, y in zip(users, values, strict=True):
+        ax.annotate(label.format(y), (x, y), textcoords="offset points", xytext=(-10, 8),
+                    fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xticks(users, [_users_label(u) for u in users])
+    ax.minorticks_off()
+
+
 def memory_vs_directory(result: dict[str, Any], out: Path) -> Path:
     sizes = sorted(result["details"]["sizes"].values(), key=lambda s: s["users"])
     users = [s["users"] for s in sizes]
@@ -113,12 +123,7 @@ def memory_vs_directory(result: dict[str, Any], out: Path) -> Path:
     if 100_000 in by_users:
         left.axhline(1.5 * by_users[100_000], color="tab:purple", ls=":",
                      label=f"1.5 × the 100,000 figure ({1.5 * by_users[100_000]:.0f} MB)")
-    for x, y in zip(users, rss, strict=True):
-        left.annotate(f"{y:.0f} MB", (x, y), textcoords="offset points", xytext=(-10, 8),
-                      fontsize=9)
-    left.set_xscale("log")
-    left.set_xticks(users, [_users_label(u) for u in users])
-    left.minorticks_off()
+    _users_axis(left, users, rss, "{:.0f} MB")
     left.set_ylim(0, max([*rss, 300]) * 1.2)
     left.set_xlabel("Okta users (2,000 groups; targets hold half)")
     left.set_ylabel("MB")
@@ -129,12 +134,7 @@ def memory_vs_directory(result: dict[str, Any], out: Path) -> Path:
                   transform=left.transAxes, va="top", fontsize=8, color="tab:red")
     left.grid(True, which="both", alpha=0.3)
     right.plot(users, cpu, "o-", color="tab:green")
-    for x, y in zip(users, cpu, strict=True):
-        right.annotate(f"{y:.2f} s", (x, y), textcoords="offset points", xytext=(-10, 8),
-                       fontsize=9)
-    right.set_xscale("log")
-    right.set_xticks(users, [_users_label(u) for u in users])
-    right.minorticks_off()
+    _users_axis(right, users, cpu, "{:.2f} s")
     right.set_ylim(0, max(cpu) * 1.3)
     right.set_xlabel("Okta users")
     right.set_ylabel("engine CPU seconds per 1,000 users")

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from oktasync.errors import ListingError
 from oktasync.http import HttpClient, make_session
-from oktasync.okta_source import OktaSource
+from oktasync.okta_source import OktaSource, Page
 from oktasync.ratelimit import OktaLimiter
 
 TOKEN = "00secret-token-that-must-stay-home"
@@ -46,6 +46,15 @@ async def source(base: str) -> AsyncIterator[OktaSource]:
         await session.close()
 
 
+async def pages_before(src: OktaSource, error: str) -> list[Page]:
+    """The user pages a listing yields before it fails with ``error`` (it must fail)."""
+    pages = []
+    with pytest.raises(ListingError, match=error):
+        async for page in src.user_pages():
+            pages.append(page)
+    return pages
+
+
 @pytest.mark.asyncio
 async def test_a_next_link_to_another_host_is_refused_and_the_token_stays_home() -> None:
     seen_elsewhere: list[str | None] = []
@@ -66,10 +75,7 @@ async def test_a_next_link_to_another_host_is_refused_and_the_token_stays_home()
         okta = web.Application()
         okta.router.add_get("/api/v1/users", users)
         async with server(okta) as base, source(base) as src:
-            pages = []
-            with pytest.raises(ListingError, match="refusing to follow a link to"):
-                async for page in src.user_pages():
-                    pages.append(page)
+            pages = await pages_before(src, "refusing to follow a link to")
     assert len(pages) == 1 and pages[0].next_url is not None
     assert seen_elsewhere == [], "the token was never sent to the other host"
 
@@ -87,8 +93,5 @@ async def test_an_error_in_the_middle_of_a_listing_is_never_its_end() -> None:
     app = web.Application()
     app.router.add_get("/api/v1/users", users)
     async with server(app) as base, source(base) as src:
-        pages = []
-        with pytest.raises(ListingError, match="HTTP 400"):
-            async for page in src.user_pages():
-                pages.append(page)
+        pages = await pages_before(src, "HTTP 400")
     assert len(pages) == 1, "the first page arrived, then the failure ended the listing loudly"

@@ -110,11 +110,20 @@ async def baseline(tmp: Path) -> dict[str, dict[str, int]]:
     return _BASELINE
 
 
-KILL_POINTS = {
+KILL_POINTS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "group phase": lambda s: endpoint(s, "POST /rest/api/2/group") >= 4,
     "middle of the users": lambda s: endpoint(s, "POST /rest/api/2/user") >= 100,
     "memberships": lambda s: endpoint(s, "POST /rest/api/2/group/user") >= 500,
 }
+
+
+async def interrupted(config: Path, running: RunningEmulators, point: str,
+                      sig: int = signal.SIGKILL) -> tuple[int, str]:
+    """Start a sync, stop it with ``sig`` at ``point``: its exit code and stderr."""
+    process = await sync(config)
+    await kill_when(process, running, KILL_POINTS[point], sig)
+    code, _, err = await finish(process)
+    return code, err
 
 
 @pytest.mark.asyncio
@@ -125,9 +134,7 @@ async def test_kill_9_then_resume_reaches_the_desired_state_repeating_little(
     expected = await baseline(tmp_path / "baseline")
     before = await states(estate)
     config = write_config(tmp_path, estate, queue_size=QUEUE, concurrency=CONCURRENCY)
-    process = await sync(config)
-    await kill_when(process, estate, KILL_POINTS[point])
-    code, _, _ = await finish(process)
+    code, _ = await interrupted(config, estate, point)
     assert code == -signal.SIGKILL
     checkpoint = tmp_path / "state" / "test-app" / "run.db"
     assert checkpoint.exists(), "a killed run leaves its checkpoint"
@@ -170,9 +177,7 @@ async def test_a_resumed_run_reports_the_whole_run(
 ) -> None:
     """Counts and listed problems from before the kill reach the resumed run's report."""
     config = write_config(tmp_path, estate, queue_size=QUEUE, concurrency=CONCURRENCY)
-    process = await sync(config)
-    await kill_when(process, estate, KILL_POINTS["memberships"])
-    await finish(process)
+    await interrupted(config, estate, "memberships")
     checkpoint = tmp_path / "state" / "test-app" / "run.db"
     saved, saved_problems = checkpointed_tally(checkpoint, "jira")
     assert saved["counts"]["memberships_added"] > 0
@@ -196,9 +201,7 @@ async def test_sigint_and_sigterm_stop_cleanly_and_save_the_checkpoint(
 ) -> None:
     before = await states(estate)
     config = write_config(tmp_path, estate, queue_size=QUEUE, concurrency=CONCURRENCY)
-    process = await sync(config)
-    await kill_when(process, estate, KILL_POINTS["middle of the users"], sig)
-    exit_code, _, err = await finish(process)
+    exit_code, err = await interrupted(config, estate, "middle of the users", sig)
     assert exit_code == code, err
     assert "Traceback" not in err
     assert (tmp_path / "state" / "test-app" / "run.db").exists()
@@ -233,9 +236,7 @@ async def test_a_damaged_checkpoint_gives_a_clear_error_and_restart_recovers(
     estate: RunningEmulators, tmp_path: Path, damage: str,
 ) -> None:
     config = write_config(tmp_path, estate, queue_size=QUEUE, concurrency=CONCURRENCY)
-    process = await sync(config)
-    await kill_when(process, estate, KILL_POINTS["middle of the users"])
-    await finish(process)
+    await interrupted(config, estate, "middle of the users")
     checkpoint = tmp_path / "state" / "test-app" / "run.db"
     for suffix in ("-wal", "-shm"):
         Path(str(checkpoint) + suffix).unlink(missing_ok=True)
@@ -254,9 +255,7 @@ async def test_resuming_under_different_settings_is_refused(
     estate: RunningEmulators, tmp_path: Path,
 ) -> None:
     config = write_config(tmp_path, estate, queue_size=QUEUE, concurrency=CONCURRENCY)
-    process = await sync(config)
-    await kill_when(process, estate, KILL_POINTS["middle of the users"])
-    await finish(process)
+    await interrupted(config, estate, "middle of the users")
     config.write_text(config.read_text().replace('username_regex = "(.*)@.*"',
                                                  'username_regex = "(.*)@example.com"'))
     code, _, err = await finish(await sync(config, "--resume"))
