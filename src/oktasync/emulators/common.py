@@ -9,6 +9,10 @@ here so the three cannot drift apart in how they count or how they break:
 * ``build_app`` wraps an emulator's routes in one middleware that adds latency, asks the
   emulator's own gate (auth, rate limit) whether to answer at all, injects the two faults real
   servers show (503 with no effect; a write applied and then answered 504) and counts everything.
+* ``Alterations`` breaks chosen answers on request (``POST /_emulator/answers``) the ways real
+  servers and the proxies in front of them do: an HTML maintenance page with status 200, a
+  truncated JSON body, a JSON value of the wrong type, an empty body, or a listing that ends
+  early (no ``next`` link, ``isLast`` too soon). Each one is counted in the stats' ``faults``.
 
 Paths under ``/_emulator/`` are the emulators' own control surface: never delayed, limited,
 faulted or counted.
@@ -61,6 +65,7 @@ class Counters:
     rate_limited: int = 0
     unavailable: int = 0
     lost_answer: int = 0
+    altered: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,7 +74,8 @@ class Counters:
             "writes_applied": self.writes_applied,
             "status": {str(code): n for code, n in sorted(self.status.items())},
             "rate_limited": self.rate_limited,
-            "faults": {"unavailable": self.unavailable, "lost_answer": self.lost_answer},
+            "faults": {"unavailable": self.unavailable, "lost_answer": self.lost_answer,
+                       "altered": self.altered},
         }
 
 
@@ -96,6 +102,7 @@ class Stats:
         rate_limited: bool = False,
         unavailable: bool = False,
         lost_answer: bool = False,
+        altered: bool = False,
     ) -> None:
         for c in self._both(endpoint):
             c.requests += 1
@@ -107,6 +114,7 @@ class Stats:
             c.rate_limited += rate_limited
             c.unavailable += unavailable
             c.lost_answer += lost_answer
+            c.altered += altered
 
     def reset(self) -> None:
         self.total = Counters()
@@ -179,6 +187,126 @@ def lost_answer_response() -> web.Response:
     return web.Response(status=504, text="Gateway Timeout")
 
 
+MAINTENANCE_PAGE = (
+    "<!DOCTYPE html><html><head><title>Down for maintenance</title></head><body>"
+    "<h1>We'll be back soon</h1><p>The service is undergoing scheduled maintenance.</p>"
+    "</body></html>"
+)
+ALTERATION_MODES = ("html", "truncated", "wrong-type", "empty", "end-listing")
+
+
+@dataclass
+class Alteration:
+    """Break the 200 answers of one endpoint: ``mode`` (see ``ALTERATION_MODES``), for answers
+    to ``endpoint`` (``METHOD /route/{template}``, as in the stats) and, when given, only to
+    requests for exactly ``path``; the first ``skip`` matching answers pass untouched, then
+    ``times`` are altered (None: every one until cleared)."""
+
+    endpoint: str
+    mode: str
+    path: str | None = None
+    skip: int = 0
+    times: int | None = 1
+
+    def take(self, endpoint: str, path: str) -> bool:
+        """Whether this answer is one to alter (and count it)."""
+        if endpoint != self.endpoint or (self.path is not None and path != self.path):
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        if self.times is None:
+            return True
+        if self.times <= 0:
+            return False
+        self.times -= 1
+        return True
+
+
+class Alterations:
+    """The answers to break, set through ``POST /_emulator/answers`` and cleared with
+    ``DELETE /_emulator/answers``. A real server (or its proxy) sometimes answers 200 with a
+    maintenance page, cuts a body short, or ends a listing early without an error: the engine
+    must never take such an answer for data, nor such a listing for complete."""
+
+    def __init__(self) -> None:
+        self.pending: list[Alteration] = []
+
+    def apply(self, request: web.Request, endpoint: str,
+              response: web.StreamResponse) -> web.StreamResponse | None:
+        """The altered answer, or None when this one is left alone."""
+        if response.status != 200 or not isinstance(response, web.Response):
+            return None
+        for alteration in self.pending:
+            if alteration.take(endpoint, request.path):
+                return _altered(response, alteration.mode)
+        return None
+
+    async def handle_set(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = orjson.loads(await request.read())
+            alteration = Alteration(
+                endpoint=str(body["endpoint"]), mode=str(body["mode"]), path=body.get("path"),
+                skip=int(body.get("skip", 0)),
+                times=None if body.get("times", 1) is None else int(body.get("times", 1)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise web.HTTPBadRequest(text=f"expected {{endpoint, mode, path?, skip?, times?}}: "
+                                          f"{exc}") from exc
+        if alteration.mode not in ALTERATION_MODES:
+            raise web.HTTPBadRequest(text=f"mode must be one of {', '.join(ALTERATION_MODES)}")
+        self.pending.append(alteration)
+        return json_response({"pending": len(self.pending)})
+
+    async def handle_clear(self, request: web.Request) -> web.StreamResponse:
+        self.pending = []
+        return json_response({"pending": 0})
+
+
+def _altered(response: web.Response, mode: str) -> web.Response:
+    """A copy of a 200 answer, broken the way ``mode`` says (status and headers kept)."""
+    headers = {k: v for k, v in response.headers.items()
+               if k.lower() not in ("content-length", "content-type", "link")}
+    links = list(response.headers.getall("Link", []))
+    raw = bytes(response.body) if isinstance(response.body, (bytes, bytearray)) else b""
+    content_type = response.content_type
+    if mode == "html":
+        raw, content_type = MAINTENANCE_PAGE.encode(), "text/html"
+    elif mode == "truncated":
+        raw = raw[: len(raw) // 2]
+    elif mode == "empty":
+        raw = b""
+    elif mode == "wrong-type":
+        raw = b"{}" if raw.lstrip().startswith(b"[") else b"[]"
+    elif mode == "end-listing":
+        raw, links = _ended_listing(raw), [v for v in links if not _is_next_link(v)]
+    altered = web.Response(status=response.status, body=raw, headers=headers,
+                           content_type=content_type)
+    for link in links:
+        altered.headers.add("Link", link)
+    return altered
+
+
+def _is_next_link(value: str) -> bool:
+    return 'rel="next"' in value.replace(" ", "")
+
+
+def _ended_listing(raw: bytes) -> bytes:
+    """The same page, said to be the last: no cursor, no next link, ``isLast`` true."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+    if isinstance(body, dict):
+        if "isLast" in body:
+            body["isLast"] = True
+        for key in ("nextCursor", "nextPage"):
+            body.pop(key, None)
+        links = body.get("_links")
+        if isinstance(links, dict):
+            links.pop("next", None)
+    return orjson.dumps(body)
+
+
 def build_app(
     *,
     stats: Stats,
@@ -198,6 +326,7 @@ def build_app(
     concurrency limit counts requests in flight for their whole life).
     """
     injector = FaultInjector(faults)
+    alterations = Alterations()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -208,6 +337,8 @@ def build_app(
         endpoint = endpoint_of(request)
         is_write = request.method in WRITE_METHODS
         response = await _answer(request, handler, gate, injector, is_write)
+        altered = alterations.apply(request, endpoint, response)
+        response = altered or response
         applied = bool(request.get(APPLIED_KEY) or request.get("applied")) and is_write
         lost = bool(request.get(LOST_ANSWER_KEY) or request.get("lost_answer"))
         if finish is not None:
@@ -220,6 +351,7 @@ def build_app(
             rate_limited=response.status == 429,
             unavailable=bool(request.get(UNAVAILABLE_KEY) or request.get("unavailable")),
             lost_answer=lost,
+            altered=altered is not None,
         )
         return response
 
@@ -229,6 +361,8 @@ def build_app(
     routes(app)
     app.router.add_get("/_emulator/stats", _stats_handler(stats))
     app.router.add_post("/_emulator/stats/reset", _stats_reset_handler(stats))
+    app.router.add_post("/_emulator/answers", alterations.handle_set)
+    app.router.add_delete("/_emulator/answers", alterations.handle_clear)
     if control_routes is not None:
         control_routes(app)
     return app

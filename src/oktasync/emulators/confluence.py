@@ -252,7 +252,15 @@ class ConfluenceEmulator(AtlassianEmulator):
         email: bool,
         status: bool = False,
     ) -> dict[str, Any]:
-        """The user object. # guess: ``email`` only for administrators, ``status`` on expand."""
+        """The user object, as Confluence's REST reference documents it: no status field.
+
+        Neither ``GET /rest/api/user`` nor the group member listing says whether an account is
+        deactivated (the reference's user JSON has none; CONFCLOUD-69909 shows the same gap in
+        Cloud), so they never carry one here, whatever ``expand`` asks: an emulator that told
+        more than the server would hide a client that trusts a status it never gets. Only the
+        guessed all-users listing (``status=True``) shows one. # guess: ``email`` only for
+        administrators.
+        """
         body: dict[str, Any] = {
             "type": "known",
             "username": user.name,
@@ -269,13 +277,12 @@ class ConfluenceEmulator(AtlassianEmulator):
                 "base": origin,
                 "context": "",
             },
-            "_expandable": {"status": "", "operations": "", "details": ""},
+            "_expandable": {"operations": "", "details": ""},
         }
         if email:
             body["email"] = user.email
         if status:
             body["status"] = "Active" if user.active else "Deactivated"  # guess: wording
-            del body["_expandable"]["status"]
         return body
 
     def group_json(self, origin: str, group: Group) -> dict[str, Any]:
@@ -292,6 +299,8 @@ class ConfluenceEmulator(AtlassianEmulator):
         start: int,
         limit: int,
         results: list[Any],
+        *,
+        total: int | None = None,
     ) -> web.Response:
         """Confluence's paged envelope; ``_links.next`` only when more may follow."""
         origin = origin_of(request)
@@ -306,6 +315,7 @@ class ConfluenceEmulator(AtlassianEmulator):
                 "start": start,
                 "limit": limit,
                 "size": len(results),
+                **({} if total is None else {"totalCount": total}),
                 "_links": links,
             }
         )
@@ -386,13 +396,11 @@ class ConfluenceEmulator(AtlassianEmulator):
         if user is None:
             shown = name if name is not None else key
             raise self.error(404, f"No user found with username: {shown}")
-        expand = request.query.get("expand", "")
         return atlassian_json(
             self.user_json(
                 origin_of(request),
                 user,
                 email=self._is_admin_request(request),
-                status="status" in expand.split(","),
             )
         )
 
@@ -520,7 +528,9 @@ class ConfluenceEmulator(AtlassianEmulator):
             self.user_json(origin, u, email=True, status=status)
             for u in users[start : start + limit]
         ]
-        return self.page(request, users, start, limit, shown)
+        # the admin listings carry ``totalCount`` (the 9.x/10.x reference's example answer of
+        # ``/admin/users/list/active``): how many entries the whole listing holds
+        return self.page(request, users, start, limit, shown, total=len(users))
 
     # groups -----------------------------------------------------------------------------------
 
@@ -555,8 +565,7 @@ class ConfluenceEmulator(AtlassianEmulator):
         page, total = self.store.member_page(group, start, limit)
         origin = origin_of(request)
         admin = self._is_admin_request(request)
-        expand = request.query.get("expand", "").split(",")
-        shown = [self.user_json(origin, u, email=admin, status="status" in expand) for u in page]
+        shown = [self.user_json(origin, u, email=admin) for u in page]
         return self.page(request, range(total), start, limit, shown)
 
     async def add_member(self, request: web.Request) -> web.StreamResponse:

@@ -712,6 +712,25 @@ class Directory:
         self.everyone.last_membership_updated = stamp
         return user
 
+    def delete_user(self, user_id: str) -> User | None:
+        """``DELETE /api/v1/users/{id}`` as Okta does it: a user who is not DEPROVISIONED is
+        deactivated (returned); a DEPROVISIONED one is deleted for good, with its memberships
+        (None). Deleted users vanish from every listing, DEPROVISIONED filters included."""
+        user = self._require_user(user_id)
+        if user.status != "DEPROVISIONED":
+            return self.set_status(user.id, "DEPROVISIONED")
+        now = time.time()
+        self._remember(user.id, now)
+        for group_id in self._user_groups.pop(user.id, []):
+            group = self.groups[group_id]
+            group.members.remove(user.id)
+            group.last_membership_updated = int(now)
+        del self.users[user.id]
+        del self._by_login[user.login.lower()]
+        self.user_ids.remove(user.id)
+        self.everyone.last_membership_updated = int(now)
+        return None
+
     def add_group(self, name: str, description: str | None = None) -> Group:
         """Create an OKTA_GROUP (as an admin would)."""
         self._added += 1
@@ -1091,6 +1110,9 @@ class LazyDirectory:
         raise LazyReadOnly
 
     def add_user(self, profile: Mapping[str, Any], status: str = "ACTIVE") -> User:
+        raise LazyReadOnly
+
+    def delete_user(self, user_id: str) -> User | None:
         raise LazyReadOnly
 
     def add_group(self, name: str, description: str | None = None) -> Group:

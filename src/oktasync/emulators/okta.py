@@ -1074,6 +1074,7 @@ class OktaEmulator:
         r.add_post("/_emulator/users", _control(self._add_user))
         r.add_post("/_emulator/users/{id}/status", _control(self._set_status))
         r.add_post("/_emulator/users/{id}/profile", _control(self._set_profile))
+        r.add_delete("/_emulator/users/{id}", _control(self._delete_user))
         r.add_post("/_emulator/groups", _control(self._add_group))
         r.add_post("/_emulator/groups/{id}/profile", _control(self._set_group_profile))
         r.add_post("/_emulator/groups/{id}/members/{userId}", _control(self._add_member))
@@ -1096,6 +1097,12 @@ class OktaEmulator:
     async def _set_profile(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
         user = self.directory.update_profile(request.match_info["id"], body.get("profile", body))
         return 200, user_state(user)
+
+    async def _delete_user(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
+        """As Okta's DELETE: deactivates a user first; deletes a DEPROVISIONED one."""
+        user = self.directory.delete_user(request.match_info["id"])
+        return 200, {"deleted": user is None,
+                     "user": None if user is None else user_state(user)}
 
     async def _add_group(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
         profile = body.get("profile", body)
