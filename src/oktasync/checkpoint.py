@@ -106,6 +106,7 @@ def decide(config: Config, apps: list[AppConfig], *, resume: bool, restart: bool
 def start_meta(app: AppConfig, config: Config, run_id: str) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "oktasync_version": __version__,
             "app": app.name, "run_id": run_id, "fingerprint": app.fingerprint(config.targets),
+            "targets": list(app.targets),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "started_epoch": time.time(), "phase": "starting"}
 
@@ -120,15 +121,11 @@ def progress(path: Path) -> dict[str, Any] | None:
         meta = store.meta()
         total = store.okta_user_count()
         targets: dict[str, dict[str, int]] = {}
-        for key, value in meta.items():
-            if key.startswith("tally:"):
-                target = key.split(":", 1)[1]
-                mark, done = store.cursor(f"target:{target}:users")
-                users_done: int = total if done else store.users_up_to(mark)
-                counts = value.get("counts", {})
-                targets[target] = {"users_done": users_done, "users_total": total,
-                                   "writes": sum(v for k, v in counts.items()
-                                                 if not k.startswith("planned_"))}
+        for target in meta.get("targets", []):
+            mark, done = store.cursor(f"target:{target}:users")
+            users_done: int = total if done else store.users_up_to(mark)
+            targets[target] = {"users_done": users_done, "users_total": total,
+                               "writes": sum(store.landed_counts(target).values())}
     finally:
         store.close()
     elapsed = max(1e-6, meta.get("checkpointed_at", time.time()) - meta.get("started_epoch",

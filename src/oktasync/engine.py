@@ -42,9 +42,9 @@ from oktasync.report import (
     EXIT_WRITES_FAILED,
     TargetTally,
     format_summary,
-    open_findings,
     open_plan,
     worst,
+    write_findings,
 )
 from oktasync.runstore import RunStore
 from oktasync.state import Ownership, StateLock, ensure_state_dir, write_json_atomically
@@ -182,14 +182,12 @@ async def run_app(
     app_dir = state_dir / app.name
     app_dir.mkdir(parents=True, exist_ok=True)
     findings_path = app_dir / f"findings-{run_id}.csv"
-    findings_handle, findings_writer = open_findings(findings_path)
     store = _open_store(app, config, app_dir, run_id, options, resumed)
     store.attach_ownership(ownership.path)
-    tallies = {name: TargetTally(name, _sink=findings_writer) for name in app.targets}
-    if resumed is not None:
-        meta = store.meta()
-        for name, tally in tallies.items():
-            tally.restore(meta.get(f"tally:{name}", {}), meta.get(f"problems:{name}", []))
+    meta = store.meta()
+    tallies = {name: TargetTally(name, store, resumed=resumed is not None,
+                                 already=int(meta.get(f"already:{name}", 0)))
+               for name in app.targets}
     summary: dict[str, Any] = {"app": app.name, "run_id": run_id, "dry_run": options.dry_run,
                                "resumed": resumed is not None,
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -206,7 +204,8 @@ async def run_app(
                 target_map = {n: DryRunTarget(t, writer) for n, t in target_map.items()}
                 summary["plan_file"] = str(plan_path)
             sync = AppSync(app, config, OktaSource(okta_client), target_map, store, ownership,
-                           tallies, force=options.force, dry_run=options.dry_run)
+                           tallies, force=options.force, dry_run=options.dry_run,
+                           resumed=resumed is not None)
             try:
                 result = await sync.run()
             except BaseExceptionGroup as group:
@@ -230,7 +229,7 @@ async def run_app(
     finally:  # no await here: runs to the end even when cancelled
         if plan_handle is not None:
             plan_handle.close()
-        findings_handle.close()
+        write_findings(findings_path, store)
         failed = any(t.failed for t in tallies.values())
         if code == EXIT_OK and failed:
             code, outcome = EXIT_WRITES_FAILED, "done, some writes failed or were refused"

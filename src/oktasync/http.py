@@ -38,6 +38,9 @@ class Answer:
     headers: CIMultiDictProxy[str]
     body: bytes
     url: URL
+    # an earlier attempt of this request got no clear answer (a 5xx, a timeout, a dropped
+    # connection) and may have been applied: "already exists" may then be our own doing
+    after_unclear_attempt: bool = False
 
     def json(self) -> Any:
         return orjson.loads(self.body) if self.body else None
@@ -111,10 +114,12 @@ class HttpClient:
         url = self._target(path, params)
         data = orjson.dumps(json) if json is not None else None
         headers = self._headers if data is None else self._json_headers
-        started, attempt, throttled = time.monotonic(), 0, 0
+        started, attempt, throttled, unclear = time.monotonic(), 0, 0, False
         while True:
             attempt += 1
             answer, wait, outcome, error = await self._attempt(method, url, bucket, data, headers)
+            if answer is not None:
+                answer.after_unclear_attempt = unclear
             if answer is not None and answer.status in ok_statuses:
                 return answer
             if answer is not None:
@@ -128,6 +133,7 @@ class HttpClient:
             if outcome is Outcome.ABORT and error is not None:
                 raise error
             throttled += answer is not None and answer.status == 429
+            unclear = unclear or (method != "GET" and _unclear(answer, error))
             counted = attempt - throttled  # a 429 is the server pacing us, not a failure
             if not self._policy.should_retry(counted, time.monotonic() - started):
                 raise HttpFailure(method, _path_only(str(url)),
@@ -158,6 +164,18 @@ class HttpClient:
             self.counters.rate_limited += 1
         wait = self._limiter.observe(bucket, answer.status, answer.headers)
         return answer, wait, None, None
+
+
+UNCLEAR_STATUSES = frozenset({500, 502, 504})
+
+
+def _unclear(answer: Answer | None, error: BaseException | None) -> bool:
+    """Whether a failed attempt of a write may still have been applied by the server: a
+    gateway's 502/504 or a 500 after the handler ran, or a connection lost after sending.
+    A refused connection and a 503, 429 or 408 mean the request was not carried out."""
+    if answer is not None:
+        return answer.status in UNCLEAR_STATUSES
+    return error is not None and not isinstance(error, aiohttp.ClientConnectorError)
 
 
 def _path_only(url: str) -> str:

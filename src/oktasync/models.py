@@ -64,12 +64,14 @@ class OktaGroup:
 @dataclass(frozen=True, slots=True)
 class TargetAccount:
     """An account as a target reports it; ``email``/``display_name`` may be unknown (None)
-    where the target's listing does not return them."""
+    where the target's listing does not return them, and so may ``active``: Confluence's
+    lookups never say whether an account is deactivated, and a status the server did not
+    state is never guessed."""
 
     username: str  # the stored form (display case)
     email: str | None
     display_name: str | None
-    active: bool
+    active: bool | None
 
     @property
     def key(self) -> str:

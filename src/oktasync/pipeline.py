@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
@@ -111,6 +112,41 @@ class Watermark:
             self.mark_name = self._names.pop(self._mark)
 
 
+class CreateIntents:
+    """Creates are written down, durably, before they are sent.
+
+    A create whose answer never came (the process was killed, the answer lost) is found by its
+    retry as "already exists"; only the written-down intent then tells our own account from
+    somebody else's that a listing missed, which must never be taken over. Workers that send
+    creates at the same moment share one commit: the first one waits a scheduler tick for the
+    others to join its batch, so a commit costs tens of microseconds per batch, not per user.
+    """
+
+    def __init__(self, store: RunStore) -> None:
+        self._store = store
+        self._pending: list[tuple[str, str]] = []
+        self._batch: anyio.Event | None = None
+
+    async def record(self, target: str, key: str) -> bool:
+        """Write the intent down before the create is sent; True when an earlier segment of
+        this run had already sent it (so "already exists" may be that create's doing)."""
+        earlier = self._store.has_intent(target, key)
+        self._pending.append((target, key))
+        if self._batch is not None:
+            await self._batch.wait()
+            return earlier
+        self._batch = batch = anyio.Event()
+        try:
+            await anyio.lowlevel.checkpoint()  # the other workers of this tick join the batch
+        finally:
+            rows, self._pending, self._batch = self._pending, [], None
+            try:
+                self._store.add_intents(rows)
+            finally:
+                batch.set()
+        return earlier
+
+
 @dataclass
 class TargetRun:
     """Per-target state of one app's run."""
@@ -125,7 +161,6 @@ class TargetRun:
     claims: list[tuple[str, str | None]] = field(default_factory=list)
     guard_tripped: str | None = None
     watermark: Watermark = field(default_factory=Watermark)
-    problems_saved: int = -1  # how many listed problems the checkpoint holds (-1: unknown)
 
     @property
     def name(self) -> str:
@@ -148,10 +183,12 @@ class AppSync:
     def __init__(
         self, app: AppConfig, config: Config, okta: OktaSource, targets: dict[str, Target],
         store: RunStore, ownership: Ownership, tallies: dict[str, TargetTally], *,
-        force: bool = False, dry_run: bool = False,
+        force: bool = False, dry_run: bool = False, resumed: bool = False,
     ) -> None:
         self.app, self.config, self.okta, self.store = app, config, okta, store
         self.ownership, self.force, self.dry_run = ownership, force, dry_run
+        self.resumed = resumed
+        self.intents = CreateIntents(store)
         self.runs = {name: TargetRun(t, self._rules(name, t), tallies[name],
                                      config.targets[name].concurrency)
                      for name, t in targets.items()}
@@ -178,6 +215,8 @@ class AppSync:
 
     # -- the run ----------------------------------------------------------------------------
     async def run(self) -> AppOutcome:
+        if self.resumed:
+            self._forget_redone()
         self._phase("reading")
         await self._read_okta_groups()
         async with anyio.create_task_group() as tg:
@@ -218,6 +257,13 @@ class AppSync:
     @property
     def stopping(self) -> bool:
         return self.fatal is not None
+
+    def _forget_redone(self) -> None:
+        with self.store.transaction():
+            for run in self.runs.values():
+                mark, users_done = self.store.cursor(cursor_name("target", run.name, "users"))
+                self.store.forget_redone(run.name, mark, users_done,
+                                         self._done(cursor_name("target", run.name, "groups")))
 
     def _phase(self, phase: str) -> None:
         self.store.set_meta(phase=phase)
@@ -357,7 +403,7 @@ class AppSync:
             if len(batch) > 1:
                 users = [row.user for row in batch]
                 for finding in plan_collision(users, username, run.rules).findings:
-                    run.tally.found(finding)
+                    run.tally.found(finding, username)
                 self._user_finished(run, seq)
                 continue
             row = batch[0]
@@ -395,7 +441,8 @@ class AppSync:
                     run.tally.wrote(Operation(OpKind.CREATE_USER, run.name,
                                               username=work.desired.username,
                                               okta_id=work.desired.user.id, reason="lookup"),
-                                    WriteResult(WriteStatus.FAILED, str(exc)))
+                                    WriteResult(WriteStatus.FAILED, str(exc)),
+                                    work.desired.username)
                 self._user_finished(run, work.seq)
 
     async def _sync_user(self, run: TargetRun, work: UserWork) -> None:
@@ -408,64 +455,84 @@ class AppSync:
         previous = (await self._lookup(run, work.previous_key)
                     if work.previous_key is not None else None)
         plan = plan_user(work.desired, at_name, run.rules, previous)
-        if optimistic and plan.grants and plan.grants[0].kind is OpKind.CREATE_USER:
-            plan = await self._create_first(run, work, plan)
+        key = work.desired.username
+        if plan.grants and plan.grants[0].kind is OpKind.CREATE_USER and not run.stop_creating:
+            plan = await self._create(run, work, plan)
         for finding in plan.findings:
-            run.tally.found(finding)
+            run.tally.found(finding, key)
         if plan.removals:
             self.store.defer(self.store.hold_removals, plan.removals)
-        ok = await self._apply_grants(run, plan.grants)
+        ok = await self._apply_grants(run, plan.grants, key)
         if ok and plan.claim is not None and not self.dry_run:
             run.claims.append((plan.claim, work.desired.user.id))
 
-    async def _create_first(self, run: TargetRun, work: UserWork, plan: UserPlan) -> UserPlan:
-        """Send the create of an optimistic plan; what is left to apply depends on its answer.
+    async def _create(self, run: TargetRun, work: UserWork, plan: UserPlan) -> UserPlan:
+        """Send the create that opens a plan; what is left to apply depends on its answer.
 
-        "Already exists" means either our own earlier attempt (its answer lost) or an account
-        the listing did not show (deactivated): the lookup tells, and an account that is not
-        ours goes through the planner's adoption rules like any existing one.
+        "Already exists" is our own create whose answer was lost (now, or before a kill: its
+        intent was written down before it was sent) or an account the engine did not see (a
+        listing that missed it, a deactivated account Confluence does not list). The account is
+        looked up on the server and goes back through the planner: our own is claimed and
+        counted as created; anybody else's meets the adoption rules like any existing account
+        and is never taken over.
         """
         create, rest = plan.grants[0], plan.grants[1:]
-        if run.stop_creating:
-            return plan  # _apply_grants reports it as not attempted
+        key = work.desired.username
+        earlier = await self.intents.record(run.name, key) if not self.dry_run else False
         result = await _send(run.target, create)
         if result.status is not WriteStatus.ALREADY:
-            self._record(run, create, result)
+            self._record(run, create, result, key)
             return _remaining(plan, rest, result.ok)
-        current = await self._lookup(run, work.desired.username)
-        if current is not None and _made_by(create, current.account):
-            # our own earlier attempt, or the same person's account: ours from now on
-            current = replace(current, claim=Claim(self.app.name, work.desired.user.id))
-        return plan_user(work.desired, current, run.rules)
+        found = await self._lookup_on_server(run, key)
+        if found is None:
+            self._record(run, create, WriteResult(
+                WriteStatus.FAILED, "the server says the account exists, but it cannot be "
+                                    "found"), key)
+            return _remaining(plan, [], False)
+        if (result.maybe_ours or earlier) and _made_by(create, found.account):
+            self._record(run, create, replace(result, maybe_ours=True), key)
+            found = replace(found, account=replace(found.account, active=True),
+                            claim=Claim(self.app.name, work.desired.user.id))
+        return plan_user(work.desired, found, run.rules)
+
+    async def _lookup_on_server(self, run: TargetRun, key: str) -> Current | None:
+        """The account as the server has it now (not as the run index saw it)."""
+        account = await run.target.lookup(key)
+        if account is None:
+            return None
+        self.store.defer_account(run.name, account)
+        return self._current(run.name, account)
 
     def _user_finished(self, run: TargetRun, seq: int) -> None:
         run.watermark.finish(seq)
         self.checkpoint()
 
-    async def _apply_grants(self, run: TargetRun, grants: list[Operation]) -> bool:
+    async def _apply_grants(self, run: TargetRun, grants: list[Operation], key: str) -> bool:
         """Apply one user's grants in order; a failed create or rename stops the rest."""
         for op in grants:
             if op.kind is OpKind.CREATE_USER and run.stop_creating:
                 run.tally.wrote(op, WriteResult(WriteStatus.REFUSED,
-                                                "not attempted: the target's licence is full"))
+                                                "not attempted: the target's licence is full"),
+                                key)
                 return False
-            result = await self._apply(run, op)
+            result = await self._apply(run, op, key)
             if not result.ok and op.kind in (OpKind.CREATE_USER, OpKind.RENAME_USER):
                 return False
         return True
 
-    async def _apply(self, run: TargetRun, op: Operation) -> WriteResult:
+    async def _apply(self, run: TargetRun, op: Operation,
+                     key: str | None = None) -> WriteResult:
         result = await _send(run.target, op)
-        self._record(run, op, result)
+        self._record(run, op, result, key)
         return result
 
-    def _record(self, run: TargetRun, op: Operation, result: WriteResult) -> None:
+    def _record(self, run: TargetRun, op: Operation, result: WriteResult,
+                key: str | None = None) -> None:
         """Count a write's outcome and write it through to the run index."""
-        run.tally.planned(op)
         if result.stop_creating and not run.stop_creating:
             run.stop_creating = True
             log.warning("licence full: no more accounts will be created", target=run.name)
-        run.tally.wrote(op, result)
+        run.tally.wrote(op, result, key)
         if result.ok and not self.dry_run:
             self._write_through(run.name, op)
             self._since_checkpoint += 1
@@ -519,20 +586,14 @@ class AppSync:
             if run.claims and not self.dry_run:
                 self.ownership.claim(self.app.name, run.name, run.claims)
                 run.claims = []
-        saved: dict[str, int] = {}
         with self.store.transaction():
             self.store.flush_deferred()
             for run in self.runs.values():
                 name = cursor_name("target", run.name, "users")
                 if not self._done(name) and run.watermark.mark_name is not None:
                     self.store.set_cursor(name, run.watermark.mark_name, False)
-                self.store.set_meta(**{f"tally:{run.name}": run.tally.to_state()})
-                if len(run.tally.problems) != run.problems_saved:
-                    saved[run.name] = len(run.tally.problems)
-                    self.store.set_meta(**{f"problems:{run.name}": run.tally.problems})
+                self.store.set_meta(**{f"already:{run.name}": run.tally.already})
             self.store.set_meta(checkpointed_at=time.time())
-        for name, count in saved.items():  # only once committed: a rollback saved nothing
-            self.runs[name].problems_saved = count
 
     # -- accounts nobody maps to, and the removal gate ---------------------------------------
     async def _plan_unmapped(self, run: TargetRun) -> None:

@@ -120,7 +120,8 @@ def plan_collision(users: Iterable[OktaUser], username: str, rules: TargetRules)
 def plan_unmapped(current: Current, rules: TargetRules) -> UserPlan:
     """An account no Okta user maps to: left alone unless ``deactivate_missing``."""
     account = current.account
-    if (not rules.deactivate_missing or not account.active or account.key in rules.protected
+    if (not rules.deactivate_missing or account.active is False
+            or account.key in rules.protected
             or (current.claim is not None and current.claim.app != rules.app)):
         return UserPlan()
     return UserPlan(removals=[Operation(
@@ -298,14 +299,18 @@ def _plan_status(
     if not rules.sync_user_status:
         return
     user = desired.user
-    if user.active and not account.active:
+    # An unknown status (None: the target did not say) gets the write that makes it right:
+    # enable and disable are safe to repeat, and guessing "active" would leave a returning
+    # user locked out (or a leaver with access).
+    shown = {True: "active", False: "inactive", None: "unknown"}[account.active]
+    if user.active and account.active is not True:
         plan.grants.append(Operation(
             OpKind.ACTIVATE_USER, rules.target, username=account.username, okta_id=user.id,
-            before="inactive", after="active", reason=f"Okta status {user.status}"))
-    elif not user.active and account.active:
+            before=shown, after="active", reason=f"Okta status {user.status}"))
+    elif not user.active and account.active is not False:
         plan.removals.append(Operation(
             OpKind.DEACTIVATE_USER, rules.target, username=account.username, okta_id=user.id,
-            before="active", after="inactive", reason=f"Okta status {user.status}"))
+            before=shown, after="inactive", reason=f"Okta status {user.status}"))
 
 
 def _wanted_groups(desired: Desired, rules: TargetRules) -> list[str]:

@@ -1,17 +1,19 @@
 """What a run did, per target: the counts, every problem, and the exit code they imply.
 
-Every write outcome and every finding passes through ``TargetTally``, so the printed summary,
-``last-run.json`` and (later) the CSV audit all tell the same story. Long lists are kept in
-full in ``<app>/findings-<run id>.csv``; the JSON summary keeps the first ``LIST_CAP``.
+Every write outcome and every finding passes through ``TargetTally`` into the run index, so
+the printed summary, ``last-run.json`` and the findings CSV all tell the same story, once, even
+across a kill and a resume. Long lists are kept in full in ``<app>/findings-<run id>.csv``;
+the JSON summary keeps the first ``LIST_CAP``.
 """
 
 from __future__ import annotations
 
 import csv
-from collections import Counter
-from dataclasses import dataclass, field
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from oktasync.models import Finding, FindingKind, Operation, OpKind
 from oktasync.targets.base import WriteResult, WriteStatus
@@ -40,83 +42,102 @@ def worst(*codes: int) -> int:
     return min(codes, key=SEVERITY.index) if codes else EXIT_OK
 
 
+class TallyStore(Protocol):
+    """Where a tally keeps what it counts: the run index, which is also the checkpoint, so a
+    resumed run reports the whole run, each change and each problem once."""
+
+    def defer_landed(self, target: str, op: Operation) -> None: ...
+
+    def defer_problem(self, target: str, phase: str, user_key: str,
+                      problem: tuple[str, ...]) -> None: ...
+
+    def landed_counts(self, target: str) -> dict[str, int]: ...
+
+    def problem_counts(self, target: str) -> dict[str, int]: ...
+
+    def problems(self, target: str | None = None,
+                 limit: int = -1) -> Iterator[tuple[str, ...]]: ...
+
+
 @dataclass
 class TargetTally:
+    """One target's outcomes in a run: every landed write and every problem goes through here
+    into the run index (committed with the checkpoint), and the report is read back from it.
+
+    A write *landed* when the server applied it, or answered that it already had it after an
+    attempt of ours that may have been applied (a lost answer; or the work of a segment that
+    was killed, redone by the resumed run). Anything else that was already there is not ours
+    and is counted apart (``already_applied``). Each change counts once (see
+    ``RunStore.defer_landed``), so the counts equal what the servers applied.
+    """
+
     target: str
-    counts: Counter[str] = field(default_factory=Counter)
-    problems: list[dict[str, Any]] = field(default_factory=list)
-    problem_counts: Counter[str] = field(default_factory=Counter)
-    _sink: Any = None  # csv writer for the full findings list
+    store: TallyStore
+    resumed: bool = False  # redone work of a killed segment: "already there" was ours
+    already: int = 0  # writes the server already had, not counted as landed
 
-    def planned(self, op: Operation) -> None:
-        self.counts["planned_" + COUNT_NAMES[op.kind]] += 1
-
-    def wrote(self, op: Operation, result: WriteResult) -> None:
-        if result.status is WriteStatus.APPLIED:
-            self.counts[COUNT_NAMES[op.kind]] += 1
+    def wrote(self, op: Operation, result: WriteResult, user_key: str | None = None) -> None:
+        """``user_key``: the Okta user's username key when the write is part of its work."""
+        if result.status is WriteStatus.APPLIED or (
+                result.status is WriteStatus.ALREADY and (result.maybe_ours or self.resumed)):
+            self.store.defer_landed(self.target, op)
         elif result.status is WriteStatus.ALREADY:
-            self.counts[COUNT_NAMES[op.kind]] += 1
-            self.counts["already_applied"] += 1
+            self.already += 1
         else:
-            self._problem(result.status.value, f"{op.kind.value}: {result.detail}",
-                          op.username, op.okta_id, None, op)
+            phase = ("users" if user_key is not None
+                     else "removals" if op.kind.removes_access else "groups")
+            self.store.defer_problem(self.target, phase, user_key or "", (
+                result.status.value, op.kind.value, op.username, op.okta_id or "", "",
+                op.group or "", f"{op.kind.value}: {result.detail}"))
 
-    def found(self, finding: Finding) -> None:
-        self._problem(finding.kind.value, finding.reason, finding.username, finding.okta_id,
-                      finding.login, None)
-
-    def _problem(self, kind: str, reason: str, username: str, okta_id: str | None,
-                 login: str | None, op: Operation | None) -> None:
-        self.problem_counts[kind] += 1
-        entry = {"kind": kind, "username": username, "okta_id": okta_id, "login": login,
-                 "reason": reason}
-        if op is not None:
-            entry["operation"] = op.kind.value
-            if op.group:
-                entry["group"] = op.group
-        if len(self.problems) < LIST_CAP:
-            self.problems.append(entry)
-        if self._sink is not None:
-            self._sink.writerow([self.target, kind, entry.get("operation", ""), username,
-                                 okta_id or "", login or "", entry.get("group", ""), reason])
-
-    def to_state(self) -> dict[str, Any]:
-        """What a checkpoint keeps, so a resumed run reports the whole run. The listed
-        problems are kept apart (``problems``): they change rarely, the counts every write."""
-        return {"counts": dict(self.counts), "problem_counts": dict(self.problem_counts)}
-
-    def restore(self, state: dict[str, Any], problems: list[dict[str, Any]]) -> None:
-        self.counts.update(state.get("counts", {}))
-        self.problem_counts.update(state.get("problem_counts", {}))
-        # a checkpoint from before problems were kept apart has them in the tally
-        self.problems.extend((problems or state.get("problems", []))[:LIST_CAP])
+    def found(self, finding: Finding, user_key: str | None = None) -> None:
+        phase = "users" if user_key is not None else "groups"
+        self.store.defer_problem(self.target, phase, user_key or "", (
+            finding.kind.value, "", finding.username, finding.okta_id or "",
+            finding.login or "", "", finding.reason))
 
     @property
     def failed(self) -> int:
-        return self.problem_counts[WriteStatus.FAILED.value] + \
-            self.problem_counts[WriteStatus.REFUSED.value]
+        counts = self.store.problem_counts(self.target)
+        return counts.get(WriteStatus.FAILED.value, 0) + counts.get(WriteStatus.REFUSED.value, 0)
 
     def to_json(self, counters: dict[str, Any]) -> dict[str, Any]:
-        counts = {name: self.counts[name] for name in COUNT_NAMES.values()}
+        landed = self.store.landed_counts(self.target)
+        problems = self.store.problem_counts(self.target)
+        counts = {name: landed.get(kind.value, 0) for kind, name in COUNT_NAMES.items()}
         for kind in (*[k.value for k in FindingKind], "refused", "failed"):
-            counts[kind] = self.problem_counts[kind]
-        counts["already_applied"] = self.counts["already_applied"]
-        return {"counts": counts, "requests": counters, "problems": self.problems,
-                "problems_truncated": sum(self.problem_counts.values()) > len(self.problems)}
+            counts[kind] = problems.get(kind, 0)
+        counts["already_applied"] = self.already
+        listed = [_problem_entry(row) for row in self.store.problems(self.target, LIST_CAP)]
+        return {"counts": counts, "requests": counters, "problems": listed,
+                "problems_truncated": sum(problems.values()) > len(listed)}
+
+
+def _problem_entry(row: tuple[str, ...]) -> dict[str, Any]:
+    kind, operation, username, okta_id, login, group, reason = row
+    entry: dict[str, Any] = {"kind": kind, "username": username, "okta_id": okta_id or None,
+                             "login": login or None, "reason": reason}
+    if operation:
+        entry["operation"] = operation
+    if group:
+        entry["group"] = group
+    return entry
 
 
 FINDINGS_HEADER = ["target", "kind", "operation", "username", "okta_id", "login", "group",
                    "reason"]
 
 
-def open_findings(path: Path) -> tuple[TextIO, Any]:
-    """The full findings list; a resumed run appends to its run's file."""
-    exists = path.exists()
-    handle = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed by the run
-    writer = csv.writer(handle)
-    if not exists:
+def write_findings(path: Path, store: TallyStore) -> None:
+    """The full findings list of the run so far, from the run index: rewritten whole at the
+    end of every segment (then renamed into place), so it always matches ``last-run.json``,
+    however often the run was killed and resumed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
         writer.writerow(FINDINGS_HEADER)
-    return handle, writer
+        writer.writerows(store.problems())
+    os.replace(tmp, path)
 
 
 PLAN_HEADER = ["target", "operation", "username", "okta_id", "before", "after", "reason"]

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS okta_members (
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS target_accounts (
     target TEXT NOT NULL, key TEXT NOT NULL, username TEXT NOT NULL, email TEXT,
-    display_name TEXT, active INTEGER NOT NULL, PRIMARY KEY (target, key)) WITHOUT ROWID;
+    display_name TEXT, active INTEGER, PRIMARY KEY (target, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS target_members (
     target TEXT NOT NULL, user_key TEXT NOT NULL, group_key TEXT NOT NULL,
     PRIMARY KEY (target, user_key, group_key)) WITHOUT ROWID;
@@ -67,17 +67,33 @@ CREATE TABLE IF NOT EXISTS matched (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (
     name TEXT PRIMARY KEY, next_url TEXT, done INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS intents (
+    target TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (target, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS landed (
+    target TEXT NOT NULL, kind TEXT NOT NULL, user_key TEXT NOT NULL, group_key TEXT NOT NULL,
+    PRIMARY KEY (target, kind, user_key, group_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS problems (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, phase TEXT NOT NULL,
+    user_key TEXT NOT NULL, kind TEXT NOT NULL, operation TEXT NOT NULL, username TEXT NOT NULL,
+    okta_id TEXT NOT NULL, login TEXT NOT NULL, grp TEXT NOT NULL, reason TEXT NOT NULL,
+    UNIQUE (target, kind, operation, username, okta_id, grp, reason));
 CREATE TABLE IF NOT EXISTS removals (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, kind TEXT NOT NULL,
     username TEXT NOT NULL, okta_id TEXT, grp TEXT NOT NULL, grp_key TEXT NOT NULL,
     before TEXT, after TEXT, reason TEXT, UNIQUE (target, kind, username, grp_key));
 """
 
-SCHEMA_VERSION = 2  # 2: removals are unique on the group key, not its spelling
+# 2: removals are unique on the group key, not its spelling; 3: an account's status may be
+# unknown (NULL), create intents, landed writes and problems are kept
+SCHEMA_VERSION = 3
 USER_COLUMNS = "id, username, login, email, first_name, last_name, display_name, status"
 
 
 SEP = "\x1f"  # joins names in one column; never part of a user or group name we accept
+
+
+# (kind, operation, username, okta_id, login, group, reason), '' for what does not apply
+Problem = tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,18 +128,30 @@ ORDER BY u.username, u.id
 
 
 INSERT_ACCOUNT = "INSERT OR REPLACE INTO target_accounts VALUES (?,?,?,?,?,?)"
+INSERT_LANDED = "INSERT OR IGNORE INTO landed VALUES (?,?,?,?)"
+INSERT_PROBLEM = ("INSERT OR IGNORE INTO problems (target, phase, user_key, kind, operation, "
+                  "username, okta_id, login, grp, reason) VALUES (?,?,?,?,?,?,?,?,?,?)")
+PROBLEM_COLUMNS = ("kind", "operation", "username", "okta_id", "login", "grp", "reason")
 INSERT_MEMBER = "INSERT OR IGNORE INTO target_members VALUES (?,?,?)"
 INSERT_MATCHED = "INSERT OR IGNORE INTO matched VALUES (?,?)"
 
 
 def _account_row(target: str, a: TargetAccount) -> tuple[Any, ...]:
-    return (target, a.key, a.username, a.email, a.display_name, int(a.active))
+    return (target, a.key, a.username, a.email, a.display_name, _flag(a.active))
+
+
+def _flag(active: bool | None) -> int | None:
+    return None if active is None else int(active)
+
+
+def _active(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
 
 
 def _feed_row(r: Sequence[Any]) -> FeedRow:
     user = OktaUser(id=r[0], login=r[2], email=r[3], first_name=r[4], last_name=r[5],
                     display_name=r[6], status=r[7])
-    account = None if r[9] is None else TargetAccount(r[9], r[10], r[11], bool(r[12]))
+    account = None if r[9] is None else TargetAccount(r[9], r[10], r[11], _active(r[12]))
     return FeedRow(
         username=r[1], user=user,
         groups=tuple(sorted(r[8].split(SEP))) if r[8] else (),
@@ -164,6 +192,17 @@ class RunStore:
 
     def defer_member(self, target: str, group: str, username: str) -> None:
         self._defer_row(INSERT_MEMBER, (target, name_key(username), name_key(group)))
+
+    def defer_landed(self, target: str, op: Operation) -> None:
+        """A write that landed: one row per change, however often it was sent (a repeat after
+        a lost answer or a kill is the same change), so counts are what the servers applied."""
+        self._defer_row(INSERT_LANDED, (target, op.kind.value, name_key(op.username),
+                                        name_key(op.group or "")))
+
+    def defer_problem(self, target: str, phase: str, user_key: str, problem: Problem) -> None:
+        """A finding or a failed write, listed once however many segments of a resumed run
+        found it (the row is unique on what it says)."""
+        self._defer_row(INSERT_PROBLEM, (target, phase, user_key, *problem))
 
     def flush_deferred(self) -> None:
         """Apply the queued changes in the order they were queued (a rename must meet the
@@ -316,7 +355,7 @@ class RunStore:
         row = self._db.execute(
             "SELECT username, email, display_name, active FROM target_accounts "
             "WHERE target = ? AND key = ?", (target, key)).fetchone()
-        return None if row is None else TargetAccount(row[0], row[1], row[2], bool(row[3]))
+        return None if row is None else TargetAccount(row[0], row[1], row[2], _active(row[3]))
 
     def account_groups(self, target: str, key: str) -> frozenset[str]:
         rows = self._db.execute("SELECT group_key FROM target_members WHERE target = ? AND "
@@ -333,11 +372,59 @@ class RunStore:
             "WHERE target = ? AND NOT EXISTS (SELECT 1 FROM matched m "
             "WHERE m.target = a.target AND m.key = a.key) ORDER BY key", (target,))
         for row in rows:
-            yield TargetAccount(row[0], row[1], row[2], bool(row[3]))
+            yield TargetAccount(row[0], row[1], row[2], _active(row[3]))
 
     def is_matched(self, target: str, key: str) -> bool:
         return self._db.execute("SELECT 1 FROM matched WHERE target = ? AND key = ?",
                                 (target, key)).fetchone() is not None
+
+    # -- the report: what landed, what went wrong -------------------------------------------
+    def landed_counts(self, target: str) -> dict[str, int]:
+        return {kind: int(n) for kind, n in self._db.execute(
+            "SELECT kind, COUNT(*) FROM landed WHERE target = ? GROUP BY kind", (target,))}
+
+    def problem_counts(self, target: str) -> dict[str, int]:
+        return {kind: int(n) for kind, n in self._db.execute(
+            "SELECT kind, COUNT(*) FROM problems WHERE target = ? GROUP BY kind", (target,))}
+
+    def problems(self, target: str | None = None, limit: int = -1) -> Iterator[Problem]:
+        """Problems in the order they were found (of one target, or all with the target
+        first), streamed: a run with a million findings is not held in memory."""
+        columns = ", ".join(PROBLEM_COLUMNS)
+        if target is None:
+            rows = self._db.execute(f"SELECT target, {columns} FROM problems ORDER BY seq "
+                                    "LIMIT ?", (limit,))
+        else:
+            rows = self._db.execute(f"SELECT {columns} FROM problems WHERE target = ? "
+                                    "ORDER BY seq LIMIT ?", (target, limit))
+        for row in rows:
+            yield tuple(row)
+
+    def forget_redone(self, target: str, mark: str | None, users_done: bool,
+                      groups_done: bool) -> None:
+        """On resume, forget the failures of work that will be done again (users above the
+        mark, the group creates of an unfinished groups phase, removals not yet applied): a
+        write that fails in one segment and lands in the next is not a failure of the run."""
+        failed = "kind IN ('failed', 'refused')"
+        if not users_done:
+            self._db.execute(f"DELETE FROM problems WHERE target = ? AND phase = 'users' AND "
+                             f"{failed} AND (? IS NULL OR user_key > ?)", (target, mark, mark))
+        if not groups_done:
+            self._db.execute(f"DELETE FROM problems WHERE target = ? AND phase = 'groups' AND "
+                             f"{failed}", (target,))
+        self._db.execute("DELETE FROM problems WHERE target = ? AND phase = 'removals' AND "
+                         "kind = 'failed'", (target,))
+
+    # -- creates written down before they are sent --------------------------------------------
+    def has_intent(self, target: str, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM intents WHERE target = ? AND key = ?",
+                                (target, key)).fetchone() is not None
+
+    def add_intents(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Commit creates about to be sent (their own small transaction): after a kill, an
+        "already exists" for one of them may be our own create, whose answer never came."""
+        with self.transaction():
+            self._db.executemany("INSERT OR IGNORE INTO intents VALUES (?,?)", rows)
 
     # -- removals held for the gate ---------------------------------------------------------
     def hold_removals(self, ops: Sequence[Operation]) -> None:

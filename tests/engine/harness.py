@@ -70,6 +70,16 @@ async def get_json(url: str) -> Any:
         return await response.json()
 
 
+async def break_answers(base_url: str, endpoint: str, mode: str, **extra: Any) -> None:
+    """Ask an emulator to break its next answer(s) to ``endpoint`` (``METHOD /route``) the way
+    ``mode`` says (``POST /_emulator/answers``: html, truncated, wrong-type, empty,
+    end-listing; ``path``, ``skip`` and ``times`` narrow it down)."""
+    async with aiohttp.ClientSession() as session, session.post(
+        base_url + "/_emulator/answers", json={"endpoint": endpoint, "mode": mode, **extra},
+    ) as response:
+        response.raise_for_status()
+
+
 async def states(emulators: RunningEmulators) -> dict[str, Any]:
     return {
         "okta": await get_json(emulators.okta_url + "/_emulator/state"),

@@ -35,6 +35,8 @@ class WriteResult:
     status: WriteStatus
     detail: str = ""
     stop_creating: bool = False  # the licence is full: create nothing more on this target
+    # ALREADY after an attempt whose answer was lost: the server may hold our own earlier write
+    maybe_ours: bool = False
 
     @property
     def ok(self) -> bool:

@@ -12,6 +12,11 @@ account missing from the listing is absent or already deactivated: nothing to do
 only active Okta users missing from it are looked up (new, or deactivated here). The listing
 comes from a search index and may lag: a lagging entry can at worst delay a re-activation to
 the next run. Without the listing (older versions answer 404), every account is looked up.
+
+Status: only the active listing says an account is active; a lookup or a member listing says
+nothing about it (Confluence's user JSON has no status), so an account found that way has an
+unknown status, and the planner sends the enable or disable that makes it right (both are
+idempotent 204s).
 """
 
 from __future__ import annotations
@@ -51,20 +56,14 @@ def _seg(name: str) -> str:
     return quote(name, safe="")
 
 
-def account_of(raw: dict[str, Any]) -> TargetAccount:
-    status = raw.get("status")
-    active = True if status is None else str(status).lower() in ("current", "active")
-    if "active" in raw:
-        active = bool(raw["active"])
+def account_of(raw: dict[str, Any], *, active: bool | None = None) -> TargetAccount:
+    """An account from a Confluence user object. Its status is what the caller knows from
+    where the object came (the active-user listing: active), never read from the object:
+    Confluence's user JSON carries none, and a missing status taken for "active" once left
+    returning users deactivated for good."""
     return TargetAccount(username=raw.get("username") or raw.get("name") or "",
                          email=raw.get("email"), display_name=raw.get("displayName"),
                          active=active)
-
-
-def _active_account(raw: dict[str, Any]) -> TargetAccount:
-    """An entry of the active-user listing: active by definition."""
-    account = account_of(raw)
-    return TargetAccount(account.username, account.email, account.display_name, True)
 
 
 def _message(answer: Answer) -> str:
@@ -141,7 +140,7 @@ class ConfluenceTarget:
                 raise _read_error(self.name, answer, "the active-user listing")
             body = answer.json()
             results = body.get("results") or []
-            sink.add_accounts(self.name, [_active_account(u) for u in results])
+            sink.add_accounts(self.name, [account_of(u, active=True) for u in results])
             if not (body.get("_links") or {}).get("next") or not results:
                 listed.append(True)
                 return
@@ -152,7 +151,7 @@ class ConfluenceTarget:
         while True:
             answer = await self._client.send(
                 "GET", f"/rest/api/group/{_seg(group)}/member",
-                params={"start": str(start), "limit": str(MEMBERS_PAGE), "expand": "status"})
+                params={"start": str(start), "limit": str(MEMBERS_PAGE)})
             if answer.status == 404:
                 return
             if answer.status != 200:
@@ -168,8 +167,9 @@ class ConfluenceTarget:
             start += len(results)
 
     async def lookup(self, username: str) -> TargetAccount | None:
+        # email is admin-only or an expansion (unverified): ask for it; a status is never given
         answer = await self._client.send("GET", "/rest/api/user", params={
-            "username": username, "expand": "status,email"})
+            "username": username, "expand": "email"})
         if answer.status == 404:
             return None
         if answer.status != 200:
@@ -210,7 +210,7 @@ def _outcome(op: Operation, answer: Answer) -> WriteResult:
         return WriteResult(WriteStatus.APPLIED)
     text = _message(answer)
     if answer.status == 409 and op.kind in (OpKind.CREATE_USER, OpKind.CREATE_GROUP):
-        return WriteResult(WriteStatus.ALREADY, text)
+        return WriteResult(WriteStatus.ALREADY, text, maybe_ours=answer.after_unclear_attempt)
     if answer.status == 402:
         return WriteResult(WriteStatus.REFUSED, f"HTTP 402: no licence seat left: {text}",
                            stop_creating=True)

@@ -178,7 +178,8 @@ class JiraTarget:
         # a rename whose answer was lost: the old name is gone, the new one exists
         if (op.kind is OpKind.RENAME_USER and answer.status == 404 and op.new_username
                 and await self.lookup(op.new_username) is not None):
-            return WriteResult(WriteStatus.ALREADY, "renamed by an earlier attempt")
+            return WriteResult(WriteStatus.ALREADY, "renamed by an earlier attempt",
+                               maybe_ours=True)
         return _outcome(op, answer)
 
     async def _create_group(self, op: Operation) -> Answer:
@@ -242,10 +243,10 @@ def _outcome(op: Operation, answer: Answer) -> WriteResult:
     lowered = text.lower()
     if answer.status == 400 and "already" in lowered and op.kind in (
             OpKind.CREATE_GROUP, OpKind.CREATE_USER, OpKind.ADD_MEMBER):
-        return WriteResult(WriteStatus.ALREADY, text)
+        return WriteResult(WriteStatus.ALREADY, text, maybe_ours=answer.after_unclear_attempt)
     if op.kind is OpKind.REMOVE_MEMBER and answer.status in (400, 404) and (
             "not a member" in lowered or "not member" in lowered):
-        return WriteResult(WriteStatus.ALREADY, text)
+        return WriteResult(WriteStatus.ALREADY, text, maybe_ours=answer.after_unclear_attempt)
     if answer.status in (402, 403) or _is_refusal(text):
         return WriteResult(WriteStatus.REFUSED, f"HTTP {answer.status}: {text}",
                            stop_creating="licen" in lowered)
