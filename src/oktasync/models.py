@@ -19,6 +19,7 @@ ALL_STATUSES = (
 
 
 UNMAPPED_REASON = "no Okta user maps to this account"
+DELETED_REASON = "the Okta user it was synced for was deleted in Okta"
 
 
 def name_key(name: str) -> str:

@@ -231,9 +231,8 @@ class AppSync:
             for run in self.runs.values():
                 tg.start_soon(self._guarded, self._users_phase, run)
         self._raise_fatal()
-        if self.app.deactivate_missing:
-            for run in self.runs.values():
-                await self._plan_unmapped(run)
+        for run in self.runs.values():
+            await self._plan_unmapped(run)
         await self._removal_gate()
         self._phase("done")
         return self.outcome
@@ -597,24 +596,36 @@ class AppSync:
 
     # -- accounts nobody maps to, and the removal gate ---------------------------------------
     async def _plan_unmapped(self, run: TargetRun) -> None:
+        """Deactivations of accounts no Okta user maps to: those this app synced for Okta
+        users deleted since, and (``deactivate_missing``) any other. Held for the gate."""
         flag = cursor_name("target", run.name, "unmapped")
         if self._done(flag):
             return
         self.store.clear_unmapped_removals(run.name)
         seen: set[str] = set()
         ops: list[Operation] = []
-        for account in list(self.store.unmatched_accounts(run.name)):
-            seen.add(account.key)
-            ops += plan_unmapped(self._current(run.name, account), run.rules).removals
-        for key in self.ownership.owned_keys(self.app.name, run.name):
-            if key in seen or self.store.is_matched(run.name, key):
+        if self.app.deactivate_missing:
+            for account in list(self.store.unmatched_accounts(run.name)):
+                seen.add(account.key)
+                ops += plan_unmapped(self._current(run.name, account), run.rules).removals
+        for key, deleted in list(self.store.owned_unmatched(self.app.name, run.name)):
+            if key in seen or not (deleted or self.app.deactivate_missing):
                 continue
-            current = await self._lookup(run, key)
+            current = await self._account_now(run, key)
             if current is not None:
-                ops += plan_unmapped(current, run.rules).removals
+                ops += plan_unmapped(current, run.rules, okta_user_deleted=deleted).removals
         with self.store.transaction():
             self.store.hold_removals(ops)
             self.store.set_cursor(flag, None, True)
+
+    async def _account_now(self, run: TargetRun, key: str) -> Current | None:
+        """An account the users phase did not see: from the target's read when it holds it,
+        else looked up — unless the read listed every account (then it is absent) or every
+        active one (then it is absent or deactivated: nothing to deactivate either way)."""
+        account = self.store.account(run.name, key)
+        if account is None and not (run.all_accounts or run.active_listed):
+            account = await run.target.lookup(key)
+        return None if account is None else self._current(run.name, account)
 
     async def _removal_gate(self) -> None:
         gate = cursor_name("removals", "gate")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from oktasync.models import (
+    DELETED_REASON,
     UNMAPPED_REASON,
     Finding,
     FindingKind,
@@ -117,17 +118,27 @@ def plan_collision(users: Iterable[OktaUser], username: str, rules: TargetRules)
     ])
 
 
-def plan_unmapped(current: Current, rules: TargetRules) -> UserPlan:
-    """An account no Okta user maps to: left alone unless ``deactivate_missing``."""
-    account = current.account
-    if (not rules.deactivate_missing or account.active is False
-            or account.key in rules.protected
-            or (current.claim is not None and current.claim.app != rules.app)):
+def plan_unmapped(current: Current, rules: TargetRules, *,
+                  okta_user_deleted: bool = False) -> UserPlan:
+    """An account no Okta user maps to.
+
+    One this app synced for an Okta user that was deleted since is deactivated like any synced
+    user who is no longer active (``sync_user_status``): the ownership record knows whom it was
+    for, and an offboarded person must not keep access because Okta forgot them. Any other
+    account is left alone unless ``deactivate_missing``; never one another app owns, never a
+    protected one.
+    """
+    account, claim = current.account, current.claim
+    ours = claim is not None and claim.app == rules.app
+    wanted = (rules.sync_user_status and ours if okta_user_deleted
+              else rules.deactivate_missing and (claim is None or ours))
+    if not wanted or account.active is False or account.key in rules.protected:
         return UserPlan()
     return UserPlan(removals=[Operation(
         OpKind.DEACTIVATE_USER, rules.target, username=account.username,
-        okta_id=current.claim.okta_id if current.claim else None,
-        before="active", after="inactive", reason=UNMAPPED_REASON)])
+        okta_id=claim.okta_id if claim else None,
+        before="active" if account.active else "unknown", after="inactive",
+        reason=DELETED_REASON if okta_user_deleted else UNMAPPED_REASON)])
 
 
 def plan_user(

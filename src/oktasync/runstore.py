@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from oktasync.models import (
+    DELETED_REASON,
     UNMAPPED_REASON,
     OktaGroup,
     OktaUser,
@@ -374,9 +375,16 @@ class RunStore:
         for row in rows:
             yield TargetAccount(row[0], row[1], row[2], _active(row[3]))
 
-    def is_matched(self, target: str, key: str) -> bool:
-        return self._db.execute("SELECT 1 FROM matched WHERE target = ? AND key = ?",
-                                (target, key)).fetchone() is not None
+    def owned_unmatched(self, app: str, target: str) -> Iterator[tuple[str, bool]]:
+        """Accounts ``app`` synced on ``target`` that no Okta user of this run maps to, each
+        with whether its Okta user no longer exists (deleted in Okta: in no listing)."""
+        rows = self._db.execute(
+            "SELECT o.key, o.okta_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM okta_users u "
+            "WHERE u.id = o.okta_id) FROM own.owned_users o WHERE o.app = ? AND o.target = ? "
+            "AND NOT EXISTS (SELECT 1 FROM matched m WHERE m.target = o.target AND "
+            "m.key = o.key) ORDER BY o.key", (app, target))
+        for key, deleted in rows.fetchall():
+            yield key, bool(deleted)
 
     # -- the report: what landed, what went wrong -------------------------------------------
     def landed_counts(self, target: str) -> dict[str, int]:
@@ -449,8 +457,8 @@ class RunStore:
 
     def clear_unmapped_removals(self, target: str) -> None:
         """Unmapped-account removals are planned in one go; a resume plans them again."""
-        self._db.execute("DELETE FROM removals WHERE target = ? AND reason = ?",
-                         (target, UNMAPPED_REASON))
+        self._db.execute("DELETE FROM removals WHERE target = ? AND reason IN (?, ?)",
+                         (target, UNMAPPED_REASON, DELETED_REASON))
 
     def count_removals(self, target: str, kind: OpKind) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM removals WHERE target = ? AND "

@@ -75,11 +75,6 @@ class Ownership:
                                "okta_id = ?", (app, target, okta_id)).fetchone()
         return None if row is None else str(row[0])
 
-    def owned_keys(self, app: str, target: str) -> list[str]:
-        return [r[0] for r in self._db.execute(
-            "SELECT key FROM owned_users WHERE app = ? AND target = ? ORDER BY key",
-            (app, target))]
-
     def count_owned(self, app: str, target: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM owned_users WHERE app = ? AND "
                                     "target = ?", (app, target)).fetchone()[0])

@@ -99,6 +99,7 @@ def expected_accounts(
     okta: dict[str, Any], before: dict[str, Account], target: str, s: Settings,
     synced_as: dict[str, str] | None = None, *, owned: set[str] | None = None,
     foreign: set[str] | frozenset[str] = frozenset(),
+    deleted: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Account]:
     """What the target holds after a full sync, given what it held before.
 
@@ -107,7 +108,8 @@ def expected_accounts(
     ``owned``: the usernames this app synced in earlier runs; an account in ``before`` outside
     it is adopted only as ``s.adopt`` says (a conflict otherwise, left alone). None: every
     account in ``before`` counts as synced by this app. ``foreign``: usernames another app
-    owns, never touched.
+    owns, never touched. ``deleted``: usernames this app synced for Okta users that no longer
+    exist (deleted in Okta): deactivated like any synced user who is not active.
     """
     synced_as = synced_as or {}
     claimed = set(before) if owned is None else set(owned)
@@ -152,6 +154,9 @@ def expected_accounts(
         if active:
             wanted = member_of.get(user["id"], set()) | defaults
             account.groups = (account.groups - scope_keys) | wanted
+    for name in deleted:  # a synced account whose Okta user no longer exists
+        if name in after and name not in s.protected and name not in foreign:
+            after[name].active = False
     if s.deactivate_missing:  # accounts no Okta user maps to, unless protected or foreign
         mapped = set(names.values()) | set(synced_as.values())
         for name, account in after.items():

@@ -119,7 +119,7 @@ def want(user: OktaUser | None = None, groups: Iterable[str] = (ENG,)) -> Desire
 
 def has(
     username: str = "alice", *, email: str | None = "alice@example.com",
-    display: str | None = "Alice Smith", active: bool = True,
+    display: str | None = "Alice Smith", active: bool | None = True,
     groups: Iterable[str] = (ENG, JIRA_DEFAULT), claim: Claim | None = MINE,
 ) -> Current:
     """An account the target has. The default is Alice, synced and in line with ``want()``."""
@@ -197,9 +197,10 @@ class UnmappedCase:
     current: Current
     rules: TargetRules
     removals: tuple[Op, ...] = ()
+    okta_user_deleted: bool = False
 
     def plan(self) -> UserPlan:
-        return plan_unmapped(self.current, self.rules)
+        return plan_unmapped(self.current, self.rules, okta_user_deleted=self.okta_user_deleted)
 
 
 @dataclass(frozen=True)
@@ -631,6 +632,20 @@ STATUS_SYNC_CASES = [
         grants=(activate("alice"), add("alice", ENG), add("alice", JIRA_DEFAULT)),
         removals=(remove("alice", SALES),), claim=SYNCED,
     ), id="reactivated-user-gets-memberships-in-line"),
+    # a status the target did not state (Confluence lookups) is never guessed: the idempotent
+    # enable or disable that makes it right is sent
+    pytest.param(UserCase(
+        want(), has(active=None, groups=(ENG, CONF_DEFAULT)), rules=CONFLUENCE,
+        grants=(activate("alice"),), claim=SYNCED,
+    ), id="unknown-status-of-an-active-user-enabled"),
+    pytest.param(UserCase(
+        want(okta(status="SUSPENDED")), has(active=None, groups=(ENG, CONF_DEFAULT)),
+        rules=CONFLUENCE, removals=(deactivate("alice"),), claim=SYNCED,
+    ), id="unknown-status-of-an-inactive-user-disabled"),
+    pytest.param(UserCase(
+        want(), has(active=None, groups=(ENG, CONF_DEFAULT)),
+        rules=replace(CONFLUENCE, sync_user_status=False), claim=SYNCED,
+    ), id="unknown-status-left-when-status-not-synced"),
 ]
 
 
@@ -841,6 +856,23 @@ UNMAPPED_CASES = [
     pytest.param(UnmappedCase(has("bob", claim=OTHER_APP), GONE), id="other-app-left-alone"),
     pytest.param(UnmappedCase(has("bob", active=False, claim=MINE_FOR_BOB), GONE),
                  id="inactive-left-alone"),
+    # sync-semantics: "A synced account whose Okta user no longer exists ... is deactivated too"
+    pytest.param(UnmappedCase(has("bob", claim=MINE_FOR_BOB), JIRA, (deactivate("bob"),),
+                              okta_user_deleted=True), id="deleted-in-okta-deactivated"),
+    pytest.param(UnmappedCase(has("bob", claim=MINE_FOR_BOB), CONFLUENCE, (deactivate("bob"),),
+                              okta_user_deleted=True), id="deleted-in-okta-confluence"),
+    pytest.param(UnmappedCase(has("bob", active=None, claim=MINE_FOR_BOB), JIRA,
+                              (deactivate("bob"),), okta_user_deleted=True),
+                 id="deleted-in-okta-status-unknown-disabled-to-be-sure"),
+    pytest.param(UnmappedCase(has("bob", claim=MINE_FOR_BOB),
+                              replace(JIRA, sync_user_status=False), okta_user_deleted=True),
+                 id="deleted-in-okta-left-when-status-not-synced"),
+    pytest.param(UnmappedCase(has("bob", claim=OTHER_APP), JIRA, okta_user_deleted=True),
+                 id="deleted-in-okta-other-apps-account-left-alone"),
+    pytest.param(UnmappedCase(has("SysAdmin", claim=MINE_FOR_BOB), JIRA,
+                              okta_user_deleted=True), id="deleted-in-okta-protected-left-alone"),
+    pytest.param(UnmappedCase(has("bob", active=False, claim=MINE_FOR_BOB), JIRA,
+                              okta_user_deleted=True), id="deleted-in-okta-already-inactive"),
 ]
 
 

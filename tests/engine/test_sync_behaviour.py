@@ -61,13 +61,14 @@ async def assert_oracle(
     running: RunningEmulators, before: dict[str, Any], *,
     synced_as: dict[str, dict[str, str]] | None = None, owned: set[str] | None = None,
     targets: Iterable[str] = TARGETS, settings: oracle.Settings = SETTINGS,
+    deleted: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The targets are exactly as the oracle says; returns the states it judged."""
     now = await states(running)
     for target in targets:
         expected = oracle.expected_accounts(
             now["okta"], oracle.target_accounts(before[target]), target, settings,
-            (synced_as or {}).get(target), owned=owned)
+            (synced_as or {}).get(target), owned=owned, deleted=deleted)
         problems = oracle.differences(expected, oracle.target_accounts(now[target]))
         assert problems == [], f"{target}: {len(problems)} differences, first: {problems[:5]}"
     return now
