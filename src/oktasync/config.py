@@ -335,7 +335,9 @@ class UsernameRule:
 
 @dataclass(frozen=True)
 class DeactivationLimit:
-    """``max_deactivations``: a fixed count, or a percentage of the users the app has synced."""
+    """A guard's limit: a fixed count, or a percentage of a base (``max_deactivations``: the
+    users the app has synced; ``max_membership_removals``: their memberships in synced groups;
+    ``max_listing_shrink``: what the same Okta listing returned in the last complete run)."""
 
     count: int | None = None
     percent: float | None = None
@@ -390,6 +392,8 @@ class AppConfig:
     group_exclude: tuple[re.Pattern[str], ...]
     group_rename: dict[str, str]
     max_deactivations: DeactivationLimit
+    max_membership_removals: DeactivationLimit
+    max_listing_shrink: DeactivationLimit
     schedule_s: float
     okta_max_share: float
     okta_concurrency: int
@@ -754,6 +758,8 @@ _APP_FIELDS: Final = {
     "group_exclude": _Field(_p_list(_p_regex), ()),
     "group_rename": _Field(_p_str_map, {}),
     "max_deactivations": _Field(_p_limit, DeactivationLimit(percent=10.0)),
+    "max_membership_removals": _Field(_p_limit, DeactivationLimit(percent=10.0)),
+    "max_listing_shrink": _Field(_p_limit, DeactivationLimit(percent=10.0)),
     "schedule": _Field(_p_duration(60, "1m"), 3600.0),
     "okta_max_share": _Field(_p_float(0, 1, lo_open=True), 0.5),
     "okta_concurrency": _Field(_p_int(1, OKTA_CONCURRENCY_LIMIT), 8),
@@ -1020,6 +1026,8 @@ def _build_app(v: dict[str, Any]) -> AppConfig:
         group_exclude=tuple(v["group_exclude"]),
         group_rename=dict(v["group_rename"]),
         max_deactivations=v["max_deactivations"],
+        max_membership_removals=v["max_membership_removals"],
+        max_listing_shrink=v["max_listing_shrink"],
         schedule_s=v["schedule"],
         okta_max_share=v["okta_max_share"],
         okta_concurrency=v["okta_concurrency"],

@@ -60,6 +60,7 @@ class OktaGroup:
     type: str
     last_updated: str | None = None
     last_membership_updated: str | None = None
+    member_count: int | None = None  # ``expand=stats``: what Okta counts, to check a listing
 
 
 @dataclass(frozen=True, slots=True)

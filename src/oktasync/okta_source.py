@@ -57,10 +57,13 @@ def parse_user(raw: dict[str, Any]) -> OktaUser:
 
 def parse_group(raw: dict[str, Any]) -> OktaGroup:
     profile = raw.get("profile") or {}
+    stats = (raw.get("_embedded") or {}).get("stats") or {}
+    count = stats.get("usersCount")
     return OktaGroup(
         id=raw["id"], name=profile.get("name") or "", type=raw.get("type") or "",
         last_updated=raw.get("lastUpdated"),
         last_membership_updated=raw.get("lastMembershipUpdated"),
+        member_count=count if isinstance(count, int) else None,
     )
 
 
@@ -104,7 +107,8 @@ class OktaSource:
             f"/api/v1/users?limit={USERS_PAGE}&filter={quote(ALL_USERS_FILTER)}")
 
     def first_groups_url(self) -> str:
-        return self._client.url(f"/api/v1/groups?limit={GROUPS_PAGE}")
+        # expand=stats: each group's member count, against which a member listing is checked
+        return self._client.url(f"/api/v1/groups?limit={GROUPS_PAGE}&expand=stats")
 
     def first_members_url(self, group_id: str) -> str:
         return self._client.url(
@@ -126,6 +130,15 @@ class OktaSource:
         url = start_url or self.first_members_url(group_id)
         async for page in self._pages(url, BUCKET_GROUP, f"members of group {group_id}"):
             yield Page([u["id"] for u in page.items], page.next_url)
+
+    async def member_count(self, group_id: str) -> int | None:
+        """What Okta counts as the group's members now (``expand=stats``); None when it does
+        not say. A member listing that read fewer has ended early."""
+        what = f"group {group_id}"
+        answer = await self._get(
+            f"/api/v1/groups/{quote(group_id, safe='')}?expand=stats", BUCKET_GROUP, what)
+        self._require_ok(answer, what)
+        return parse_group(answer.json()).member_count
 
     async def user(self, id_or_login: str) -> OktaUser | None:
         """One user by id or login (single-user syncs); None when Okta answers 404."""

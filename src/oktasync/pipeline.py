@@ -234,6 +234,8 @@ class AppSync:
         for run in self.runs.values():
             await self._plan_unmapped(run)
         await self._removal_gate()
+        if self.outcome.guard is None and not self.dry_run:
+            self.ownership.record_listing_sizes(self.app.name, self._listing_sizes())
         self._phase("done")
         return self.outcome
 
@@ -322,12 +324,33 @@ class AppSync:
         await each_concurrently(todo, read, self.app.okta_concurrency)
 
     async def _read_members_of(self, group: OktaGroup) -> None:
+        """One group's members, page by page with the cursor; the listing is done only once
+        what it read matches Okta's own count of the group's members."""
         name = cursor_name("okta", "members", group.id)
         start, _ = self.store.cursor(name)
+        if start is None:
+            self.store.forget_okta_members(group.id)
         async for page in self.okta.member_pages(group.id, start):
             with self.store.transaction():
                 self.store.add_okta_members(group.id, page.items)
-                self.store.set_cursor(name, page.next_url, page.next_url is None)
+                self.store.set_cursor(name, page.next_url, False)
+        await self._check_member_count(group)
+        self.store.set_cursor(name, None, True)
+
+    async def _check_member_count(self, group: OktaGroup) -> None:
+        """A member listing that ends early without an error is caught by the group's count
+        (``expand=stats``). A shortfall is checked against a fresh count first: the group may
+        have lost members while it was read. Still short, the listing starts over next time."""
+        read = self.store.okta_member_count(group.id)
+        if group.member_count is None or read >= group.member_count:
+            return
+        counted = await self.okta.member_count(group.id)
+        if counted is None or read >= counted:
+            return
+        self.store.set_cursor(cursor_name("okta", "members", group.id), None, False)
+        raise ListingError(
+            f"Okta's member listing of group {group.name!r} ({group.id}) ended early: "
+            f"{read} members read, Okta counts {counted}")
 
     async def _read_target_then_groups(self, run: TargetRun) -> None:
         wanted = [*self.scope.values(), *run.rules.default_groups]
@@ -644,23 +667,66 @@ class AppSync:
         self._raise_fatal()
 
     def _check_guards(self) -> None:
-        okta_users = self.store.okta_user_count()
+        """Whether removals may be written: per target, the first guard that trips holds
+        back every removal (of every target: the gate is one)."""
+        shrunk = self._shrunk_listing()
         for run in self.runs.values():
-            owned = self.ownership.count_owned(self.app.name, run.name)
-            if okta_users == 0 and owned > 0:
-                run.guard_tripped = (f"Okta returned zero users while {owned} accounts are "
-                                     f"synced on {run.name}")
-                continue
-            deactivations = self.store.count_removals(run.name, OpKind.DEACTIVATE_USER)
-            allowed = self.app.max_deactivations.allowed(owned)
-            if deactivations > allowed and not self.force:
-                run.guard_tripped = (
-                    f"{deactivations} deactivations planned on {run.name}, more than "
-                    f"max_deactivations allows ({allowed} of {owned} synced users); no removal "
-                    "was written (use --force to go past this guard)")
+            run.guard_tripped = self._zero_users(run) or shrunk or self._target_guard(run)
         tripped = [r.guard_tripped for r in self.runs.values() if r.guard_tripped]
         if tripped:
-            self.outcome.guard = "; ".join(tripped)
+            self.outcome.guard = "; ".join(dict.fromkeys(tripped))
+
+    def _zero_users(self, run: TargetRun) -> str | None:
+        """Zero users from Okta while accounts are synced: never the truth, even forced."""
+        owned = self.ownership.count_owned(self.app.name, run.name)
+        if self.store.okta_user_count() == 0 and owned > 0:
+            return f"Okta returned zero users while {owned} accounts are synced on {run.name}"
+        return None
+
+    def _target_guard(self, run: TargetRun) -> str | None:
+        if self.force:
+            return None
+        owned = self.ownership.count_owned(self.app.name, run.name)
+        deactivations = self.store.count_removals(run.name, OpKind.DEACTIVATE_USER)
+        allowed = self.app.max_deactivations.allowed(owned)
+        if deactivations > allowed:
+            return (f"{deactivations} deactivations planned on {run.name}, more than "
+                    f"max_deactivations allows ({allowed} of {owned} synced users); no removal "
+                    "was written (use --force to go past this guard)")
+        removals = self.store.count_removals(run.name, OpKind.REMOVE_MEMBER)
+        held = self.store.owned_memberships(self.app.name, run.name, list(self.scope))
+        allowed = self.app.max_membership_removals.allowed(held)
+        if removals > allowed:
+            return (f"{removals} membership removals planned on {run.name}, more than "
+                    f"max_membership_removals allows ({allowed} of {held} memberships of synced "
+                    "users in synced groups); no removal was written (use --force to go past "
+                    "this guard)")
+        return None
+
+    def _listing_sizes(self) -> dict[str, int]:
+        """The sizes compared from run to run, under the settings that shape them (another
+        scope is another listing: changing group_include must not look like a shrink)."""
+        settings = self.app.fingerprint(self.config.targets)[:16]
+        return {f"{settings} okta users": self.store.okta_user_count(),
+                f"{settings} okta memberships": self.store.in_scope_membership_count()}
+
+    def _shrunk_listing(self) -> str | None:
+        """An Okta listing that returned much less than in the last complete run probably
+        ended early without saying so (Okta's user listing has no count to check against)."""
+        if self.force:
+            return None
+        last = self.ownership.listing_sizes(self.app.name)
+        for listing, size in self._listing_sizes().items():
+            before = last.get(listing)
+            if before is None or before <= size:
+                continue
+            allowed = self.app.max_listing_shrink.allowed(before)
+            if before - size > allowed:
+                return (f"Okta returned {size} {listing.split()[-1]}, {before - size} fewer than "
+                        f"the {before} of the last complete run, more than max_listing_shrink "
+                        f"allows ({allowed}); a listing may have ended early, so no removal "
+                        "was written (if Okta is right, run again with --force)")
+        return None
 
     async def _preview_blocked_removals(self, run: TargetRun) -> None:
         """Dry run only: the removals a tripped guard blocks go to the plan, marked so."""

@@ -296,6 +296,21 @@ class RunStore:
         self._db.executemany("INSERT OR IGNORE INTO okta_members VALUES (?,?)",
                              [(group_id, u) for u in user_ids])
 
+    def okta_member_count(self, group_id: str) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM okta_members WHERE group_id = ?",
+                                    (group_id,)).fetchone()[0])
+
+    def forget_okta_members(self, group_id: str) -> None:
+        """A member listing read again from its start forgets what it read before."""
+        self._db.execute("DELETE FROM okta_members WHERE group_id = ?", (group_id,))
+
+    def in_scope_membership_count(self) -> int:
+        """Memberships read from Okta in in-scope groups (one listing's size, for the guard
+        against listings that shrank since the last complete run)."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM okta_members m JOIN okta_groups g ON g.id = m.group_id "
+            "WHERE g.in_scope = 1").fetchone()[0])
+
     def attach_ownership(self, path: Path) -> None:
         """Read the ownership database in the same queries as the run index (``own``)."""
         self._db.execute("ATTACH DATABASE ? AS own", (str(path),))
@@ -459,6 +474,15 @@ class RunStore:
         """Unmapped-account removals are planned in one go; a resume plans them again."""
         self._db.execute("DELETE FROM removals WHERE target = ? AND reason IN (?, ?)",
                          (target, UNMAPPED_REASON, DELETED_REASON))
+
+    def owned_memberships(self, app: str, target: str, groups: Sequence[str]) -> int:
+        """Memberships the accounts ``app`` synced on ``target`` hold in ``groups`` (keys):
+        the base of ``max_membership_removals``."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM target_members tm JOIN own.owned_users o ON o.target = "
+            "tm.target AND o.key = tm.user_key WHERE tm.target = ? AND o.app = ? AND "
+            "tm.group_key IN (SELECT value FROM json_each(?))",
+            (target, app, json.dumps(list(groups)))).fetchone()[0])
 
     def count_removals(self, target: str, kind: OpKind) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM removals WHERE target = ? AND "

@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS owned_users (
     target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_id TEXT,
     PRIMARY KEY (target, key)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS owned_users_okta ON owned_users(app, target, okta_id);
+CREATE TABLE IF NOT EXISTS listing_sizes (
+    app TEXT NOT NULL, listing TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (app, listing)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS owned_groups (
     target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_group_id TEXT,
     name TEXT NOT NULL, PRIMARY KEY (target, key, app)) WITHOUT ROWID;
@@ -100,6 +103,16 @@ class Ownership:
         rows = self._db.execute("SELECT okta_group_id, key, name FROM owned_groups WHERE "
                                 "app = ? AND target = ?", (app, target))
         return {r[0]: (r[1], r[2]) for r in rows}
+
+    def listing_sizes(self, app: str) -> dict[str, int]:
+        """How many entries each Okta listing returned in the app's last complete run."""
+        return {r[0]: int(r[1]) for r in self._db.execute(
+            "SELECT listing, size FROM listing_sizes WHERE app = ?", (app,))}
+
+    def record_listing_sizes(self, app: str, sizes: dict[str, int]) -> None:
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO listing_sizes VALUES (?,?,?)",
+                                 [(app, name, size) for name, size in sizes.items()])
 
     @contextlib.contextmanager
     def _transaction(self) -> Any:

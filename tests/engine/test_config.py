@@ -75,6 +75,8 @@ def test_example_file_loads_with_its_env_vars() -> None:
     assert app.okta_token.reveal() == OKTA_SECRET
     assert app.targets == ("jira", "confluence")
     assert app.max_deactivations == DeactivationLimit(percent=10.0)
+    assert app.max_membership_removals == DeactivationLimit(percent=10.0)
+    assert app.max_listing_shrink == DeactivationLimit(percent=10.0)
     assert config.targets["jira"].token == Secret(JIRA_SECRET)
     assert config.targets["jira"].protected_users == frozenset({"admin"})
     assert config.state_dir == REPO / "config" / "var" / "oktasync"
@@ -489,9 +491,20 @@ def test_max_deactivations(
 
 
 @pytest.mark.parametrize("setting", ["-1", "'101%'", "'ten%'", "'10'", "1.5", "true"])
-def test_max_deactivations_refused(tmp_path: Path, setting: str) -> None:
-    (found,) = problems(tmp_path, app_with(max_deactivations=setting))
-    assert found.startswith("app[0] (corp-okta).max_deactivations: must be a count >= 0 or a ")
+@pytest.mark.parametrize("guard", ["max_deactivations", "max_membership_removals",
+                                   "max_listing_shrink"])
+def test_guard_limits_refused(tmp_path: Path, setting: str, guard: str) -> None:
+    (found,) = problems(tmp_path, app_with(**{guard: setting}))
+    assert found.startswith(f"app[0] (corp-okta).{guard}: must be a count >= 0 or a ")
+
+
+@pytest.mark.parametrize("guard", ["max_membership_removals", "max_listing_shrink"])
+def test_the_new_guards_default_like_max_deactivations_and_take_counts(
+    tmp_path: Path, guard: str,
+) -> None:
+    assert getattr(load(tmp_path, app_with()).apps[0], guard) == DeactivationLimit(percent=10.0)
+    app = load(tmp_path, app_with(**{guard: "25"})).apps[0]
+    assert getattr(app, guard) == DeactivationLimit(count=25)
 
 
 @pytest.mark.parametrize(

@@ -141,10 +141,15 @@ class ConfluenceTarget:
             body = answer.json()
             results = body.get("results") or []
             sink.add_accounts(self.name, [account_of(u, active=True) for u in results])
+            start += len(results)
             if not (body.get("_links") or {}).get("next") or not results:
+                total = body.get("totalCount")  # the listing's size, to catch an early end
+                if isinstance(total, int) and start < total:
+                    raise TargetReadError(
+                        f"{self.name}: the active-user listing ended early: {start} read, the "
+                        f"server counts {total}")
                 listed.append(True)
                 return
-            start += len(results)
 
     async def _read_group(self, group: str, sink: StateSink) -> None:
         start = 0

@@ -143,6 +143,8 @@ class JiraTarget:
             cursor = str(body["nextCursor"])
 
     async def _read_group(self, group: str, sink: StateSink, record_accounts: bool) -> None:
+        """A group's members, deactivated ones included; the listing's ``total`` says how
+        many there are, so a listing that ends early (``isLast`` too soon) is caught."""
         start = 0
         while True:
             answer = await self._client.send("GET", "/rest/api/2/group/member", params={
@@ -160,9 +162,10 @@ class JiraTarget:
             if record_accounts:
                 sink.add_accounts(self.name, accounts)
             sink.add_members(self.name, group, [a.username for a in accounts])
-            if body.get("isLast", True) or not values:
-                return
             start += len(values)
+            if body.get("isLast", True) or not values:
+                _check_total(self.name, f"members of {group!r}", start, body.get("total"))
+                return
 
     async def lookup(self, username: str) -> TargetAccount | None:
         answer = await self._client.send("GET", USER, params={"username": username})
@@ -251,6 +254,12 @@ def _outcome(op: Operation, answer: Answer) -> WriteResult:
         return WriteResult(WriteStatus.REFUSED, f"HTTP {answer.status}: {text}",
                            stop_creating="licen" in lowered)
     return WriteResult(WriteStatus.FAILED, f"HTTP {answer.status}: {text}")
+
+
+def _check_total(target: str, what: str, read: int, total: object) -> None:
+    if isinstance(total, int) and read < total:
+        raise TargetReadError(f"{target}: the listing of {what} ended early: {read} read, "
+                              f"the server counts {total}")
 
 
 def _dotted(version: tuple[int, ...]) -> str:
