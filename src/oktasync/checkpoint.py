@@ -106,9 +106,17 @@ def decide(config: Config, apps: list[AppConfig], *, resume: bool, restart: bool
 def start_meta(app: AppConfig, config: Config, run_id: str) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "oktasync_version": __version__,
             "app": app.name, "run_id": run_id, "fingerprint": app.fingerprint(config.targets),
-            "targets": list(app.targets),
+            "targets": _rule_of_each_target(app, config),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "started_epoch": time.time(), "phase": "starting"}
+
+
+def _rule_of_each_target(app: AppConfig, config: Config) -> dict[str, int]:
+    """Target name -> the index of its username rule among the app's distinct rules (the
+    pipeline numbers them the same way), so a progress report counts in the right order."""
+    rules = {name: app.rule_for(config.targets[name]) for name in app.targets}
+    distinct = list(dict.fromkeys(rules.values()))
+    return {name: distinct.index(rule) for name, rule in rules.items()}
 
 
 def progress(path: Path) -> dict[str, Any] | None:
@@ -121,9 +129,9 @@ def progress(path: Path) -> dict[str, Any] | None:
         meta = store.meta()
         total = store.okta_user_count()
         targets: dict[str, dict[str, int]] = {}
-        for target in meta.get("targets", []):
+        for target, rule in meta.get("targets", {}).items():
             mark, done = store.cursor(f"target:{target}:users")
-            users_done: int = total if done else store.users_up_to(mark)
+            users_done: int = total if done else store.users_up_to(rule, mark)
             targets[target] = {"users_done": users_done, "users_total": total,
                                "writes": sum(store.landed_counts(target).values())}
     finally:

@@ -297,11 +297,13 @@ class UsernameRule:
     """How an Okta login becomes a target username (see sync-semantics "Who is who").
 
     ``regex`` is kept as written (Java syntax); it is translated and compiled once, here, because
-    :meth:`apply` runs once per user per target, a million times on a large org.
+    :meth:`apply` runs once per user per target, a million times on a large org. ``source`` is
+    the profile field it starts from: the login, or the e-mail (``username_from = "email"``).
     """
 
     regex: str | None = None
     replacement: str = "$1"
+    source: str = "login"
     _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
     _expand: _Expand = field(init=False, repr=False, compare=False, default=_no_expand)
 
@@ -327,6 +329,11 @@ class UsernameRule:
             if match is not None:
                 login = login[: match.start()] + self._expand(match) + login[match.end() :]
         return unicodedata.normalize("NFC", login).lower()
+
+    def username(self, login: str, email: str | None) -> str:
+        """The username of an Okta user with this login and e-mail ("" without an e-mail when
+        the rule starts from it: such a user is skipped and reported)."""
+        return self.apply(email or "" if self.source == "email" else login)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,6 +378,7 @@ class TargetConfig:
     max_rps: float
     adopt_existing: str | None
     username_from: str
+    username_rule: UsernameRule | None  # the target's own rule; None: the app's
     timeout_s: float
 
 
@@ -407,6 +415,15 @@ class AppConfig:
             and any(p.fullmatch(name) for p in self.group_include)
             and not any(p.fullmatch(name) for p in self.group_exclude)
         )
+
+    def rule_for(self, target: TargetConfig) -> UsernameRule:
+        """The username rule on one target: the target's own (its ``username_regex``, or
+        ``username_from = "email"``), else the app's."""
+        if target.username_rule is not None:
+            return target.username_rule
+        if target.username_from == "email":
+            return UsernameRule(source="email")
+        return self.username_rule
 
     def target_group_name(self, okta_name: str) -> str:
         """The group's name on the targets: its ``group_rename`` entry, or the Okta name."""
@@ -453,6 +470,8 @@ def _target_plan_settings(name: str, target: TargetConfig | None) -> dict[str, A
         "protected_users": sorted(target.protected_users),
         "adopt": target.adopt_existing,
         "username_from": target.username_from,
+        "username_rule": None if target.username_rule is None else [
+            target.username_rule.regex, target.username_rule.replacement],
     }
 
 
@@ -779,6 +798,8 @@ _TARGET_FIELDS: Final = {
     "max_rps": _Field(_p_float(0), 0.0),
     "adopt_existing": _Field(_p_choice(ADOPT_MODES), None),
     "username_from": _Field(_p_choice(USERNAME_SOURCES), "login"),
+    "username_regex": _Field(_p_str, None),
+    "username_replacement": _Field(_p_any_str, None),
     "timeout_s": _Field(_p_float(0, lo_open=True), 60.0),
 }
 
@@ -932,7 +953,8 @@ class _Loader:
         return apps
 
     def username_rule(self, table: dict[str, Any], values: dict[str, Any], where: str) -> Any:
-        """The app's UsernameRule; regex and replacement are checked together (groups exist)."""
+        """An app's (or a target's own) UsernameRule; regex and replacement are checked
+        together (the groups the replacement names exist)."""
         regex, replacement = values["username_regex"], values["username_replacement"]
         if "username_regex" not in table:
             if "username_replacement" in table:
@@ -973,7 +995,12 @@ class _Loader:
                 _p_name(name, self.ctx)
             except _Invalid as exc:
                 self.problem(where, f"target name {exc}")
-            targets[name] = self.section(table, _TARGET_FIELDS, where)
+            targets[name] = values = self.section(table, _TARGET_FIELDS, where)
+            rule = self.username_rule(table, values, where)
+            if rule is not None and "username_regex" in table:
+                rule = UsernameRule(rule.regex, rule.replacement,
+                                    values["username_from"] or "login")
+            values["username_rule"] = rule if "username_regex" in table else None
             self.check_credentials(table, where)
         return targets
 
@@ -1050,5 +1077,6 @@ def _build_target(name: str, v: dict[str, Any]) -> TargetConfig:
         max_rps=float(v["max_rps"]),
         adopt_existing=v["adopt_existing"],
         username_from=v["username_from"],
+        username_rule=v["username_rule"],
         timeout_s=float(v["timeout_s"]),
     )

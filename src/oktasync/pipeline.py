@@ -23,6 +23,7 @@ continues each listing from its cursor and the users phase from its mark.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -33,7 +34,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from oktasync.config import AppConfig, Config
+from oktasync.config import AppConfig, Config, UsernameRule
 from oktasync.errors import (
     CredentialsError,
     HttpFailure,
@@ -46,6 +47,7 @@ from oktasync.models import (
     Finding,
     FindingKind,
     OktaGroup,
+    OktaUser,
     Operation,
     OpKind,
     TargetAccount,
@@ -155,6 +157,7 @@ class TargetRun:
     rules: TargetRules
     tally: TargetTally
     concurrency: int
+    rule: int  # which of the app's username rules names this target's accounts
     all_accounts: bool = True
     active_listed: bool = False
     stop_creating: bool = False
@@ -189,8 +192,11 @@ class AppSync:
         self.ownership, self.force, self.dry_run = ownership, force, dry_run
         self.resumed = resumed
         self.intents = CreateIntents(store)
+        target_rules = {name: app.rule_for(config.targets[name]) for name in targets}
+        self.username_rules = list(dict.fromkeys(target_rules.values()))
         self.runs = {name: TargetRun(t, self._rules(name, t), tallies[name],
-                                     config.targets[name].concurrency)
+                                     config.targets[name].concurrency,
+                                     self.username_rules.index(target_rules[name]))
                      for name, t in targets.items()}
         self.outcome = AppOutcome()
         self.okta_groups: list[OktaGroup] = []
@@ -305,12 +311,12 @@ class AppSync:
         start, done = self.store.cursor(name)
         if done:
             return
-        rule = self.app.username_rule
+        namers = [functools.partial(_username, rule) for rule in self.username_rules]
         async for page in self.okta.user_pages(start):
             if self.stopping:
                 return
             with self.store.transaction():
-                self.store.add_okta_users((rule.apply(u.login), u) for u in page.items)
+                self.store.add_okta_users(page.items, namers)
                 self.store.set_cursor(name, page.next_url, page.next_url is None)
 
     async def _read_okta_members(self) -> None:
@@ -416,7 +422,7 @@ class AppSync:
     async def _feed_users(self, run: TargetRun, send: ObjectSendStream[UserWork],
                           after: str | None) -> None:
         target = run.name
-        for batch in self.store.feed(target, self.app.name, after):
+        for batch in self.store.feed(target, self.app.name, run.rule, after):
             if self.stopping:
                 return
             username = batch[0].username
@@ -771,6 +777,10 @@ def _severity(error: BaseException) -> int:
     """Which stopping error the run reports when several happen (lower is more serious)."""
     order = (CredentialsError, ListingError, TargetReadError, HttpFailure, UsageError)
     return next((i for i, kind in enumerate(order) if isinstance(error, kind)), len(order))
+
+
+def _username(rule: UsernameRule, user: OktaUser) -> str:
+    return rule.username(user.login, user.email)
 
 
 def _changed(account: TargetAccount, op: Operation) -> TargetAccount:

@@ -45,9 +45,11 @@ from oktasync.models import (
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS okta_users (
-    id TEXT PRIMARY KEY, username TEXT NOT NULL, login TEXT NOT NULL, email TEXT,
+    id TEXT PRIMARY KEY, login TEXT NOT NULL, email TEXT,
     first_name TEXT, last_name TEXT, display_name TEXT, status TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS okta_users_username ON okta_users(username);
+CREATE TABLE IF NOT EXISTS okta_names (
+    rule INTEGER NOT NULL, username TEXT NOT NULL, user_id TEXT NOT NULL,
+    PRIMARY KEY (rule, username, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS okta_groups (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, target_name TEXT,
     in_scope INTEGER NOT NULL);
@@ -87,7 +89,7 @@ CREATE TABLE IF NOT EXISTS removals (
 # 2: removals are unique on the group key, not its spelling; 3: an account's status may be
 # unknown (NULL), create intents, landed writes and problems are kept
 SCHEMA_VERSION = 3
-USER_COLUMNS = "id, username, login, email, first_name, last_name, display_name, status"
+USER_COLUMNS = "id, login, email, first_name, last_name, display_name, status"
 
 
 SEP = "\x1f"  # joins names in one column; never part of a user or group name we accept
@@ -111,20 +113,21 @@ class FeedRow:
 
 
 FEED_SQL = f"""
-SELECT u.id, u.username, u.login, u.email, u.first_name, u.last_name, u.display_name, u.status,
+SELECT u.id, n.username, u.login, u.email, u.first_name, u.last_name, u.display_name, u.status,
   (SELECT group_concat(g.target_name, '{SEP}') FROM okta_members m JOIN okta_groups g
      ON g.id = m.group_id WHERE m.user_id = u.id AND g.in_scope = 1),
   a.username, a.email, a.display_name, a.active,
   (SELECT group_concat(tm.group_key, '{SEP}') FROM target_members tm
-     WHERE tm.target = :target AND tm.user_key = u.username),
+     WHERE tm.target = :target AND tm.user_key = n.username),
   o.app, o.okta_id,
   (SELECT p.key FROM own.owned_users p
      WHERE p.app = :app AND p.target = :target AND p.okta_id = u.id)
-FROM okta_users u
-LEFT JOIN target_accounts a ON a.target = :target AND a.key = u.username
-LEFT JOIN own.owned_users o ON o.target = :target AND o.key = u.username
-WHERE :after IS NULL OR u.username > :after
-ORDER BY u.username, u.id
+FROM okta_names n
+JOIN okta_users u ON u.id = n.user_id
+LEFT JOIN target_accounts a ON a.target = :target AND a.key = n.username
+LEFT JOIN own.owned_users o ON o.target = :target AND o.key = n.username
+WHERE n.rule = :rule AND (:after IS NULL OR n.username > :after)
+ORDER BY n.username, n.user_id
 """
 
 
@@ -281,11 +284,17 @@ class RunStore:
             Path(str(self.path) + suffix).unlink(missing_ok=True)
 
     # -- Okta ----------------------------------------------------------------------------
-    def add_okta_users(self, users: Iterable[tuple[str, OktaUser]]) -> None:
-        rows = [(u.id, username, u.login, u.email, u.first_name, u.last_name, u.display_name,
-                 u.status) for username, u in users]
+    def add_okta_users(self, users: Sequence[OktaUser],
+                       namers: Sequence[Callable[[OktaUser], str]]) -> None:
+        """A page of Okta users, with the username each of the app's username rules gives
+        them (``namers[i]`` is rule ``i``; targets with the same rule share one)."""
         self._db.executemany(
-            f"INSERT OR REPLACE INTO okta_users ({USER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+            f"INSERT OR REPLACE INTO okta_users ({USER_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+            [(u.id, u.login, u.email, u.first_name, u.last_name, u.display_name, u.status)
+             for u in users])
+        self._db.executemany("INSERT OR REPLACE INTO okta_names VALUES (?,?,?)",
+                             [(rule, name(u), u.id) for rule, name in enumerate(namers)
+                              for u in users])
 
     def add_okta_groups(self, groups: Iterable[tuple[OktaGroup, str | None]]) -> None:
         self._db.executemany(
@@ -315,11 +324,13 @@ class RunStore:
         """Read the ownership database in the same queries as the run index (``own``)."""
         self._db.execute("ATTACH DATABASE ? AS own", (str(path),))
 
-    def feed(self, target: str, app: str, after: str | None) -> Iterator[list[FeedRow]]:
-        """The users phase's input for one target, grouped by username, in username order, in
-        one streaming query: no per-user round trips, and nothing held in memory. A group of
-        two or more rows is a collision."""
-        rows = self._db.execute(FEED_SQL, {"target": target, "app": app, "after": after})
+    def feed(self, target: str, app: str, rule: int,
+             after: str | None) -> Iterator[list[FeedRow]]:
+        """The users phase's input for one target (whose usernames come from ``rule``),
+        grouped by username, in username order, in one streaming query: no per-user round
+        trips, and nothing held in memory. A group of two or more rows is a collision."""
+        rows = self._db.execute(FEED_SQL, {"target": target, "app": app, "rule": rule,
+                                           "after": after})
         batch: list[FeedRow] = []
         for raw in rows:
             row = _feed_row(raw)
@@ -330,12 +341,12 @@ class RunStore:
         if batch:
             yield batch
 
-    def users_up_to(self, username: str | None) -> int:
+    def users_up_to(self, rule: int, username: str | None) -> int:
         """How many Okta users sort at or below a users-phase mark (progress reports)."""
         if username is None:
             return 0
-        return int(self._db.execute("SELECT COUNT(*) FROM okta_users WHERE username <= ?",
-                                    (username,)).fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM okta_names WHERE rule = ? AND "
+                                    "username <= ?", (rule, username)).fetchone()[0])
 
     def okta_user_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM okta_users").fetchone()[0])

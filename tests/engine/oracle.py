@@ -35,6 +35,14 @@ class Settings:
     protected: tuple[str, ...] = ("admin",)
     adopt: str = "email-match"  # adopt_existing: "email-match" | "always" | "never"
     deactivate_missing: bool = False
+    # a target's own username rule: (profile field "login" | "email", regex, replacement)
+    target_rules: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
+
+
+def target_username(user: dict[str, Any], target: str, s: Settings) -> str:
+    """The username a target gives an Okta user: its own rule, else the app's on the login."""
+    source, regex, replacement = s.target_rules.get(target, ("login", s.regex, s.replacement))
+    return username_of(user["profile"].get(source) or "", regex, replacement)
 
 
 def jira_forbids(name: str) -> bool:
@@ -122,8 +130,7 @@ def expected_accounts(
                 member_of.setdefault(uid, set()).add(scoped[gid].lower())
     scope_keys = {n.lower() for n in scoped.values()}
     defaults = {g.lower() for g in s.default_groups.get(target, ())}
-    names = {u["id"]: username_of(u["profile"]["login"], s.regex, s.replacement)
-             for u in okta["users"]}
+    names = {u["id"]: target_username(u, target, s) for u in okta["users"]}
     counts = Counter(names.values())
     after = {k: Account(a.email, a.display, a.active, set(a.groups)) for k, a in before.items()}
     for user in okta["users"]:

@@ -417,7 +417,9 @@ def test_username_rule_apply(
 def test_username_rule_equality_and_repr() -> None:
     assert UsernameRule("(.*)@.*", "$1") == UsernameRule("(.*)@.*", "$1")
     assert UsernameRule("(.*)@.*", "$1") != UsernameRule("(.*)@.*", "x$1")
-    assert repr(UsernameRule("(.*)@.*")) == "UsernameRule(regex='(.*)@.*', replacement='$1')"
+    assert repr(UsernameRule("(.*)@.*")) == \
+        "UsernameRule(regex='(.*)@.*', replacement='$1', source='login')"
+    assert UsernameRule(source="email") != UsernameRule()
 
 
 # -- scope, renames  --
@@ -637,3 +639,45 @@ def test_fingerprint_follows_the_plan_not_the_pace(tmp_path: Path) -> None:
         fingerprint("", "adopt_existing = 'never'\n"),
     }
     assert base not in changed and len(changed) == 9
+
+
+# -- a target's own username rule --
+
+
+def test_a_target_may_name_accounts_its_own_way(tmp_path: Path) -> None:
+    text = (APP + "username_regex = '(.*)@.*'\n" + TARGET +
+            TARGET.replace("[target.jira]", "[target.j2]")
+            .replace('kind = "jira-dc"', 'kind = "confluence-dc"') +
+            "username_regex = '([^+@]*)(?:\\+[^@]*)?@.*'\nusername_replacement = '$1'\n")
+    text = text.replace('targets = ["jira"]', 'targets = ["jira", "j2"]')
+    config = load(tmp_path, text)
+    app = config.apps[0]
+    assert app.rule_for(config.targets["jira"]) is app.username_rule
+    own = app.rule_for(config.targets["j2"])
+    assert own.username("Zoe.Taylor+okta@corp.example", None) == "zoe.taylor"
+    assert app.username_rule.username("Zoe.Taylor+okta@corp.example", None) == "zoe.taylor+okta"
+    # another rule on a target is another plan: a checkpoint made under the old one is refused
+    (tmp_path / "plain").mkdir()
+    plain = load(tmp_path / "plain", (APP + "username_regex = '(.*)@.*'\n" + TARGET + TARGET
+                                      .replace("[target.jira]", "[target.j2]"))
+                 .replace('targets = ["jira"]', 'targets = ["jira", "j2"]'))
+    assert plain.apps[0].fingerprint(plain.targets) != app.fingerprint(config.targets)
+
+
+def test_username_from_email_names_accounts_by_the_email(tmp_path: Path) -> None:
+    config = load(tmp_path, app_with(username_regex="'(.*)@.*'") + 'username_from = "email"\n')
+    rule = config.apps[0].rule_for(config.targets["jira"])
+    assert rule.username("jdoe@corp.example", "John.Doe@Corp.Example") == "john.doe@corp.example"
+    assert rule.username("jdoe@corp.example", None) == ""  # no e-mail: skipped and reported
+
+
+def test_a_targets_own_rule_is_checked_like_the_apps(tmp_path: Path) -> None:
+    found = problems(tmp_path, app_with() + "username_replacement = '$1'\n"
+                     "adopt_existing = 'never'\n")
+    assert found == ["target.jira.username_replacement: is set but username_regex is not"]
+    found = problems(tmp_path, app_with() + "username_regex = '(.*)@'\n"
+                     "username_replacement = '$2'\n")
+    assert found == ["target.jira.username_replacement: $2 refers to group 2, but "
+                     "username_regex has 1"]
+    (found,) = problems(tmp_path, app_with() + "username_regex = '\\p{L}+'\n")
+    assert found.startswith("target.jira.username_regex: Java-only syntax")
