@@ -86,7 +86,7 @@ async def test_nasty_okta_values_reach_the_terminal_escaped_and_shortened(
                 "lastName": f"User{i}"})
         # a display name full of escapes, a newline and 100,000 characters, on an account
         # Confluence already has (adopted by e-mail): Confluence cannot change the name, so
-        # the difference is reported, with both names
+        # the difference is reported, with both names (Okta's as a target would hold it)
         dana = await add_okta_user(running.okta_url, {
             "login": "dana.display@example.com", "email": "dana.display@example.com",
             "firstName": "Dana", "lastName": "Display", "displayName": NASTY_DISPLAY})
@@ -115,12 +115,13 @@ async def test_nasty_okta_values_reach_the_terminal_escaped_and_shortened(
     logins = {row["login"] for row in rows}
     for login in (*CONTROL_LOGINS, HUGE_LOGIN):
         assert login in logins, login[:40]
-    assert any(HUGE in row["reason"] for row in rows if row["okta_id"] == dana["id"]), \
-        "the display name in full in the CSV"
+    assert any(HUGE in row["reason"] for row in rows if row["login"] == HUGE_LOGIN), \
+        "the huge username in full in the reason"
+    assert any("Dana Old" in row["reason"] for row in rows if row["okta_id"] == dana["id"])
     last = json.loads((app_dir / "last-run.json").read_text(encoding="utf-8"))
     problems = [p for t in last["targets"].values() for p in t["problems"]]
     assert {p["login"] for p in problems} >= {*CONTROL_LOGINS, HUGE_LOGIN}
-    assert any(HUGE in p["reason"] for p in problems if p["okta_id"] == dana["id"])
+    assert any(HUGE in p["reason"] for p in problems if p["login"] == HUGE_LOGIN)
 
 
 # -- the CLI's own messages ----------------------------------------------------------------------
