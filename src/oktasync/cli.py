@@ -11,7 +11,7 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,39 @@ from oktasync import __version__
 from oktasync.config import ConfigError, load_config
 from oktasync.errors import SyncError, collapse
 from oktasync.report import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
+from oktasync.text import shown
 
 SIGNAL_EXIT = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
+
+
+def escape_fields(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    """A structlog processor: every field of a log line passes through ``shown`` (logins,
+    group names and server answers reach log fields; a terminal must never get their control
+    characters or 100 KB of them). Numbers and booleans stay themselves; other objects are
+    shown as the renderer would show them, by ``repr``. ``exc_info`` is left to the
+    renderer, which needs the exception itself (the engine never logs one)."""
+    return {key: value if value is None or isinstance(value, (bool, int, float))
+            or key == "exc_info" else shown(value if isinstance(value, str) else repr(value))
+            for key, value in event.items()}
+
+
+class EscapingFormatter(logging.Formatter):
+    """Lines from the standard library's logging (aiohttp, the emulators) escaped the same way."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return shown(super().formatMessage(record))
 
 
 def configure_logging(verbose: int) -> None:
     """Structured logs on stderr; stdout stays for results (and `emulate`'s JSON line)."""
     level = logging.WARNING - 10 * verbose if verbose else logging.INFO
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     structlog.configure(
         processors=[structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+                    escape_fields,
                     structlog.dev.ConsoleRenderer(colors=False)],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
@@ -94,13 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _dispatch(args)
     except ConfigError as exc:
-        where = f" in {args.config}" if getattr(args, "config", None) else ""
+        where = f" in {shown(args.config)}" if getattr(args, "config", None) else ""
         print(f"oktasync: configuration problems{where}:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+            print(f"  - {shown(problem)}", file=sys.stderr)
         code = EXIT_USAGE
     except SyncError as exc:
-        print(f"oktasync: {exc}", file=sys.stderr)
+        print(f"oktasync: {shown(exc)}", file=sys.stderr)
         code = EXIT_USAGE
     except KeyboardInterrupt:
         code = EXIT_SIGINT
@@ -170,29 +192,36 @@ async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    """Each app's last run, and the current or interrupted one (read from its checkpoint)."""
+    """Each app's last run, and the current or interrupted one (read from its checkpoint).
+
+    What it prints comes from files in the state directory: every value passes through
+    ``shown``, so a damaged or tampered file cannot drive the terminal.
+    """
     from oktasync.checkpoint import checkpoint_path, progress
     from oktasync.state import read_json
 
     config = load_config(args.config)
     for app in config.apps:
         last: Any = read_json(config.state_dir / app.name / "last-run.json")
+        name = shown(app.name)
         if last is None:
-            print(f"{app.name}: last run: none")
+            print(f"{name}: last run: none")
         else:
-            print(f"{app.name}: last run {last.get('run_id')} finished {last.get('finished')}: "
-                  f"exit {last.get('exit_code')} ({last.get('outcome')}), "
-                  f"{last.get('wall_time_s')}s")
+            print(f"{name}: last run {shown(last.get('run_id'))} finished "
+                  f"{shown(last.get('finished'))}: exit {shown(last.get('exit_code'))} "
+                  f"({shown(last.get('outcome'))}), {shown(last.get('wall_time_s'))}s")
         current = progress(checkpoint_path(config.state_dir, app.name))
         if current is None:
-            print(f"{app.name}: nothing to resume")
+            print(f"{name}: nothing to resume")
             continue
-        print(f"{app.name}: unfinished run {current['run_id']} started {current['started']}, "
-              f"phase {current['phase']}, {current['okta_users_read']} Okta users read, "
-              f"{current['users_per_s']} users/s; resumable with `oktasync sync --resume`")
+        print(f"{name}: unfinished run {shown(current['run_id'])} started "
+              f"{shown(current['started'])}, phase {shown(current['phase'])}, "
+              f"{shown(current['okta_users_read'])} Okta users read, "
+              f"{shown(current['users_per_s'])} users/s; resumable with "
+              "`oktasync sync --resume`")
         for target, t in current["targets"].items():
-            print(f"  {target}: {t['users_done']} of {t['users_total']} users done, "
-                  f"{t['writes']} writes")
+            print(f"  {shown(target)}: {shown(t['users_done'])} of {shown(t['users_total'])} "
+                  f"users done, {shown(t['writes'])} writes")
     return 0
 
 

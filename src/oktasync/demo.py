@@ -22,6 +22,7 @@ from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.models import ACTIVE_STATUSES, name_key
 from oktasync.targets import confluence, jira
+from oktasync.text import shown
 
 DEMO_CONFIG = """
 [[app]]
@@ -122,7 +123,7 @@ def _check(config: Config, running: Any) -> bool:
         verdict = "matches Okta" if not problems else f"{len(problems)} MISMATCHES"
         print(f"check {name}: {checked} Okta users checked (status and groups): {verdict}")
         for problem in problems[:10]:
-            print(f"  - {problem}")
+            print(f"  - {shown(problem)}")
         ok = ok and not problems
     return ok
 

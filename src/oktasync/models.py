@@ -20,11 +20,22 @@ ALL_STATUSES = (
 
 UNMAPPED_REASON = "no Okta user maps to this account"
 DELETED_REASON = "the Okta user it was synced for was deleted in Okta"
+# What Jira's and Confluence's user tables hold per name (username, display name, e-mail),
+# counted by ``utf16_length``; they refuse more.
+NAME_MAX = 255
 
 
 def name_key(name: str) -> str:
     """How targets compare user and group names: NFC, then Python's ``str.lower()``."""
     return unicodedata.normalize("NFC", name).lower()
+
+
+def utf16_length(text: str) -> int:
+    """A name's length as Jira and Confluence count it (Java's ``String.length()``: UTF-16
+    units, so a character outside the Basic Multilingual Plane, an emoji, counts twice)."""
+    if text.isascii():
+        return len(text)
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,13 @@ target's groups (``plan_groups``). The pipeline runs the same calls for one user
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from oktasync.models import (
     DELETED_REASON,
+    NAME_MAX,
     UNMAPPED_REASON,
     Finding,
     FindingKind,
@@ -26,6 +28,7 @@ from oktasync.models import (
     TargetAccount,
     UserPlan,
     name_key,
+    utf16_length,
 )
 
 ForbiddenCheck = Callable[[str], str | None]
@@ -55,6 +58,7 @@ class TargetRules:
     can_update_profile: bool = True
     forbidden_username: ForbiddenCheck = _nothing_forbidden
     forbidden_group: ForbiddenCheck = _nothing_forbidden
+    name_max: int = NAME_MAX  # display name and e-mail, in UTF-16 units (Jira, Confluence)
 
     @property
     def default_keys(self) -> frozenset[str]:
@@ -238,10 +242,14 @@ def _plan_create(desired: Desired, rules: TargetRules, plan: UserPlan) -> None:
         plan.findings.append(_finding(FindingKind.SKIPPED, desired, rules,
                                       "Okta user has no e-mail"))
         return
+    if _email_too_long(desired, rules, plan, "not created"):
+        return
+    name = written_name(user.full_name, rules.name_max)
     plan.grants.append(Operation(
         OpKind.CREATE_USER, rules.target, username=desired.username, okta_id=user.id,
-        email=user.email, display_name=user.full_name, after=f"{user.full_name} <{user.email}>",
+        email=user.email, display_name=name, after=f"{name} <{user.email}>",
         reason="active in Okta, missing in target"))
+    _notice_rewritten_name(desired, rules, plan, name)
     plan.claim = desired.username
     for group in _wanted_groups(desired, rules):
         plan.grants.append(_member_op(OpKind.ADD_MEMBER, desired.username, group, desired, rules,
@@ -281,11 +289,13 @@ def _plan_profile(
     if not rules.update_users:
         return
     user = desired.user
+    name = written_name(user.full_name, rules.name_max)  # compared as it would be written
     changes: dict[str, tuple[str, str]] = {}
-    if user.email and account.email is not None and account.email != user.email:
+    if (user.email and account.email is not None and account.email != user.email
+            and not _email_too_long(desired, rules, plan, "not updated")):
         changes["email"] = (account.email, user.email)
-    if account.display_name is not None and account.display_name != user.full_name:
-        changes["display name"] = (account.display_name, user.full_name)
+    if account.display_name is not None and account.display_name != name:
+        changes["display name"] = (account.display_name, name)
     if not changes:
         return
     if not rules.can_update_profile:
@@ -298,10 +308,67 @@ def _plan_profile(
     plan.grants.append(Operation(
         OpKind.UPDATE_USER, rules.target, username=account.username, okta_id=user.id,
         email=user.email if "email" in changes else None,
-        display_name=user.full_name if "display name" in changes else None,
+        display_name=name if "display name" in changes else None,
         before="; ".join(f"{k}={v[0]}" for k, v in changes.items()),
         after="; ".join(f"{k}={v[1]}" for k, v in changes.items()),
         reason="profile changed in Okta"))
+    if "display name" in changes:
+        _notice_rewritten_name(desired, rules, plan, name)
+
+
+# Characters a display name is never written with: C0 and C1 controls and DEL (PostgreSQL behind
+# a target refuses a NUL; an ESC sequence would reach every terminal that shows the name).
+# Text-direction marks stay: right-to-left names need them.
+_NAME_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+ELLIPSIS = "…"
+
+
+def written_name(name: str, limit: int) -> str:
+    """A display name as a target gets it: Okta's (``OktaUser.full_name``) with each control
+    character as a space and, past ``limit`` UTF-16 units, as many whole characters as fit
+    before an ellipsis. The planner compares accounts with this, not with Okta's value, so a
+    shortened name is written once and never seen as a change (or as drift) again."""
+    name = _NAME_CONTROLS.sub(" ", name)
+    if utf16_length(name) <= limit:
+        return name
+    units = 0
+    for index, char in enumerate(name):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit - 1:  # the ellipsis takes the last unit
+            return name[:index] + ELLIPSIS
+    return name  # not reached: the name is longer than the limit
+
+
+def _notice_rewritten_name(desired: Desired, rules: TargetRules, plan: UserPlan,
+                           name: str) -> None:
+    """A write carrying a display name other than Okta's says so, once: when it is written."""
+    okta_name = desired.user.full_name
+    if name == okta_name:
+        return
+    how = []
+    if _NAME_CONTROLS.search(okta_name):
+        how.append("with spaces for its control characters")
+    units = utf16_length(okta_name)
+    if units > rules.name_max:
+        length = f"{len(okta_name):,} characters" + (
+            f" ({units:,} UTF-16 units)" if units != len(okta_name) else "")
+        how.append(f"shortened with an ellipsis: Okta's is {length}, more than the "
+                   f"{rules.name_max} {rules.target} keeps")
+    plan.findings.append(_finding(FindingKind.NOTICE, desired, rules,
+                                  f"display name written {', and '.join(how)}"))
+
+
+def _email_too_long(desired: Desired, rules: TargetRules, plan: UserPlan, what: str) -> bool:
+    """An e-mail the target cannot hold is reported, never shortened (a cut address is
+    somebody else's, or nobody's). Okta itself allows 100 characters."""
+    length = utf16_length(desired.user.email or "")
+    if length <= rules.name_max:
+        return False
+    plan.findings.append(_finding(
+        FindingKind.SKIPPED, desired, rules,
+        f"Okta e-mail is {length:,} characters, more than the {rules.name_max} "
+        f"{rules.target} keeps; {what}"))
+    return True
 
 
 def _plan_status(

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TextIO
 
 from oktasync.models import Finding, FindingKind, Operation, OpKind
 from oktasync.targets.base import WriteResult, WriteStatus
+from oktasync.text import shown
 
 LIST_CAP = 200
 
@@ -159,13 +160,18 @@ def plan_row(op: Operation) -> list[str]:
 
 
 def format_summary(app: str, summary: dict[str, Any]) -> str:
-    """The human summary printed at the end of a run."""
-    lines = [f"app {app}: exit {summary['exit_code']} ({summary['outcome']}), "
+    """The human summary printed at the end of a run.
+
+    Every value that can come from Okta, a target or a file goes through ``shown``: escaped
+    (no ESC sequence, newline or text-direction control reaches the terminal) and shortened
+    (the full values are in the findings CSV and ``last-run.json``).
+    """
+    lines = [f"app {shown(app)}: exit {summary['exit_code']} ({shown(summary['outcome'])}), "
              f"{summary['wall_time_s']:.1f}s, Okta reads {summary['okta']['reads']}"]
     for name, target in summary["targets"].items():
         c, r = target["counts"], target["requests"]
         lines.append(
-            f"  {name}: users created {c['users_created']}, updated {c['users_updated']}, "
+            f"  {shown(name)}: users created {c['users_created']}, updated {c['users_updated']}, "
             f"renamed {c['users_renamed']}, activated {c['users_activated']}, "
             f"deactivated {c['users_deactivated']}; groups created {c['groups_created']}; "
             f"memberships added {c['memberships_added']}, removed {c['memberships_removed']}")
@@ -176,12 +182,12 @@ def format_summary(app: str, summary: dict[str, Any]) -> str:
             f"retries {r['retries']}, 429s {r['rate_limited']}")
         for problem in target["problems"][:10]:
             who = problem.get("login") or problem.get("username") or ""
-            lines.append(f"    - {problem['kind']}: {who} {problem.get('okta_id') or ''}: "
-                         f"{problem['reason']}")
+            lines.append(f"    - {shown(problem['kind'])}: {shown(who)} "
+                         f"{shown(problem.get('okta_id') or '')}: {shown(problem['reason'])}")
         more = sum(v for k, v in c.items() if k in ("skipped", "conflict", "collision", "drift",
                                                       "notice", "refused", "failed")) - 10
         if more > 0:
-            lines.append(f"    ... and {more} more in {summary.get('findings_file', '')}")
+            lines.append(f"    ... and {more} more in {shown(summary.get('findings_file', ''))}")
     for note in summary.get("notes", []):
-        lines.append(f"  note: {note}")
+        lines.append(f"  note: {shown(note)}")
     return "\n".join(lines)

@@ -45,12 +45,27 @@ def target_username(user: dict[str, Any], target: str, s: Settings) -> str:
     return username_of(user["profile"].get(source) or "", regex, replacement)
 
 
+NAME_MAX = 255  # README: what Jira's and Confluence's user tables hold, in UTF-16 units
+
+
+def java_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def could_pass_for_another(name: str) -> bool:
+    """README: a username with a control, format (bidi controls, zero-width characters),
+    surrogate, line or paragraph separator character is refused on every target."""
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in name)
+
+
 def jira_forbids(name: str) -> bool:
-    return any(c in name for c in "<>&")
+    return (any(c in name for c in "<>&") or could_pass_for_another(name)
+            or name != name.strip() or java_length(name) > NAME_MAX)
 
 
 def confluence_forbids(name: str) -> bool:
-    return any(c in name for c in "+,\\<>'\"/") or any(c.isspace() for c in name)
+    return (any(c in name for c in "+,\\<>'\"/") or any(c.isspace() for c in name)
+            or could_pass_for_another(name) or java_length(name) > NAME_MAX)
 
 
 FORBIDS = {"jira": jira_forbids, "confluence": confluence_forbids}
@@ -72,6 +87,20 @@ def display_name(profile: dict[str, Any]) -> str:
     if profile.get("displayName"):
         return str(profile["displayName"])
     return " ".join(p for p in (profile.get("firstName"), profile.get("lastName")) if p)
+
+
+def written_display_name(profile: dict[str, Any]) -> str:
+    """README: the display name a target gets: control characters (C0, DEL, C1) as spaces;
+    longer than 255 UTF-16 units, the longest run of whole characters that fits in 254, then
+    an ellipsis."""
+    name = "".join(" " if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F else c
+                   for c in display_name(profile))
+    if java_length(name) <= NAME_MAX:
+        return name
+    name = name[:NAME_MAX]  # at most 254 of these characters fit
+    while java_length(name) > NAME_MAX - 1:
+        name = name[:-1]
+    return name + "…"
 
 
 @dataclass
@@ -138,6 +167,7 @@ def expected_accounts(
         if (not name or counts[name] > 1 or FORBIDS[target](name) or name in s.protected
                 or not profile.get("email") or name in foreign):
             continue
+        email_fits = java_length(profile["email"]) <= NAME_MAX  # never shortened
         active = user["status"] in ACTIVE
         old = synced_as.get(user["id"])
         if old is not None and old != name and old in after and name not in after:
@@ -148,14 +178,16 @@ def expected_accounts(
                 name = old
         account = after.get(name)
         if account is None:
-            if not active:
+            if not active or not email_fits:
                 continue
-            account = after[name] = Account(profile["email"], display_name(profile), True,
-                                            set())
+            account = after[name] = Account(profile["email"], written_display_name(profile),
+                                            True, set())
         elif name not in claimed and not adopts(account, profile, s.adopt):
             continue  # a conflict: reported, left alone
         elif CAN_UPDATE[target]:
-            account.email, account.display = profile["email"], display_name(profile)
+            account.display = written_display_name(profile)
+            if email_fits:
+                account.email = profile["email"]
         claimed.add(name)
         account.active = active
         if active:

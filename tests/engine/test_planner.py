@@ -24,6 +24,10 @@ Ambiguities of the page, decided as a demanding admin would (each also noted at 
 * ``plan_groups`` reports a forbidden group once, however often (and in whichever case) it is
   wanted.
 * ``deactivate_missing`` applies on its own, whatever ``sync_user_status`` says.
+* A display name a target cannot hold (over 255 UTF-16 units, or with control characters) is
+  written shortened / with spaces and noticed when written; accounts are compared with it as
+  written. An e-mail over 255 is never shortened: the user is not created, an account keeps its
+  e-mail (README "What a sync does").
 """
 
 from __future__ import annotations
@@ -605,6 +609,131 @@ def test_drift_names_both_values() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# input a target should never get: names longer than its user table holds, control characters
+# in a display name, usernames that can pass for another (README "What a sync does")
+
+NAME_MAX = 255  # Jira's and Confluence's user tables, counted in UTF-16 units like Java
+HUGE = "Hugh " + "x" * 100_000
+EMOJI = "\U0001f600"  # one character, two UTF-16 units
+
+
+def utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def shortened(name: str) -> str:
+    """What the README says a target gets for an over-long display name: as many whole
+    characters as fit in 254 UTF-16 units, then an ellipsis."""
+    kept, units = "", 0
+    for char in name:
+        units += utf16(char)
+        if units > NAME_MAX - 1:
+            break
+        kept += char
+    return kept + "…"
+
+
+HUGE_SHORT = shortened(HUGE)
+LONG_MAIL = "a" * 244 + "@example.com"  # 256 characters
+
+LIMIT_CASES = [
+    pytest.param(UserCase(
+        want(okta(display=HUGE)), grants=(create("alice"), add("alice", ENG),
+                                          add("alice", JIRA_DEFAULT)),
+        findings=(FindingKind.NOTICE,), claim="alice",
+    ), id="jira-huge-display-name-created-shortened-with-a-notice"),
+    pytest.param(UserCase(
+        want(okta(display=HUGE)), rules=CONFLUENCE,
+        grants=(create("alice"), add("alice", ENG), add("alice", CONF_DEFAULT)),
+        findings=(FindingKind.NOTICE,), claim="alice",
+    ), id="confluence-huge-display-name-created-shortened-with-a-notice"),
+    # compared against what was written: the next run finds the account in line
+    pytest.param(UserCase(
+        want(okta(display=HUGE)), has(display=HUGE_SHORT), claim=SYNCED,
+    ), id="jira-shortened-name-in-line-no-update"),
+    pytest.param(UserCase(
+        want(okta(display=HUGE)), has(display=HUGE_SHORT, groups=(ENG, CONF_DEFAULT)),
+        rules=CONFLUENCE, claim=SYNCED,
+    ), id="confluence-shortened-name-in-line-no-endless-drift"),
+    pytest.param(UserCase(
+        want(okta(display=HUGE)), has(), grants=(update("alice"),),
+        findings=(FindingKind.NOTICE,), claim=SYNCED,
+    ), id="jira-name-becomes-huge-updated-shortened-with-a-notice"),
+    pytest.param(UserCase(
+        want(okta(display=HUGE)), has(groups=(ENG, CONF_DEFAULT)), rules=CONFLUENCE,
+        findings=(FindingKind.DRIFT,), claim=SYNCED,
+    ), id="confluence-name-becomes-huge-one-drift"),
+    pytest.param(UserCase(
+        want(okta(display="D" * NAME_MAX)), has(display="D" * NAME_MAX), claim=SYNCED,
+    ), id="exactly-255-kept-whole"),
+    pytest.param(UserCase(
+        want(okta(display="Ring\x07 the\x1b[2J\nbell")), has(display="Ring  the [2J bell"),
+        claim=SYNCED,
+    ), id="control-characters-written-as-spaces-in-line"),
+    pytest.param(UserCase(
+        want(okta(display="Ring\x07 the\x1b[2J\nbell")), grants=(
+            create("alice"), add("alice", ENG), add("alice", JIRA_DEFAULT)),
+        findings=(FindingKind.NOTICE,), claim="alice",
+    ), id="control-characters-in-a-new-name-noticed"),
+    # an e-mail is never shortened: a cut address is somebody else's, or nobody's
+    pytest.param(UserCase(
+        want(okta(email=LONG_MAIL)), findings=(FindingKind.SKIPPED,),
+    ), id="email-over-255-not-created"),
+    pytest.param(UserCase(
+        want(okta(email=LONG_MAIL, display="Alice Liddell")), has(), grants=(update("alice"),),
+        findings=(FindingKind.SKIPPED,), claim=SYNCED,
+    ), id="email-over-255-not-updated-the-rest-is"),
+    pytest.param(UserCase(
+        want(okta(email=LONG_MAIL, status="SUSPENDED")), has(), removals=(deactivate("alice"),),
+        findings=(FindingKind.SKIPPED,), claim=SYNCED,
+    ), id="email-over-255-still-deactivated"),
+]
+
+
+@pytest.mark.parametrize("case", LIMIT_CASES)
+def test_names_a_target_cannot_hold(case: UserCase) -> None:
+    check_user(case)
+
+
+@pytest.mark.parametrize("display", [HUGE, "D" * 256, EMOJI * 128, "é" * 300,
+                                     "x" * 253 + EMOJI + "tail"])
+@pytest.mark.parametrize("rules", [JIRA, CONFLUENCE], ids=["jira", "confluence"])
+def test_a_display_name_over_255_is_written_shortened(display: str, rules: TargetRules) -> None:
+    [created, *_] = plan_user(want(okta(display=display)), None, rules).grants
+    written = created.display_name
+    assert written is not None and utf16(written) <= NAME_MAX
+    assert written == shortened(display)
+    assert written.endswith("…") and display.startswith(written[:-1])
+    assert display not in created.after  # the dry-run CSV shows what would be written
+    [notice] = plan_user(want(okta(display=display)), None, rules).findings
+    assert notice.kind is FindingKind.NOTICE
+    assert f"{len(display):,}" in notice.reason and "255" in notice.reason
+
+
+def test_an_update_carries_the_shortened_name() -> None:
+    [op] = plan_user(want(okta(display=HUGE)), has(), JIRA).grants
+    assert op.display_name == HUGE_SHORT
+
+
+def test_confluence_drift_names_what_would_be_written() -> None:
+    [drift] = plan_user(want(okta(display=HUGE)), has(groups=(ENG, CONF_DEFAULT)),
+                        CONFLUENCE).findings
+    assert len(drift.reason) < 1_000 and "Alice Smith" in drift.reason
+
+
+def test_control_characters_in_a_display_name_become_spaces() -> None:
+    [created, *_] = plan_user(want(okta(display="A\x00B\x1bC\u0085D\x7fE\tF")), None,
+                              JIRA).grants
+    assert created.display_name == "A B C D E F"
+
+
+@pytest.mark.parametrize("rules", [JIRA, CONFLUENCE], ids=["jira", "confluence"])
+def test_a_long_email_is_reported_with_its_length(rules: TargetRules) -> None:
+    [skipped] = plan_user(want(okta(email=LONG_MAIL)), None, rules).findings
+    assert "256" in skipped.reason and "255" in skipped.reason
+
+
+# --------------------------------------------------------------------------------------------
 # sync_user_status
 
 
@@ -927,7 +1056,8 @@ def test_plan_groups(case: GroupsCase) -> None:
 
 
 USER_TABLES = (STATUS_CASES, TRANSITION_CASES, CREATE_CASES, SKIP_CASES, ADOPTION_CASES,
-               PROFILE_CASES, STATUS_SYNC_CASES, MEMBERSHIP_CASES, LOGIN_CHANGE_CASES)
+               PROFILE_CASES, LIMIT_CASES, STATUS_SYNC_CASES, MEMBERSHIP_CASES,
+               LOGIN_CHANGE_CASES)
 
 
 def _all_plans() -> Iterator[tuple[str, UserPlan]]:

@@ -36,6 +36,18 @@ Clock = Callable[[], float]
 MethodHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON_CONTENT_TYPE = "application/json;charset=UTF-8"  # what Jira and Confluence send
 
+# Both products keep users in embedded Crowd, whose user table columns (user name, display
+# name, e-mail) hold 255 characters; InternalEntityUtils.validateLength refuses more with this
+# text (quoted in Atlassian's KB), counting as Java counts a String, in UTF-16 units.
+FIELD_MAX = 255
+MSG_TOO_LONG = "Value '{value}' exceeds maximum allowed length of 255 characters"
+
+
+def too_long(value: str) -> bool:
+    """Longer than a user table column holds (UTF-16 units, like ``String.length()``)."""
+    return len(value) > FIELD_MAX or (
+        not value.isascii() and len(value.encode("utf-16-le")) // 2 > FIELD_MAX)
+
 
 # --------------------------------------------------------------------------- rate limiting
 

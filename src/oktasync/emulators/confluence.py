@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from oktasync.emulators.atlassian_base import (
+    MSG_TOO_LONG,
     AtlassianEmulator,
     AtlassianRate,
     Clock,
@@ -33,6 +34,7 @@ from oktasync.emulators.atlassian_base import (
     number_after,
     query_bool,
     query_int,
+    too_long,
 )
 from oktasync.emulators.common import FaultConfig, json_response, origin_of, read_json
 
@@ -428,6 +430,9 @@ class ConfluenceEmulator(AtlassianEmulator):
         if _bad_username(values[0]):
             # guess: 400 in Confluence's error shape, the problem under the userName field.
             raise self.error(400, MSG_USERNAME_CHARS, field="userName")
+        for name, value in zip(("userName", "fullName", "email"), values, strict=True):
+            if too_long(value):  # guess: Crowd's refusal answered as a 400 on the field
+                raise self.error(400, MSG_TOO_LONG.format(value=value), field=name)
         password = body.get("password")
         if not isinstance(password, str) and body.get("notifyViaEmail") is not True:
             # guess: Confluence requires one of the two.

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from oktasync.emulators.atlassian_base import (
+    MSG_TOO_LONG,
     ApiError,
     AtlassianEmulator,
     AtlassianRate,
@@ -30,6 +31,7 @@ from oktasync.emulators.atlassian_base import (
     number_after,
     query_bool,
     query_int,
+    too_long,
 )
 from oktasync.emulators.common import FaultConfig, origin_of
 
@@ -312,6 +314,10 @@ class JiraEmulator(AtlassianEmulator):
             errors["email"] = "You must specify an email address."
         if display is None:
             errors["displayName"] = "You must specify a full name."
+        for field, value in (("username", name), ("email", email), ("displayName", display)):
+            if value is not None and field not in errors and too_long(value):
+                # guess: Crowd's refusal answered as a field error (status 400 like the others)
+                errors[field] = MSG_TOO_LONG.format(value=value)
         if errors or name is None or email is None or display is None:
             raise ApiError(atlassian_json({"errorMessages": [], "errors": errors}, 400))
         if self.refusals.read_only_directory:
@@ -351,6 +357,8 @@ class JiraEmulator(AtlassianEmulator):
             if field in body and body[field] is not None:
                 if not isinstance(body[field], str):
                     raise self.error(400, f"Invalid value for {field}", field=field)
+                if too_long(body[field]):  # guess: status and field, as on creation
+                    raise self.error(400, MSG_TOO_LONG.format(value=body[field]), field=field)
                 changes[attr] = body[field]
         if "active" in body and body["active"] is not None:
             active = _as_bool(body["active"])
@@ -361,6 +369,8 @@ class JiraEmulator(AtlassianEmulator):
         if isinstance(new_name, str) and new_name.strip() and new_name.lower() != user.name.lower():
             if _bad_username(new_name):
                 raise self.error(400, MSG_USERNAME_CHARS, field="username")
+            if too_long(new_name):  # guess: status and field, as on creation
+                raise self.error(400, MSG_TOO_LONG.format(value=new_name), field="username")
             other = self.store.user(new_name)
             if other is not None:
                 raise self.error(400, MSG_USERNAME_TAKEN, field="username")

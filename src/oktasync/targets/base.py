@@ -9,6 +9,7 @@ two ``forbidden_*`` checks, which the planner consults.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -119,9 +120,37 @@ async def each_concurrently(
                 send.send_nowait(item)
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Characters one cannot see, or that reorder the text around them, so that a name holding one
+# passes for another ("admin\u202e", "pay\u200bpal"): Unicode's controls (Cc), format
+# characters (Cf: the bidi controls U+202A-U+202E, U+2066-U+2069, U+200E/U+200F, U+061C;
+# zero-width space, joiners, word joiner, BOM, soft hyphen, tags), lone surrogates (Cs), and
+# line and paragraph separators (Zl, Zp).
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def control_chars(name: str) -> bool:
-    """Whether a name holds control characters (checked once per user: a C-speed search)."""
+    """Whether a name holds C0 or C1 control characters or DEL (checked once per user: a
+    C-speed search)."""
     return _CONTROL.search(name) is not None
+
+
+def hidden_chars(name: str) -> str | None:
+    """Why ``name`` could pass for another, naming each hidden character by code point and
+    Unicode name (the name itself may not show them), or None.
+
+    An ASCII name can only hide controls (the C-speed search); others are read per character.
+    """
+    if name.isascii():
+        found = _CONTROL.findall(name)
+    else:
+        found = [c for c in name if unicodedata.category(c) in HIDDEN_CATEGORIES]
+    if not found:
+        return None
+    described = ", ".join(_described(c) for c in dict.fromkeys(found))
+    return (f"contains {described}: one cannot see it, or it reorders the text around it, "
+            "so the name could pass for another")
+
+
+def _described(char: str) -> str:
+    return f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()

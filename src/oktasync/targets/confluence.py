@@ -31,7 +31,7 @@ import anyio
 
 from oktasync.errors import TargetReadError
 from oktasync.http import Answer, HttpClient, RequestCounters
-from oktasync.models import Operation, OpKind, TargetAccount
+from oktasync.models import NAME_MAX, Operation, OpKind, TargetAccount, utf16_length
 from oktasync.targets.base import (
     Capabilities,
     ReadSummary,
@@ -40,6 +40,7 @@ from oktasync.targets.base import (
     WriteStatus,
     control_chars,
     each_concurrently,
+    hidden_chars,
 )
 
 MEMBERS_PAGE = 200
@@ -77,14 +78,18 @@ def _message(answer: Answer) -> str:
 
 
 def forbidden_username(username: str) -> str | None:
-    """Why Confluence would refuse this username, or None."""
+    """Why this username is not written to Confluence: Confluence would refuse it, or it could pass
+    for another (hidden characters; refused on every target). None when it may be written."""
+    hidden = hidden_chars(username)  # controls, bidi controls, zero-width characters...
+    if hidden is not None:
+        return hidden
     bad = sorted(set(username) & FORBIDDEN_USER_CHARS)
     if any(c.isspace() for c in username):
         bad.append("whitespace")
-    if bad or control_chars(username):
-        return f"contains {' '.join(bad) or 'control characters'}"
-    if len(username) > 255:
-        return "longer than 255 characters"
+    if bad:
+        return f"contains {' '.join(bad)}"
+    if utf16_length(username) > NAME_MAX:
+        return f"longer than {NAME_MAX} characters"
     return None
 
 

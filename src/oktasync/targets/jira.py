@@ -20,7 +20,7 @@ import anyio
 
 from oktasync.errors import TargetReadError
 from oktasync.http import Answer, HttpClient, RequestCounters
-from oktasync.models import Operation, OpKind, TargetAccount
+from oktasync.models import NAME_MAX, Operation, OpKind, TargetAccount, utf16_length
 from oktasync.targets.base import (
     Capabilities,
     ReadSummary,
@@ -29,6 +29,7 @@ from oktasync.targets.base import (
     WriteStatus,
     control_chars,
     each_concurrently,
+    hidden_chars,
 )
 
 USER = "/rest/api/2/user"
@@ -70,15 +71,19 @@ def _is_refusal(text: str) -> bool:
 
 
 def forbidden_username(username: str) -> str | None:
-    """Why Jira would refuse this username, or None."""
+    """Why this username is not written to Jira: Jira would refuse it, or it could pass
+    for another (hidden characters; refused on every target). None when it may be written."""
     # Jira's own check: "The username must not contain '<', '>' or '&'".
     bad = sorted(set(username) & set("<>&"))
     if bad:
         return f"contains {' '.join(bad)}"
-    if control_chars(username) or username != username.strip():
-        return "control characters or surrounding spaces"
-    if len(username) > 255:
-        return "longer than 255 characters"
+    hidden = hidden_chars(username)  # controls, bidi controls, zero-width characters...
+    if hidden is not None:
+        return hidden
+    if username != username.strip():
+        return "surrounding spaces"
+    if utf16_length(username) > NAME_MAX:
+        return f"longer than {NAME_MAX} characters"
     return None
 
 
