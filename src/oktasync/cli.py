@@ -11,6 +11,7 @@ import argparse
 import logging
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import structlog
 from oktasync import __version__
 from oktasync.config import ConfigError, load_config
 from oktasync.errors import SyncError, collapse
-from oktasync.report import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
+from oktasync.report import EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 from oktasync.text import shown
 
 SIGNAL_EXIT = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
@@ -126,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_USAGE
     except KeyboardInterrupt:
         code = EXIT_SIGINT
+    except Exception as exc:  # a bug: one line, the traceback only when asked for (-v)
+        print(f"oktasync: internal error: {shown(type(exc).__name__)}: {shown(exc)} (this is a "
+              "bug: please report it; -v shows where it happened)", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        code = EXIT_INTERNAL
     sys.stdout.flush()
     return code
 
@@ -198,9 +205,10 @@ def _status(args: argparse.Namespace) -> int:
     ``shown``, so a damaged or tampered file cannot drive the terminal.
     """
     from oktasync.checkpoint import checkpoint_path, progress
-    from oktasync.state import read_json
+    from oktasync.state import StateLock, read_json
 
     config = load_config(args.config)
+    holder = StateLock(config.state_dir).holder()
     for app in config.apps:
         last: Any = read_json(config.state_dir / app.name / "last-run.json")
         name = shown(app.name)
@@ -210,15 +218,21 @@ def _status(args: argparse.Namespace) -> int:
             print(f"{name}: last run {shown(last.get('run_id'))} finished "
                   f"{shown(last.get('finished'))}: exit {shown(last.get('exit_code'))} "
                   f"({shown(last.get('outcome'))}), {shown(last.get('wall_time_s'))}s")
+        running = holder is not None and app.name in holder.get("apps", [app.name])
         current = progress(checkpoint_path(config.state_dir, app.name))
+        if running and holder is not None:
+            print(f"{name}: running (pid {shown(holder.get('pid'))}, since "
+                  f"{shown(holder.get('started'))})")
         if current is None:
-            print(f"{name}: nothing to resume")
+            if not running:
+                print(f"{name}: nothing to resume")
             continue
-        print(f"{name}: unfinished run {shown(current['run_id'])} started "
+        what = ("current run" if running else "unfinished run")
+        then = "" if running else "; resumable with `oktasync sync --resume`"
+        print(f"{name}: {what} {shown(current['run_id'])} started "
               f"{shown(current['started'])}, phase {shown(current['phase'])}, "
               f"{shown(current['okta_users_read'])} Okta users read, "
-              f"{shown(current['users_per_s'])} users/s; resumable with "
-              "`oktasync sync --resume`")
+              f"{shown(current['users_per_s'])} users/s{then}")
         for target, t in current["targets"].items():
             print(f"  {shown(target)}: {shown(t['users_done'])} of {shown(t['users_total'])} "
                   f"users done, {shown(t['writes'])} writes")

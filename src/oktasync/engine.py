@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from oktasync.pipeline import AppSync
 from oktasync.ratelimit import AtlassianLimiter, InFlight, OktaLimiter
 from oktasync.report import (
     EXIT_GUARD,
+    EXIT_INTERNAL,
     EXIT_LISTING,
     EXIT_OK,
     EXIT_SIGINT,
@@ -47,7 +50,14 @@ from oktasync.report import (
     write_findings,
 )
 from oktasync.runstore import RunStore
-from oktasync.state import Ownership, StateLock, ensure_state_dir, write_json_atomically
+from oktasync.state import (
+    Ownership,
+    StateLock,
+    ensure_state_dir,
+    state_error,
+    write_json_atomically,
+    writing_state,
+)
 from oktasync.targets.base import Target
 from oktasync.targets.confluence import ConfluenceTarget
 from oktasync.targets.dryrun import DryRunTarget
@@ -86,14 +96,15 @@ async def run_sync(config: Config, options: SyncOptions, *, echo: Any = print) -
     apps = [config.app(options.app)] if options.app else list(config.apps)
     state_dir = ensure_state_dir(config.state_dir)
     lock = StateLock(state_dir)
-    lock.acquire()
+    lock.acquire(a.name for a in apps)
     result = RunResult(EXIT_OK)
     try:
         plan = decide(config, apps, resume=options.resume, restart=options.restart,
                       dry_run=options.dry_run)
         if options.resume:
             apps = [a for a in apps if plan[a.name] is not None]
-        ownership = Ownership(state_dir / "state.db")
+        with writing_state(state_dir):
+            ownership = Ownership(state_dir / "state.db")
         try:
             for app in apps:
                 summary = await run_app(app, config, options, ownership, state_dir,
@@ -161,11 +172,46 @@ def _open_store(app: AppConfig, config: Config, app_dir: Path, run_id: str,
     path = checkpoint_path(config.state_dir, app.name)
     if resumed is not None:
         return RunStore.open_existing(path)
-    for suffix in ("", "-wal", "-shm"):  # --restart, or a stale file: start clean
+    return _fresh_checkpoint(path, start_meta(app, config, run_id))
+
+
+def _fresh_checkpoint(path: Path, meta: dict[str, Any]) -> RunStore:
+    """A new checkpoint appears whole or not at all: its tables and metadata are written to a
+    file beside it, which is then renamed into place. A checkpoint begun on a full disk is
+    therefore never left half-written (and later refused as unreadable)."""
+    new = path.with_name(path.name + ".new")
+    _remove_database(path)  # --restart, or a stale file: start clean
+    try:
+        store = RunStore(new)
+        try:
+            store.set_meta(**meta)
+        finally:
+            store.close()
+        os.replace(new, path)
+    except BaseException:
+        _remove_database(new)
+        raise
+    return RunStore(path)
+
+
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
-    store = RunStore(path)
-    store.set_meta(**start_meta(app, config, run_id))
-    return store
+
+
+@dataclass
+class Verdict:
+    """How an app's run ended: the exit code, in words, and whether it reached its end."""
+
+    code: int = EXIT_OK
+    outcome: str = "done"
+    finished: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def stopped(self, code: int, outcome: str, note: str) -> None:
+        self.code, self.outcome = worst(self.code, code), outcome
+        if note not in self.notes:
+            self.notes.append(note)
 
 
 async def run_app(
@@ -175,85 +221,141 @@ async def run_app(
     """One app's run, start to summary. Never raises for a run-time failure: it reports it.
 
     The checkpoint survives a run that could not finish (interrupted, credentials rejected,
-    a listing broken) so that ``--resume`` continues it; a finished run removes it.
+    a listing broken, a full disk) so that ``--resume`` continues it; a finished run removes it.
     """
     run_id = str(resumed.meta["run_id"]) if resumed else new_run_id()
     started = time.monotonic()
     app_dir = state_dir / app.name
-    app_dir.mkdir(parents=True, exist_ok=True)
-    findings_path = app_dir / f"findings-{run_id}.csv"
-    store = _open_store(app, config, app_dir, run_id, options, resumed)
-    store.attach_ownership(ownership.path)
+    summary: dict[str, Any] = {"app": app.name, "run_id": run_id, "dry_run": options.dry_run,
+                               "resumed": resumed is not None,
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "findings_file": str(app_dir / f"findings-{run_id}.csv"),
+                               "notes": []}
+    verdict = Verdict()
+    try:
+        with writing_state(state_dir):
+            app_dir.mkdir(parents=True, exist_ok=True)
+            store = _open_store(app, config, app_dir, run_id, options, resumed)
+            store.attach_ownership(ownership.path)
+    except UsageError as exc:  # the checkpoint could not be started: nothing was read
+        verdict.stopped(EXIT_USAGE, "stopped before reading anything", str(exc))
+        summary.update(_finish(summary, verdict, started, None, {}, {}))
+        if not options.dry_run:
+            _saving(verdict, state_dir, lambda: write_json_atomically(
+                app_dir / "last-run.json", summary))
+        return summary
     meta = store.meta()
     tallies = {name: TargetTally(name, store, resumed=resumed is not None,
                                  already=int(meta.get(f"already:{name}", 0)))
                for name in app.targets}
-    summary: dict[str, Any] = {"app": app.name, "run_id": run_id, "dry_run": options.dry_run,
-                               "resumed": resumed is not None,
-                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "findings_file": str(findings_path), "notes": []}
-    code, outcome, finished = EXIT_OK, "done", False
+    clients: dict[str, Any] = {}
+    try:
+        await _sync_app(app, config, options, ownership, store, tallies, verdict, summary,
+                        app_dir, clients, resumed is not None)
+    finally:  # no await here: runs to the end even when cancelled
+        _report(store, tallies, verdict, summary, started, clients, app_dir, options)
+    return summary
+
+
+async def _sync_app(
+    app: AppConfig, config: Config, options: SyncOptions, ownership: Ownership,
+    store: RunStore, tallies: dict[str, TargetTally], verdict: Verdict, summary: dict[str, Any],
+    app_dir: Path, clients: dict[str, Any], resumed: bool,
+) -> None:
+    """The run itself; every way it can end is turned into the verdict, here and only here."""
     plan_handle = None
-    okta_client: HttpClient | None = None
-    target_map: dict[str, Target] = {}
     try:
         async with _clients(app, config, options) as (okta_client, target_map):
+            clients.update(okta=okta_client, targets=target_map)
             if options.dry_run:
-                plan_path = app_dir / f"plan-{run_id}.csv"
+                plan_path = app_dir / f"plan-{summary['run_id']}.csv"
                 plan_handle, writer = open_plan(plan_path)
                 target_map = {n: DryRunTarget(t, writer) for n, t in target_map.items()}
                 summary["plan_file"] = str(plan_path)
             sync = AppSync(app, config, OktaSource(okta_client), target_map, store, ownership,
                            tallies, force=options.force, dry_run=options.dry_run,
-                           resumed=resumed is not None)
+                           resumed=resumed)
             try:
                 result = await sync.run()
             except BaseExceptionGroup as group:
                 raise collapse(group) from None
             finally:  # no await: the checkpoint is written even when cancelled
-                sync.checkpoint(force=True)
-            finished = True
+                _saving(verdict, config.state_dir, lambda: sync.checkpoint(force=True))
+            verdict.finished = True
             if result.guard:
-                code, outcome = EXIT_GUARD, "stopped by a safety guard"
-                summary["notes"].append(result.guard)
+                verdict.stopped(EXIT_GUARD, "stopped by a safety guard", result.guard)
     except (ListingError, TargetReadError, HttpFailure) as exc:
-        code, outcome = EXIT_LISTING, "a listing failed: nothing that removes access was written"
-        summary["notes"].append(str(exc))
+        verdict.stopped(EXIT_LISTING,
+                        "a listing failed: nothing that removes access was written", str(exc))
     except (CredentialsError, UsageError) as exc:
-        code, outcome = EXIT_USAGE, "stopped"
-        summary["notes"].append(str(exc))
+        verdict.stopped(EXIT_USAGE, "stopped", str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        error = state_error(exc, config.state_dir)
+        if error is None:
+            raise
+        verdict.stopped(EXIT_USAGE, "stopped: the state directory cannot be written",
+                        str(error))
     except anyio.get_cancelled_exc_class():
         code = options.interrupt_code[0] if options.interrupt_code else EXIT_SIGINT
-        outcome = "interrupted; the checkpoint is saved: resume with --resume"
+        verdict.code = worst(verdict.code, code)
+        verdict.outcome = "interrupted; the checkpoint is saved: resume with --resume"
         raise
-    finally:  # no await here: runs to the end even when cancelled
+    except Exception as exc:  # a bug: said as such, never as "done"
+        log.exception("internal error", app=app.name)
+        verdict.stopped(EXIT_INTERNAL, "stopped by an internal error (a bug: please report it)",
+                        f"internal error: {type(exc).__name__}: {exc}")
+    finally:
         if plan_handle is not None:
             plan_handle.close()
-        write_findings(findings_path, store)
-        failed = any(t.failed for t in tallies.values())
-        if code == EXIT_OK and failed:
-            code, outcome = EXIT_WRITES_FAILED, "done, some writes failed or were refused"
-        if not finished and not options.dry_run and code != EXIT_OK:
-            summary["notes"].append(f"resumable: oktasync sync --resume (checkpoint {store.path})")
-        summary.update(_finish(summary, code, outcome, started, okta_client,
-                               target_map, tallies))
-        if not options.dry_run:
-            write_json_atomically(app_dir / "last-run.json", summary)
-        if finished or options.dry_run:
-            store.delete()
-        else:
-            store.close()
-    return summary
+
+
+def _saving(verdict: Verdict, state_dir: Path, save: Any) -> bool:
+    """Write part of the run's record; a state directory that cannot take it (a full disk)
+    becomes the verdict (exit 2, said once), never a traceback that hides the summary."""
+    try:
+        save()
+    except (OSError, sqlite3.Error) as exc:
+        error = state_error(exc, state_dir)
+        if error is None:
+            raise
+        verdict.stopped(EXIT_USAGE, "stopped: the state directory cannot be written", str(error))
+        return False
+    return True
+
+
+def _report(store: RunStore, tallies: dict[str, TargetTally], verdict: Verdict,
+            summary: dict[str, Any], started: float, clients: dict[str, Any], app_dir: Path,
+            options: SyncOptions) -> None:
+    """The findings CSV and ``last-run.json``, from the run index; then the index is removed
+    (a finished run) or kept for ``--resume``."""
+    state_dir = app_dir.parent
+    _saving(verdict, state_dir, lambda: write_findings(Path(summary["findings_file"]), store))
+    if verdict.code == EXIT_OK and any(t.failed for t in tallies.values()):
+        verdict.code, verdict.outcome = (EXIT_WRITES_FAILED,
+                                         "done, some writes failed or were refused")
+    if not verdict.finished and not options.dry_run and verdict.code != EXIT_OK:
+        verdict.notes.append(f"resumable: oktasync sync --resume (checkpoint {store.path})")
+    summary.update(_finish(summary, verdict, started, clients.get("okta"),
+                           clients.get("targets", {}), tallies))
+    if not options.dry_run and not _saving(
+            verdict, state_dir, lambda: write_json_atomically(app_dir / "last-run.json",
+                                                              summary)):
+        summary.update(exit_code=verdict.code, outcome=verdict.outcome, notes=verdict.notes)
+    if verdict.finished or options.dry_run:
+        store.delete()
+    else:
+        store.close()
 
 
 def _finish(
-    summary: dict[str, Any], code: int, outcome: str, started: float,
+    summary: dict[str, Any], verdict: Verdict, started: float,
     okta: HttpClient | None, targets: dict[str, Target], tallies: dict[str, TargetTally],
 ) -> dict[str, Any]:
     empty = {"reads": 0, "writes": 0, "retries": 0, "rate_limited": 0, "statuses": {}}
     return {
-        "exit_code": code,
-        "outcome": outcome,
+        "exit_code": verdict.code,
+        "outcome": verdict.outcome,
+        "notes": verdict.notes,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_time_s": round(time.monotonic() - started, 3),
         "okta": okta.counters.to_json() if okta else empty,

@@ -34,12 +34,14 @@ COUNT_NAMES = {
 
 EXIT_OK, EXIT_WRITES_FAILED, EXIT_USAGE, EXIT_GUARD, EXIT_LISTING = 0, 1, 2, 3, 4
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-SEVERITY = [EXIT_SIGTERM, EXIT_SIGINT, EXIT_LISTING, EXIT_GUARD, EXIT_USAGE,
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug, which the semantics page has no code for
+SEVERITY = [EXIT_SIGTERM, EXIT_SIGINT, EXIT_INTERNAL, EXIT_LISTING, EXIT_GUARD, EXIT_USAGE,
             EXIT_WRITES_FAILED, EXIT_OK]
 
 
 def worst(*codes: int) -> int:
-    """The most serious exit code: 130/143, then 4, 3, 2, 1, 0 (the semantics' order)."""
+    """The most serious exit code: 130/143, then 70 (a bug), 4, 3, 2, 1, 0 (the semantics'
+    order, with an internal error placed where it cannot hide behind a milder code)."""
     return min(codes, key=SEVERITY.index) if codes else EXIT_OK
 
 

@@ -16,12 +16,13 @@ SQLite so a later incremental store can grow beside it in the same file without 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +43,48 @@ CREATE TABLE IF NOT EXISTS owned_groups (
 """
 
 
+def no_space(error: BaseException) -> bool:
+    """Whether a failed write ran out of room (a full disk, or the user's quota)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, sqlite3.Error) and (
+        getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or "disk is full" in str(error))
+
+
+def state_error(error: BaseException, state_dir: Path) -> UsageError | None:
+    """What a failure to read or write the state directory means, said once for every file in
+    it (checkpoint, ownership, lock, reports); None for errors of another kind."""
+    if no_space(error):
+        return UsageError(f"no space left on the device holding {state_dir}: free some space "
+                          "there (or point [state] dir elsewhere) and run again")
+    if isinstance(error, (OSError, sqlite3.Error)):
+        why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        return UsageError(f"the state directory {state_dir} cannot be written: {why}")
+    return None
+
+
+@contextlib.contextmanager
+def writing_state(state_dir: Path) -> Iterator[None]:
+    """Turn a failure to write the state directory into an administrator's message."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        error = state_error(exc, state_dir)
+        if error is None:
+            raise
+        raise error from None
+
+
 def ensure_state_dir(path: Path) -> Path:
     """Create the directory and prove it is writable, before anything is read or written."""
-    try:
+    with writing_state(path):
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"state directory {path} cannot be created or written: "
-                         f"{exc.strerror or exc}") from exc
+        try:
+            probe.write_text("ok")
+        finally:
+            probe.unlink(missing_ok=True)
     return path
 
 
@@ -125,6 +158,33 @@ class Ownership:
         self._db.execute("COMMIT")
 
 
+def _flock_held(path: Path) -> bool:
+    """Whether some process holds an flock on ``path``, from the kernel's own table
+    (``/proc/locks``: ``N: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> ...``); where
+    that table is missing, a shared lock is tried and given back at once."""
+    try:
+        info = os.stat(path)
+        table = Path("/proc/locks").read_text()
+    except FileNotFoundError:
+        return False if not path.exists() else _try_shared(path)
+    except OSError:
+        return _try_shared(path)
+    where = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    return any(f.split()[1] == "FLOCK" and f.split()[5] == where
+               for f in table.splitlines() if len(f.split()) > 5)
+
+
+def _try_shared(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def write_json_atomically(path: Path, data: Any) -> None:
     """Write, fsync, rename: a reader sees the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -158,32 +218,44 @@ class StateLock:
         self.path = state_dir / "lock"
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        mine = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        try:
+    def acquire(self, apps: Iterable[str] = ()) -> None:
+        """Take the lock for a run of ``apps`` (named in the file for ``oktasync status``)."""
+        mine = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "apps": list(apps)}
+        with writing_state(self.path.parent):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise UsageError(f"cannot open the lock {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps(mine).encode())
         except OSError as exc:  # held elsewhere, or a full disk, say: give the fd back, say why
             os.close(fd)
-            why = (f"state directory {self.path.parent} is {self._held_by()}; wait for it to "
-                   "finish" if isinstance(exc, BlockingIOError)
-                   else f"cannot lock {self.path}: {exc.strerror}")
-            raise UsageError(why) from None
+            if isinstance(exc, BlockingIOError):
+                raise UsageError(f"state directory {self.path.parent} is {self._held_by()}; "
+                                 "wait for it to finish") from None
+            raise state_error(exc, self.path.parent) or exc from None
         self._fd = fd
 
     def _held_by(self) -> str:
+        holder = self._named_holder()
+        if holder is None:
+            return "locked by another process (it has not written its pid yet)"
+        return f"locked by process {holder.get('pid')} (started {holder.get('started')})"
+
+    def _named_holder(self) -> dict[str, Any] | None:
         try:
             holder = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            holder = None
-        if not isinstance(holder, dict) or "pid" not in holder:
-            return "locked by another process (it has not written its pid yet)"
-        return f"locked by process {holder.get('pid')} (started {holder.get('started')})"
+            return None
+        return holder if isinstance(holder, dict) and "pid" in holder else None
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock now ({"pid", "started"}; the pid may be unknown while the holder
+        is writing it), or None when nobody does. Asked without taking the lock, even for an
+        instant: a status must never make a run that is starting fail."""
+        if not _flock_held(self.path):
+            return None
+        return self._named_holder() or {"pid": "?", "started": "?"}
 
     def release(self) -> None:
         """Close, which drops the flock. The file stays: unlinking it could let a process
