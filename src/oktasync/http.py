@@ -41,9 +41,31 @@ class Answer:
     # an earlier attempt of this request got no clear answer (a 5xx, a timeout, a dropped
     # connection) and may have been applied: "already exists" may then be our own doing
     after_unclear_attempt: bool = False
+    parsed: Any = None  # the body as JSON, once ``send(expect=...)`` has checked it
 
     def json(self) -> Any:
+        if self.parsed is not None:
+            return self.parsed
         return orjson.loads(self.body) if self.body else None
+
+    def malformed(self, expect: type[dict[str, Any]] | type[list[Any]]) -> str | None:
+        """Why this successful answer is not the JSON ``expect`` says (an HTML maintenance
+        page, a body cut short, the wrong type), or None when it is (and is kept parsed)."""
+        if not self.body.strip():
+            return "an empty body, not JSON"
+        if self.body.lstrip()[:1] == b"<":
+            return "an HTML page, not JSON"
+        try:
+            parsed = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return "a body that is not JSON (cut short?)"
+        if not isinstance(parsed, expect):
+            got = ("an object" if isinstance(parsed, dict) else "an array"
+                   if isinstance(parsed, list) else type(parsed).__name__)
+            want = "an object" if expect is dict else "an array"
+            return f"a JSON value of the wrong type: {got} where {want} was expected"
+        self.parsed = parsed
+        return None
 
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
@@ -109,8 +131,14 @@ class HttpClient:
         self, method: str, path: str, *, bucket: str = "default",
         params: Mapping[str, str] | None = None, json: Any = None,
         ok_statuses: Container[int] = (),
+        expect: type[dict[str, Any]] | type[list[Any]] | None = None,
     ) -> Answer:
-        """Send until the answer is final; statuses in ``ok_statuses`` are never retried."""
+        """Send until the answer is final; statuses in ``ok_statuses`` are never retried.
+
+        ``expect``: the JSON a successful answer must hold (an object, an array). A 2xx whose
+        body is not that — an HTML maintenance page, a truncated body — is never taken for
+        data: it is retried like a server error, and still wrong, fails the request.
+        """
         url = self._target(path, params)
         data = orjson.dumps(json) if json is not None else None
         headers = self._headers if data is None else self._json_headers
@@ -122,9 +150,13 @@ class HttpClient:
                 answer.after_unclear_attempt = unclear
             if answer is not None and answer.status in ok_statuses:
                 return answer
+            broken = None
             if answer is not None:
                 outcome = classify_status(answer.status)
-                if outcome is None or outcome is Outcome.SKIP:
+                broken = _broken(answer, expect) if outcome is None else None
+                if broken is not None:
+                    outcome = Outcome.RETRY
+                elif outcome is None or outcome is Outcome.SKIP:
                     return answer
                 if outcome is Outcome.ABORT:
                     raise CredentialsError(
@@ -138,7 +170,8 @@ class HttpClient:
             if not self._policy.should_retry(counted, time.monotonic() - started):
                 raise HttpFailure(method, _path_only(str(url)),
                                   answer.status if answer else None,
-                                  answer.text() if answer else repr(error))
+                                  f"{self.name} answered with {broken}" if broken
+                                  else answer.text() if answer else repr(error))
             self.counters.retries += 1
             await anyio.sleep(wait if wait is not None else self._policy.backoff.delay(counted))
 
@@ -164,6 +197,13 @@ class HttpClient:
             self.counters.rate_limited += 1
         wait = self._limiter.observe(bucket, answer.status, answer.headers)
         return answer, wait, None, None
+
+
+def _broken(answer: Answer,
+            expect: type[dict[str, Any]] | type[list[Any]] | None) -> str | None:
+    if expect is None or answer.status == 204:
+        return None
+    return answer.malformed(expect)
 
 
 UNCLEAR_STATUSES = frozenset({500, 502, 504})

@@ -136,14 +136,14 @@ class OktaSource:
         not say. A member listing that read fewer has ended early."""
         what = f"group {group_id}"
         answer = await self._get(
-            f"/api/v1/groups/{quote(group_id, safe='')}?expand=stats", BUCKET_GROUP, what)
+            f"/api/v1/groups/{quote(group_id, safe='')}?expand=stats", BUCKET_GROUP, what, dict)
         self._require_ok(answer, what)
         return parse_group(answer.json()).member_count
 
     async def user(self, id_or_login: str) -> OktaUser | None:
         """One user by id or login (single-user syncs); None when Okta answers 404."""
         answer = await self._get(f"/api/v1/users/{quote(id_or_login, safe='')}",
-                                 BUCKET_USER, "user")
+                                 BUCKET_USER, "user", dict)
         if answer.status == 404:
             return None
         self._require_ok(answer, "user")
@@ -161,16 +161,17 @@ class OktaSource:
             self._check_origin(next_url, what)
             answer = await self._get(next_url, bucket, what)
             self._require_ok(answer, what)
-            items = answer.json()
-            if not isinstance(items, list):
-                raise ListingError(f"Okta {what} listing: expected a JSON array, "
-                                   f"got {type(items).__name__}")
+            items = answer.json()  # an array: send(expect=list) checked it
+            if not all(isinstance(i, dict) and isinstance(i.get("id"), str) for i in items):
+                raise ListingError(f"Okta {what} listing: an entry without an id on "
+                                   f"{_path_of(next_url)}")
             next_url = next_link(answer)
             yield Page(items, next_url)
 
-    async def _get(self, url: str, bucket: str, what: str) -> Answer:
+    async def _get(self, url: str, bucket: str, what: str,
+                   expect: type[dict[str, Any]] | type[list[Any]] = list) -> Answer:
         try:
-            return await self._client.send("GET", url, bucket=bucket)
+            return await self._client.send("GET", url, bucket=bucket, expect=expect)
         except HttpFailure as exc:
             raise ListingError(f"Okta {what} listing failed after retries: {exc}") from exc
 
@@ -186,6 +187,10 @@ class OktaSource:
         if answer.status != 200:
             raise ListingError(
                 f"Okta {what} listing stopped: HTTP {answer.status}: {answer.text()[:300]}")
+
+
+def _path_of(url: str) -> str:
+    return urlsplit(url).path
 
 
 def in_scope_groups(groups: Sequence[OktaGroup], in_scope: Any) -> list[OktaGroup]:

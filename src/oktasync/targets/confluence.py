@@ -136,7 +136,7 @@ class ConfluenceTarget:
     async def _list_active(self, sink: StateSink, listed: list[bool]) -> None:
         start = 0
         while True:
-            answer = await self._client.send("GET", ACTIVE_USERS, params={
+            answer = await self._client.send("GET", ACTIVE_USERS, expect=dict, params={
                 "start": str(start), "limit": str(ACTIVE_PAGE)})
             if answer.status == 404 and start == 0:
                 listed.append(False)  # not on this version: look accounts up one by one
@@ -160,7 +160,7 @@ class ConfluenceTarget:
         start = 0
         while True:
             answer = await self._client.send(
-                "GET", f"/rest/api/group/{_seg(group)}/member",
+                "GET", f"/rest/api/group/{_seg(group)}/member", expect=dict,
                 params={"start": str(start), "limit": str(MEMBERS_PAGE)})
             if answer.status == 404:
                 return
@@ -178,7 +178,7 @@ class ConfluenceTarget:
 
     async def lookup(self, username: str) -> TargetAccount | None:
         # email is admin-only or an expansion (unverified): ask for it; a status is never given
-        answer = await self._client.send("GET", "/rest/api/user", params={
+        answer = await self._client.send("GET", "/rest/api/user", expect=dict, params={
             "username": username, "expand": "email"})
         if answer.status == 404:
             return None

@@ -113,7 +113,7 @@ class JiraTarget:
         return forbidden_group(group)
 
     async def server_version(self) -> tuple[int, ...]:
-        answer = await self._client.send("GET", "/rest/api/2/serverInfo")
+        answer = await self._client.send("GET", "/rest/api/2/serverInfo", expect=dict)
         if answer.status != 200:
             raise _read_error(self.name, answer, "server info")
         self.version = _version(answer.json())
@@ -138,7 +138,7 @@ class JiraTarget:
             params = {"maxResults": str(USER_LIST_PAGE)}
             if cursor is not None:
                 params["cursor"] = cursor
-            answer = await self._client.send("GET", f"{USER}/list", params=params)
+            answer = await self._client.send("GET", f"{USER}/list", params=params, expect=dict)
             if answer.status != 200:
                 raise _read_error(self.name, answer, "user list")
             body = answer.json()
@@ -152,9 +152,11 @@ class JiraTarget:
         many there are, so a listing that ends early (``isLast`` too soon) is caught."""
         start = 0
         while True:
-            answer = await self._client.send("GET", "/rest/api/2/group/member", params={
-                "groupname": group, "includeInactiveUsers": "true",
-                "startAt": str(start), "maxResults": str(MEMBERS_PAGE)})
+            answer = await self._client.send("GET", "/rest/api/2/group/member", expect=dict,
+                                             params={"groupname": group,
+                                                     "includeInactiveUsers": "true",
+                                                     "startAt": str(start),
+                                                     "maxResults": str(MEMBERS_PAGE)})
             if answer.status == 404:
                 return  # the group does not exist yet
             if answer.status != 200:
@@ -173,7 +175,8 @@ class JiraTarget:
                 return
 
     async def lookup(self, username: str) -> TargetAccount | None:
-        answer = await self._client.send("GET", USER, params={"username": username})
+        answer = await self._client.send("GET", USER, params={"username": username},
+                                         expect=dict)
         if answer.status == 404:
             return None
         if answer.status != 200:
