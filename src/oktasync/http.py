@@ -29,7 +29,7 @@ from oktasync.errors import (
     classify_exception,
     classify_status,
 )
-from oktasync.ratelimit import Limiter
+from oktasync.ratelimit import AdaptiveConcurrency, Limiter
 
 
 @dataclass
@@ -55,13 +55,17 @@ class RequestCounters:
     retries: int = 0
     rate_limited: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
+    concurrency: AdaptiveConcurrency | None = None  # the server's, when it adapts
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "reads": self.reads, "writes": self.writes, "retries": self.retries,
             "rate_limited": self.rate_limited,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
         }
+        if self.concurrency is not None:
+            out["concurrency"] = self.concurrency.to_json()
+        return out
 
 
 def make_session(*, connections: int, timeout_s: float) -> aiohttp.ClientSession:
@@ -90,7 +94,7 @@ class HttpClient:
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._limiter = limiter
         self._policy = policy or RetryPolicy()
-        self.counters = RequestCounters()
+        self.counters = RequestCounters(concurrency=limiter.concurrency)
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + path
@@ -146,7 +150,7 @@ class HttpClient:
         else:
             self.counters.writes += 1
         try:
-            async with self._limiter.slot(bucket), self._session.request(
+            async with self._limiter.slot(bucket) as epoch, self._session.request(
                 method, url, data=data, headers=headers, allow_redirects=False,
             ) as response:
                 body = await response.read()
@@ -156,7 +160,7 @@ class HttpClient:
         self.counters.statuses[answer.status] += 1
         if answer.status == 429:
             self.counters.rate_limited += 1
-        wait = self._limiter.observe(bucket, answer.status, answer.headers)
+        wait = self._limiter.observe(bucket, answer.status, answer.headers, epoch)
         return answer, wait, None, None
 
 

@@ -1,0 +1,128 @@
+"""I. fault_503 (defect 9): the same sync with 0 %, 1 % and 5 % of requests answered 503.
+
+A random 503 is one request's misfortune: a load balancer met a node that was restarting or
+briefly busy. A sync where f % of the requests fail once and succeed when sent again should
+take about f % longer, not many times longer. Each configuration gets fresh emulators (the same
+seeded directory, empty targets), Okta's limits off and no added latency, as in the issue's
+measurement; ``--fail-rate`` applies to all three servers, and the 503s carry no
+``Retry-After`` (the emulators' default, what a load balancer sends). The engine runs with its
+default settings (16 requests in flight per target).
+
+``OKTASYNC_BENCH_BASELINE_SRC=/path/to/checkout/src`` runs every fail rate a second time with
+that checkout's engine (``PYTHONPATH``; the emulators stay this checkout's), so a change is
+measured before and after in one run on the same machine; ``OKTASYNC_BENCH_BASELINE_LABEL``
+names it in the figures (e.g. its commit). For instance::
+
+    git archive 726d5ec src | tar -x -C /tmp/base
+    OKTASYNC_BENCH_BASELINE_SRC=/tmp/base/src OKTASYNC_BENCH_BASELINE_LABEL=726d5ec \
+        .venv/bin/python -m benchmarks.run fault_503
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from benchmarks.framework import Context, Figure, Outcome, Scenario
+from benchmarks.runs import Observed, emulate_args, run_engine
+from benchmarks.stats import TARGETS
+
+NAME = "fault_503"
+USERS, GROUPS, QUICK_USERS, QUICK_GROUPS = 2_000, 100, 300, 20
+CI_SIZE = (40, 5)
+FAIL_RATES = (0.0, 0.01, 0.05)
+# "close to f % longer": the slow-down allowed per fail rate (a failed request costs its own
+# round trip again plus a backoff of 0.1-0.2 s, during which its worker is idle)
+SLOWDOWN_TARGETS = {0.01: 1.10, 0.05: 1.25}
+BASELINE_ENV, BASELINE_LABEL_ENV = "OKTASYNC_BENCH_BASELINE_SRC", "OKTASYNC_BENCH_BASELINE_LABEL"
+SERVICES = ("okta", *TARGETS)
+
+
+def _label(engine: str, rate: float) -> str:
+    return f"{engine.replace(' ', '_')}_fail_{rate * 100:g}pct"
+
+
+def _emu_args(users: int, groups: int, rate: float) -> list[str]:
+    return emulate_args(users, groups, "--okta-rate-scale", "0", "--fail-rate", str(rate))
+
+
+def _unavailable(o: Observed) -> int:
+    return sum(int(o.stats[s]["faults"]["unavailable"]) for s in SERVICES)
+
+
+def _retries(o: Observed) -> int:
+    run = o.last_run
+    if not run:
+        return 0
+    targets = run.get("targets", {})
+    return int(run.get("okta", {}).get("retries", 0)) + sum(
+        int(t.get("requests", {}).get("retries", 0)) for t in targets.values())
+
+
+def _concurrency(o: Observed) -> str:
+    """The adaptive concurrency each target ended with and its lowest (if the engine says)."""
+    parts = []
+    for name, target in o.last_run.get("targets", {}).items():
+        window = target.get("requests", {}).get("concurrency")
+        if window:
+            parts.append(f"{name} lowest {window['lowest']} of {window['ceiling']}, "
+                         f"{window['decreases']} decreases")
+    return "; ".join(parts)
+
+
+def _run_figures(engine: str, rate: float, o: Observed, base: Observed | None) -> list[Figure]:
+    requests = ", ".join(f"{s} {o.requests(s):,}" for s in SERVICES)
+    concurrency = _concurrency(o)
+    figures = [
+        Figure(f"{engine}, {rate:.0%} 503s: wall time of the full sync", o.measured.wall_s, "s",
+               o.commands, note=f"requests: {requests}; 503s {_unavailable(o):,}; "
+                                f"retries {_retries(o):,}"
+                                + (f"; {concurrency}" if concurrency else "")),
+        Figure(f"{engine}, {rate:.0%} 503s: the engine's own wall_time_s", o.engine_wall_s(),
+               "s", o.commands, note=f"engine CPU {o.measured.cpu_s:.1f} s, emulator CPU "
+                                     f"{o.emulator_cpu_s:.1f} s"),
+    ]
+    if base is not None and rate in SLOWDOWN_TARGETS:
+        ratio = o.engine_wall_s() / base.engine_wall_s()
+        target = SLOWDOWN_TARGETS[rate] if engine == "engine" else None
+        figures.append(Figure(
+            f"{engine}, {rate:.0%} 503s: wall_time_s / wall_time_s with no 503s", ratio, "×",
+            o.commands + base.commands,
+            f"<= {target:.2f}×" if target else "", ratio <= target if target else None,
+            note=f"{o.engine_wall_s():.1f} s / {base.engine_wall_s():.1f} s"))
+    return figures
+
+
+def _one_engine(ctx: Context, engine: str, users: int, groups: int,
+                env: dict[str, str] | None) -> tuple[list[Figure], dict[str, Any]]:
+    figures: list[Figure] = []
+    details: dict[str, Any] = {}
+    base: Observed | None = None
+    for rate in FAIL_RATES:
+        label = _label(engine, rate)
+        o = run_engine(ctx, NAME, label, _emu_args(users, groups, rate), env=env)
+        if env:  # show how the other engine was picked
+            o.commands[-1] = "PYTHONPATH=$BASELINE/src " + o.commands[-1]
+        base = o if rate == 0 else base
+        figures += _run_figures(engine, rate, o, base)
+        details[label] = o.to_json()
+    return figures, details
+
+
+def run(ctx: Context) -> Outcome:
+    users, groups = ctx.pick((USERS, GROUPS), (QUICK_USERS, QUICK_GROUPS), CI_SIZE)
+    figures, runs = _one_engine(ctx, "engine", users, groups, None)
+    baseline = os.environ.get(BASELINE_ENV)
+    if baseline:
+        name = f"baseline {os.environ.get(BASELINE_LABEL_ENV, '')}".strip()
+        more, base_runs = _one_engine(ctx, name, users, groups, {"PYTHONPATH": baseline})
+        figures += more
+        runs.update(base_runs)
+    details = {"users": users, "groups": groups, "fail_rates": list(FAIL_RATES),
+               "baseline_src": baseline, "baseline_label": os.environ.get(BASELINE_LABEL_ENV),
+               "runs": runs}
+    return Outcome(figures, details)
+
+
+SCENARIO = Scenario(NAME, "Random 503s: the same sync with 0 %, 1 % and 5 % of requests failing",
+                    run)
