@@ -359,7 +359,10 @@ class AtlassianLimiter:
     async def __aenter__(self) -> int:
         await self._global.acquire()
         try:
-            await self._take_slot()
+            if self._used < self._window.limit and not self._waiters:
+                self._used += 1  # the common case, without a coroutine
+            else:
+                await self._wait_for_slot()
             try:
                 await self._respect_server()
                 if self._rate is not None:
@@ -378,11 +381,9 @@ class AtlassianLimiter:
         self._give_slot()
         self._global.release()
 
-    async def _take_slot(self) -> None:
-        """A semaphore whose size is the adaptive limit, first come first served."""
-        if self._used < self._window.limit and not self._waiters:
-            self._used += 1
-            return
+    async def _wait_for_slot(self) -> None:
+        """Queue for a slot: the slots are a semaphore whose size is the adaptive limit,
+        first come first served."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:

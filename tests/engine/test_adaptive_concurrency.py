@@ -3,17 +3,20 @@
 ``Pipe`` plays the requests in flight: the limiter lets ``limit`` requests out, each carries
 the controller's epoch from when it was sent, and answers come back oldest first. A seeded
 ``random.Random`` decides which answers are 503s, so every run of these tests is the same.
+Then ``AtlassianLimiter``'s slots: they follow the window, and a cancelled request queued for
+one never keeps it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import deque
 from collections.abc import Callable
 
 import pytest
 
-from oktasync.ratelimit import AdaptiveConcurrency
+from oktasync.ratelimit import AdaptiveConcurrency, AtlassianLimiter
 
 
 class Pipe:
@@ -108,3 +111,60 @@ def test_floor_and_ceiling_of_one() -> None:
 def test_ceiling_must_be_positive() -> None:
     with pytest.raises(ValueError):
         AdaptiveConcurrency(0)
+
+
+# -- the limiter's slots follow the window ----------------------------------------------------
+
+async def peak_in_flight(limiter: AtlassianLimiter, requests: int) -> int:
+    busy = peak = 0
+
+    async def request() -> None:
+        nonlocal busy, peak
+        async with limiter.slot("default"):
+            busy += 1
+            peak = max(peak, busy)
+            await asyncio.sleep(0.002)
+            busy -= 1
+
+    await asyncio.gather(*(request() for _ in range(requests)))
+    return peak
+
+
+@pytest.mark.asyncio
+async def test_the_limiters_slots_follow_the_window() -> None:
+    limiter = AtlassianLimiter(concurrency=8, max_rps=0)
+    window = limiter.concurrency
+    assert window is not None
+    assert await peak_in_flight(limiter, 40) == 8
+    while window.limit > 1:  # a server answering only 503s, one round trip after another
+        limiter.observe("default", 503, {}, window.epoch)
+    assert await peak_in_flight(limiter, 40) == 1
+    while window.share >= window.OVERLOAD_SHARE or window.limit < 3:  # it copes again
+        limiter.observe("default", 200, {})
+    assert await peak_in_flight(limiter, 40) == window.limit >= 3
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_queued_request_passes_its_slot_on() -> None:
+    limiter = AtlassianLimiter(concurrency=1, max_rps=0)
+    holder = limiter.slot("default")
+    await holder.__aenter__()
+    queued = asyncio.create_task(limiter.slot("default").__aenter__())
+    third = asyncio.create_task(limiter.slot("default").__aenter__())
+    await asyncio.sleep(0.01)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await holder.__aexit__(None, None, None)
+    async with asyncio.timeout(1):
+        await third  # the slot went past the cancelled request
+    # woken and cancelled in the same step: the slot it was handed is passed on, not lost
+    fourth = asyncio.create_task(limiter.slot("default").__aenter__())
+    fifth = asyncio.create_task(limiter.slot("default").__aenter__())
+    await asyncio.sleep(0.01)
+    await limiter.__aexit__(None, None, None)  # the third's slot: handed to the fourth
+    fourth.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fourth
+    async with asyncio.timeout(1):
+        await fifth
