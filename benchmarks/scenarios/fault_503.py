@@ -3,10 +3,12 @@
 A random 503 is one request's misfortune: a load balancer met a node that was restarting or
 briefly busy. A sync where f % of the requests fail once and succeed when sent again should
 take about f % longer, not many times longer. Each configuration gets fresh emulators (the same
-seeded directory, empty targets), Okta's limits off and no added latency, as in the issue's
-measurement; ``--fail-rate`` applies to all three servers, and the 503s carry no
-``Retry-After`` (the emulators' default, what a load balancer sends). The engine runs with its
-default settings (16 requests in flight per target).
+seeded directory, empty targets) and Okta's limits off; ``--fail-rate`` applies to all three
+servers, and the 503s carry no ``Retry-After`` (the emulators' default, what a load balancer
+sends). The engine runs with its default settings (16 requests in flight per target). Two
+latencies: none, as in the issue's measurement (the run is bound by the two cores), and 20 ms
+on every request, as in ``latency_bound`` (bound by round trips, where a worker waiting out
+a backoff is a slot left unused).
 
 ``OKTASYNC_BENCH_BASELINE_SRC=/path/to/checkout/src`` runs every fail rate a second time with
 that checkout's engine (``PYTHONPATH``; the emulators stay this checkout's), so a change is
@@ -31,19 +33,21 @@ NAME = "fault_503"
 USERS, GROUPS, QUICK_USERS, QUICK_GROUPS = 2_000, 100, 300, 20
 CI_SIZE = (40, 5)
 FAIL_RATES = (0.0, 0.01, 0.05)
+LATENCIES_MS = (0, 20)
 # "close to f % longer": the slow-down allowed per fail rate (a failed request costs its own
-# round trip again plus a backoff of 0.1-0.2 s, during which its worker is idle)
+# round trip again plus a backoff of 10-20 ms, during which its worker is idle)
 SLOWDOWN_TARGETS = {0.01: 1.10, 0.05: 1.25}
 BASELINE_ENV, BASELINE_LABEL_ENV = "OKTASYNC_BENCH_BASELINE_SRC", "OKTASYNC_BENCH_BASELINE_LABEL"
 SERVICES = ("okta", *TARGETS)
 
 
-def _label(engine: str, rate: float) -> str:
-    return f"{engine.replace(' ', '_')}_fail_{rate * 100:g}pct"
+def _label(engine: str, latency_ms: int, rate: float) -> str:
+    return f"{engine.replace(' ', '_')}_{latency_ms}ms_fail_{rate * 100:g}pct"
 
 
-def _emu_args(users: int, groups: int, rate: float) -> list[str]:
-    return emulate_args(users, groups, "--okta-rate-scale", "0", "--fail-rate", str(rate))
+def _emu_args(users: int, groups: int, latency_ms: int, rate: float) -> list[str]:
+    return emulate_args(users, groups, "--okta-rate-scale", "0", "--fail-rate", str(rate),
+                        *(("--latency-ms", str(latency_ms)) if latency_ms else ()))
 
 
 def _unavailable(o: Observed) -> int:
@@ -70,15 +74,16 @@ def _concurrency(o: Observed) -> str:
     return "; ".join(parts)
 
 
-def _run_figures(engine: str, rate: float, o: Observed, base: Observed | None) -> list[Figure]:
+def _run_figures(config: str, engine: str, rate: float, o: Observed,
+                 base: Observed | None) -> list[Figure]:
     requests = ", ".join(f"{s} {o.requests(s):,}" for s in SERVICES)
     concurrency = _concurrency(o)
     figures = [
-        Figure(f"{engine}, {rate:.0%} 503s: wall time of the full sync", o.measured.wall_s, "s",
+        Figure(f"{config}: wall time of the full sync", o.measured.wall_s, "s",
                o.commands, note=f"requests: {requests}; 503s {_unavailable(o):,}; "
                                 f"retries {_retries(o):,}"
                                 + (f"; {concurrency}" if concurrency else "")),
-        Figure(f"{engine}, {rate:.0%} 503s: the engine's own wall_time_s", o.engine_wall_s(),
+        Figure(f"{config}: the engine's own wall_time_s", o.engine_wall_s(),
                "s", o.commands, note=f"engine CPU {o.measured.cpu_s:.1f} s, emulator CPU "
                                      f"{o.emulator_cpu_s:.1f} s"),
     ]
@@ -86,7 +91,7 @@ def _run_figures(engine: str, rate: float, o: Observed, base: Observed | None) -
         ratio = o.engine_wall_s() / base.engine_wall_s()
         target = SLOWDOWN_TARGETS[rate] if engine == "engine" else None
         figures.append(Figure(
-            f"{engine}, {rate:.0%} 503s: wall_time_s / wall_time_s with no 503s", ratio, "×",
+            f"{config}: wall_time_s / wall_time_s with no 503s", ratio, "×",
             o.commands + base.commands,
             f"<= {target:.2f}×" if target else "", ratio <= target if target else None,
             note=f"{o.engine_wall_s():.1f} s / {base.engine_wall_s():.1f} s"))
@@ -97,15 +102,17 @@ def _one_engine(ctx: Context, engine: str, users: int, groups: int,
                 env: dict[str, str] | None) -> tuple[list[Figure], dict[str, Any]]:
     figures: list[Figure] = []
     details: dict[str, Any] = {}
-    base: Observed | None = None
-    for rate in FAIL_RATES:
-        label = _label(engine, rate)
-        o = run_engine(ctx, NAME, label, _emu_args(users, groups, rate), env=env)
-        if env:  # show how the other engine was picked
-            o.commands[-1] = "PYTHONPATH=$BASELINE/src " + o.commands[-1]
-        base = o if rate == 0 else base
-        figures += _run_figures(engine, rate, o, base)
-        details[label] = o.to_json()
+    for latency in LATENCIES_MS:
+        base: Observed | None = None
+        for rate in FAIL_RATES:
+            label = _label(engine, latency, rate)
+            o = run_engine(ctx, NAME, label, _emu_args(users, groups, latency, rate), env=env)
+            if env:  # show how the other engine was picked
+                o.commands[-1] = "PYTHONPATH=$BASELINE/src " + o.commands[-1]
+            base = o if rate == 0 else base
+            config = f"{engine}, {latency} ms, {rate:.0%} 503s"
+            figures += _run_figures(config, engine, rate, o, base)
+            details[label] = o.to_json()
     return figures, details
 
 
@@ -119,6 +126,7 @@ def run(ctx: Context) -> Outcome:
         figures += more
         runs.update(base_runs)
     details = {"users": users, "groups": groups, "fail_rates": list(FAIL_RATES),
+               "latencies_ms": list(LATENCIES_MS),
                "baseline_src": baseline, "baseline_label": os.environ.get(BASELINE_LABEL_ENV),
                "runs": runs}
     return Outcome(figures, details)

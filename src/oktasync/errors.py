@@ -163,9 +163,20 @@ class RetryPolicy:
     max_attempts: int = 8
     max_elapsed_s: float = 600.0
     backoff: Backoff = Backoff()
+    # A 503 without Retry-After is mostly one request's misfortune (a load balancer met a
+    # restarting or busy node): its first retry comes after 10-20 ms, not 100-200 ms, since
+    # with sixteen requests in flight 5 % of 503s would otherwise keep a third of the workers
+    # idle. An overloaded server is protected by the target's adaptive concurrency, which
+    # bounds what retries can add, and the steeper ramp (x3) reaches the same patience as
+    # ``backoff`` by the eighth attempt (about 20 s in all).
+    unavailable_backoff: Backoff = Backoff(base_s=0.02, factor=3.0)
 
     def should_retry(self, attempt: int, elapsed_s: float) -> bool:
         return attempt < self.max_attempts and elapsed_s < self.max_elapsed_s
+
+    def delay(self, attempt: int, status: int | None) -> float:
+        """The backoff before the next attempt, when the server did not say how long."""
+        return (self.unavailable_backoff if status == 503 else self.backoff).delay(attempt)
 
     def deadline_s(self, timeout_s: float | None) -> float:
         """The most time one request may spend trying: ``max_attempts × timeout_s``, backoff

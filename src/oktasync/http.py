@@ -152,7 +152,8 @@ class HttpClient:
             paced = answer is not None and answer.status == 429
             throttled += paced
             counted = attempt - throttled  # a 429 is the server pacing us, not a failure
-            delay = wait if wait is not None else self._policy.backoff.delay(counted)
+            delay = wait if wait is not None else self._policy.delay(
+                counted, answer.status if answer is not None else None)
             out_of_time = not paced and spent + delay >= self._deadline_s
             if out_of_time or not self._policy.should_retry(counted,
                                                             time.monotonic() - started):

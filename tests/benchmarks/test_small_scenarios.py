@@ -90,8 +90,9 @@ def check_faults_injected(runs: dict[str, Any]) -> None:
     """The runs with a fail rate met 503s (and still ended as the oracle says, above)."""
     seen = {label: sum(int(run["emulator_stats"][s]["faults"]["unavailable"])
                        for s in ("okta", *TARGETS)) for label, run in runs.items()}
-    assert seen["engine_fail_0pct"] == 0, seen
-    assert seen["engine_fail_5pct"] > 0, seen
+    for latency in ("0ms", "20ms"):
+        assert seen[f"engine_{latency}_fail_0pct"] == 0, seen
+        assert seen[f"engine_{latency}_fail_5pct"] > 0, seen
 
 
 def check_bare_replay(bare: dict[str, Any]) -> None:

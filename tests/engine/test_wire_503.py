@@ -119,7 +119,7 @@ async def test_a_503_with_retry_after_holds_back_that_request_only(form: str) ->
 @pytest.mark.asyncio
 async def test_a_503_without_retry_after_backs_off_that_request_only() -> None:
     server = FirstFails(None)
-    policy = RetryPolicy(backoff=Backoff(base_s=2.0, factor=2.0, max_s=2.0))  # 1-2 s
+    policy = RetryPolicy(unavailable_backoff=Backoff(base_s=2.0, factor=2.0, max_s=2.0))  # 1-2 s
     limiter = AtlassianLimiter(concurrency=4, max_rps=0)
     async with serve(server) as url, client(url, limiter, policy) as http:
         await one_503_then_others(server, http)
@@ -129,6 +129,18 @@ async def test_a_503_without_retry_after_backs_off_that_request_only() -> None:
     assert len(others) == 10 and max(others) < retry, "the other requests kept going meanwhile"
     assert limiter.concurrency is not None
     assert limiter.concurrency.limit == 4, "one 503 among a dozen answers is no overload"
+
+
+def test_a_503_is_retried_sooner_than_other_failures_with_the_same_patience() -> None:
+    policy = RetryPolicy()
+    for _ in range(100):
+        assert 0.01 <= policy.delay(1, 503) <= 0.02
+        assert 0.1 <= policy.delay(1, 500) <= 0.2
+        assert 0.1 <= policy.delay(1, None) <= 0.2  # no answer at all
+    # about as long in all over the eight attempts: 0.02 x 3^k against 0.2 x 2^k
+    unavailable = sum(policy.unavailable_backoff.delay(a) for a in range(1, 8))
+    other = sum(policy.backoff.delay(a) for a in range(1, 8))
+    assert 10 <= unavailable <= 22 and 12 <= other <= 26, (unavailable, other)
 
 
 class Overloaded:
@@ -158,7 +170,7 @@ class Overloaded:
 async def test_an_overloaded_server_gets_fewer_requests_in_flight() -> None:
     server = Overloaded(capacity=3)
     limiter = AtlassianLimiter(concurrency=16, max_rps=0)
-    policy = RetryPolicy(max_attempts=100, backoff=Backoff(0.01, 2.0, 0.05))
+    policy = RetryPolicy(max_attempts=100, unavailable_backoff=Backoff(0.01, 2.0, 0.05))
     total = 16 * 25
     async with serve(server) as url, client(url, limiter, policy) as http:
         async def worker(first: int) -> None:
