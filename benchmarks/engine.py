@@ -155,9 +155,13 @@ def run_sync(
     extra: list[str] | None = None,
     timeout_s: float = 1800.0,
     profile_to: Path | None = None,
+    env: dict[str, str] | None = None,
     **config: str,
 ) -> SyncRun:
-    """Write the config, run one sync to its end, collect summary, stats and emulator CPU."""
+    """Write the config, run one sync to its end, collect summary, stats and emulator CPU.
+
+    ``env`` adds variables for the sync process (``PYTHONPATH`` runs another checkout's
+    engine against the same emulators)."""
     path = write_config(folder, emulators, **config)
     argv = sync_argv(path, extra or [], profile_to)
     dry_run = "--dry-run" in (extra or [])
@@ -165,7 +169,7 @@ def run_sync(
     before = _server_states(emulators, ("jira", "confluence")) if watched else {}
     foreign = foreign_processes()
     cpu_before = emulators.cpu_seconds()
-    measured = run_measured(argv, timeout_s=timeout_s, log_dir=folder, label="sync")
+    measured = run_measured(argv, timeout_s=timeout_s, log_dir=folder, label="sync", env=env)
     emulator_cpu = emulators.cpu_seconds() - cpu_before
     foreign += foreign_processes()
     last_run_path = folder / "state" / APP / "last-run.json"

@@ -76,8 +76,10 @@ def run_engine(
     *,
     sample: bool = False,
     snapshot: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Observed:
-    """Fresh emulators, one full ``oktasync sync`` (exit 0 or 1), the emulators stopped."""
+    """Fresh emulators, one full ``oktasync sync`` (exit 0 or 1), the emulators stopped;
+    ``env`` is added to the sync's environment (not the emulators')."""
     scratch = ctx.scratch(label)
     profile = ctx.profile_dir / f"{scenario}-{label}.prof" if ctx.profile_dir else None
     with EmulatorProcess(emu_args, log_dir=scratch) as emu:
@@ -87,10 +89,10 @@ def run_engine(
         if sampler is not None:
             with sampler:
                 run = run_sync(emu, scratch, extra=extra, timeout_s=SYNC_TIMEOUT_S,
-                               profile_to=profile)
+                               profile_to=profile, env=env)
         else:
             run = run_sync(emu, scratch, extra=extra, timeout_s=SYNC_TIMEOUT_S,
-                           profile_to=profile)
+                           profile_to=profile, env=env)
         after = _states(emu) if snapshot else {}
         emu.stop()
     ctx.note_foreign(run.foreign)

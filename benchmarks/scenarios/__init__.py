@@ -5,6 +5,7 @@ from __future__ import annotations
 from benchmarks.framework import Scenario
 from benchmarks.scenarios import (
     emulator_startup,
+    fault_503,
     high_bar,
     latency_bound,
     okta_bound,
@@ -21,6 +22,7 @@ SCENARIOS: dict[str, Scenario] = {
         speedup_1000.SCENARIO,
         latency_bound.SCENARIO,
         rate_bound.SCENARIO,
+        fault_503.SCENARIO,
         resume_20k.SCENARIO,
         okta_bound.SCENARIO,
         scale.SCENARIO,

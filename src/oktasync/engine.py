@@ -151,7 +151,7 @@ async def _clients(
             tc = config.targets[name]
             session = make_session(connections=tc.concurrency, timeout_s=tc.timeout_s)
             sessions.append(session)
-            client = HttpClient(session, name=f"{name} ({tc.kind})", base_url=tc.url,
+            client = HttpClient(session, name=name, base_url=tc.url,
                                 headers=_target_headers(tc),
                                 limiter=AtlassianLimiter(concurrency=tc.concurrency,
                                                          max_rps=tc.max_rps, global_limit=shared))

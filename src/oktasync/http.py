@@ -4,7 +4,13 @@ Each server gets one ``HttpClient`` over one keep-alive ``aiohttp.ClientSession`
 iterative (never recursive): take a slot from the server's limiter, send, let the limiter learn
 from the answer, and act on ``errors.classify_status``. Answers with a SKIP status come back to
 the caller, who knows what a 400 or 404 means for its endpoint; RETRY statuses are retried
-until the policy gives up (``HttpFailure``); a 401 raises ``CredentialsError``.
+until the policy gives up (``HttpFailure``; ``NoAnswer`` when no attempt got an HTTP answer);
+a 401 raises ``CredentialsError``.
+
+A request also has a deadline, ``RetryPolicy.deadline_s``: ``max_attempts × timeout_s`` of
+trying in total, backoff and ``Retry-After`` waits included (waiting for the server's rate
+limits is not counted). An attempt never waits longer than what is left of it, and a request
+whose next attempt could not start before it gives up.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from yarl import URL
 from oktasync.errors import (
     CredentialsError,
     HttpFailure,
+    NoAnswer,
     Outcome,
     RetryPolicy,
+    cause_of,
     classify_exception,
     classify_status,
 )
-from oktasync.ratelimit import Limiter
+from oktasync.ratelimit import AdaptiveConcurrency, Limiter
 
 
 @dataclass
@@ -80,13 +88,17 @@ class RequestCounters:
     retries: int = 0
     rate_limited: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
+    concurrency: AdaptiveConcurrency | None = None  # the server's, when it adapts
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "reads": self.reads, "writes": self.writes, "retries": self.retries,
             "rate_limited": self.rate_limited,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
         }
+        if self.concurrency is not None:
+            out["concurrency"] = self.concurrency.to_json()
+        return out
 
 
 def make_session(*, connections: int, timeout_s: float) -> aiohttp.ClientSession:
@@ -101,8 +113,14 @@ def make_session(*, connections: int, timeout_s: float) -> aiohttp.ClientSession
                                  json_serialize=lambda o: orjson.dumps(o).decode())
 
 
+_Attempt = tuple[Answer | None, float | None, Outcome | None, BaseException | None, float]
+
+
 class HttpClient:
-    """Requests to one server, with its auth header, limiter and retry policy."""
+    """Requests to one server, with its auth header, limiter and retry policy.
+
+    ``name`` is the server as the config names it (``jira``), the first word of every
+    message about it; the session's timeout is ``timeout_s``, one attempt's limit."""
 
     def __init__(
         self, session: aiohttp.ClientSession, *, name: str, base_url: str,
@@ -115,7 +133,9 @@ class HttpClient:
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._limiter = limiter
         self._policy = policy or RetryPolicy()
-        self.counters = RequestCounters()
+        self.timeout_s = session.timeout.total
+        self._deadline_s = self._policy.deadline_s(self.timeout_s)
+        self.counters = RequestCounters(concurrency=limiter.concurrency)
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + path
@@ -142,10 +162,12 @@ class HttpClient:
         url = self._target(path, params)
         data = orjson.dumps(json) if json is not None else None
         headers = self._headers if data is None else self._json_headers
-        started, attempt, throttled, unclear = time.monotonic(), 0, 0, False
+        started, attempt, throttled, spent, unclear = time.monotonic(), 0, 0, 0.0, False
         while True:
             attempt += 1
-            answer, wait, outcome, error = await self._attempt(method, url, bucket, data, headers)
+            answer, wait, outcome, error, took = await self._attempt(
+                method, url, bucket, data, headers, self._deadline_s - spent)
+            spent += took
             if answer is not None:
                 answer.after_unclear_attempt = unclear
             if answer is not None and answer.status in ok_statuses:
@@ -164,39 +186,74 @@ class HttpClient:
                         f"at {method} {_path_only(str(url))}")
             if outcome is Outcome.ABORT and error is not None:
                 raise error
-            throttled += answer is not None and answer.status == 429
+            paced = answer is not None and answer.status == 429
+            throttled += paced
             unclear = unclear or (method != "GET" and _unclear(answer, error))
             counted = attempt - throttled  # a 429 is the server pacing us, not a failure
-            if not self._policy.should_retry(counted, time.monotonic() - started):
-                raise HttpFailure(method, _path_only(str(url)),
-                                  answer.status if answer else None,
-                                  f"{self.name} answered with {broken}" if broken
-                                  else answer.text() if answer else repr(error))
+            delay = wait if wait is not None else self._policy.delay(
+                counted, answer.status if answer is not None else None)
+            out_of_time = not paced and spent + delay >= self._deadline_s
+            if out_of_time or not self._policy.should_retry(counted,
+                                                            time.monotonic() - started):
+                raise self._failure(method, url, answer, error, counted, spent,
+                                    out_of_time and counted < self._policy.max_attempts,
+                                    broken)
             self.counters.retries += 1
-            await anyio.sleep(wait if wait is not None else self._policy.backoff.delay(counted))
+            await anyio.sleep(delay)
+            if not paced:
+                spent += delay
 
     async def _attempt(
         self, method: str, url: URL, bucket: str, data: bytes | None,
-        headers: Mapping[str, str],
-    ) -> tuple[Answer | None, float | None, Outcome | None, BaseException | None]:
-        """One try: the answer (or the transport error's outcome) and the limiter's wait hint."""
+        headers: Mapping[str, str], left_s: float,
+    ) -> _Attempt:
+        """One try: the answer (or the transport error's outcome), the limiter's wait hint,
+        and how long it took once it had its slot (at most ``left_s``)."""
         if method == "GET":
             self.counters.reads += 1
         else:
             self.counters.writes += 1
+        sent = 0.0
         try:
-            async with self._limiter.slot(bucket), self._session.request(
-                method, url, data=data, headers=headers, allow_redirects=False,
-            ) as response:
-                body = await response.read()
-                answer = Answer(response.status, response.headers, body, url)
+            async with self._limiter.slot(bucket) as epoch:
+                sent = time.monotonic()
+                async with self._session.request(
+                    method, url, data=data, headers=headers, allow_redirects=False,
+                    timeout=self._timeout(left_s),
+                ) as response:
+                    body = await response.read()
+                    answer = Answer(response.status, response.headers, body, url)
         except Exception as exc:  # classified below: transient ones are retried
-            return None, None, classify_exception(exc), exc
+            took = time.monotonic() - sent if sent else 0.0
+            return None, None, classify_exception(exc), exc, took
+        took = time.monotonic() - sent
         self.counters.statuses[answer.status] += 1
         if answer.status == 429:
             self.counters.rate_limited += 1
-        wait = self._limiter.observe(bucket, answer.status, answer.headers)
-        return answer, wait, None, None
+        wait = self._limiter.observe(bucket, answer.status, answer.headers, epoch)
+        return answer, wait, None, None, took
+
+    def _timeout(self, left_s: float) -> aiohttp.ClientTimeout:
+        """The session's timeout, or what is left of the request's deadline if that is less."""
+        timeout = self._session.timeout
+        if timeout.total is None or left_s >= timeout.total:
+            return timeout
+        left_s = max(0.001, left_s)
+        return aiohttp.ClientTimeout(total=left_s, sock_connect=min(10.0, left_s))
+
+    def _failure(self, method: str, url: URL, answer: Answer | None,
+                 error: BaseException | None, attempts: int, spent_s: float,
+                 out_of_time: bool, broken: str | None) -> HttpFailure:
+        """The error a request that gave up raises: the last answer (what was wrong with its
+        body, when that was the trouble), or why there was none."""
+        if answer is not None:
+            return HttpFailure(method, _path_only(str(url)), answer.status,
+                               f"{self.name} answered with {broken}" if broken
+                               else answer.text())
+        cause = cause_of(error or TimeoutError(), self.timeout_s or self._deadline_s)
+        return NoAnswer(self.name, self.base_url, method, url, cause, attempts, spent_s,
+                        self.timeout_s,
+                        self._policy.deadline_words(self.timeout_s) if out_of_time else None)
 
 
 def _broken(answer: Answer,

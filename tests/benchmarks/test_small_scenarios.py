@@ -82,6 +82,17 @@ def test_scenario_at_ci_size(name: str, tmp_path: Path) -> None:
     assert all(s.dry_run for s in syncs) == (name in DRY_RUN_SCENARIOS)
     if name == "latency_bound":
         check_bare_replay(outcome.details["bare_aiohttp"])
+    if name == "fault_503":
+        check_faults_injected(outcome.details["runs"])
+
+
+def check_faults_injected(runs: dict[str, Any]) -> None:
+    """The runs with a fail rate met 503s (and still ended as the oracle says, above)."""
+    seen = {label: sum(int(run["emulator_stats"][s]["faults"]["unavailable"])
+                       for s in ("okta", *TARGETS)) for label, run in runs.items()}
+    for latency in ("0ms", "20ms"):
+        assert seen[f"engine_{latency}_fail_0pct"] == 0, seen
+        assert seen[f"engine_{latency}_fail_5pct"] > 0, seen
 
 
 def check_bare_replay(bare: dict[str, Any]) -> None:

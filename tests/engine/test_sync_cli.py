@@ -166,6 +166,6 @@ async def test_cli_jira_rejecting_the_token_is_exit_2_without_a_traceback(
     assert code == 2, (out, err)
     assert "Traceback" not in out + err
     said = out + err
-    assert "jira (jira-dc) rejected the credentials (HTTP 401)" in said, said[-2000:]
+    assert "jira rejected the credentials (HTTP 401)" in said, said[-2000:]
     assert "SECRET-not-the-jira-token" not in said
     assert_no_secret("the CLI's output", said)

@@ -101,6 +101,8 @@ def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
     add("--atlassian-rate", type=_rate, default=None, metavar="CAPACITY/FILL/INTERVAL",
         help="token-bucket rate limiting on Jira and Confluence (default off)")
     add("--fail-rate", type=_share, default=0.0, help="share of requests answered 503")
+    add("--fail-retry-after", type=_count, default=None, metavar="SECONDS",
+        help="send Retry-After: SECONDS with those 503s (default: none, as a load balancer)")
     add("--ambiguous-rate", type=_share, default=0.0,
         help="share of writes applied, then answered 504")
     add("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
@@ -133,7 +135,8 @@ def options_from(args: argparse.Namespace) -> EmulatorOptions:
         users=args.users, groups=args.groups, seed=args.seed, memberships=args.memberships,
         latency_ms=args.latency_ms, okta_rate_scale=args.okta_rate_scale,
         okta_window_s=args.okta_window_s, atlassian_rate=args.atlassian_rate,
-        fail_rate=args.fail_rate, ambiguous_rate=args.ambiguous_rate, host=args.host,
+        fail_rate=args.fail_rate, fail_retry_after=args.fail_retry_after,
+        ambiguous_rate=args.ambiguous_rate, host=args.host,
         ports=args.ports, okta_token=args.okta_token, admin_password=args.admin_password,
         jira_token=args.jira_token, confluence_token=args.confluence_token,
         jira_version=args.jira_version, confluence_seats=args.confluence_seats,

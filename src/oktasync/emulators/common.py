@@ -8,7 +8,8 @@ here so the three cannot drift apart in how they count or how they break:
   ``GET /_emulator/stats`` (the engine never calls it).
 * ``build_app`` wraps an emulator's routes in one middleware that adds latency, asks the
   emulator's own gate (auth, rate limit) whether to answer at all, injects the two faults real
-  servers show (503 with no effect; a write applied and then answered 504) and counts everything.
+  servers show (503 with no effect, no Retry-After unless asked for; a write applied and then
+  answered 504) and counts everything.
 * ``Alterations`` breaks chosen answers on request (``POST /_emulator/answers``) the ways real
   servers and the proxies in front of them do: an HTML maintenance page with status 200, a
   truncated JSON body, a JSON value of the wrong type, an empty body, or a listing that ends
@@ -50,6 +51,8 @@ class FaultConfig:
 
     latency_ms: float = 0.0
     fail_rate: float = 0.0  # share of requests answered 503, with no effect
+    # Retry-After on those 503s; None (the default): none, as a load balancer sends
+    fail_retry_after: int | None = None
     ambiguous_rate: float = 0.0  # share of writes applied, then answered 504 (answer lost)
     seed: int | None = None
 
@@ -177,9 +180,17 @@ class FaultInjector:
         )
 
 
-def unavailable_response() -> web.Response:
-    """What a real server or its proxy sends under load: 503, no JSON, nothing done."""
-    return web.Response(status=503, text="Service Unavailable", headers={"Retry-After": "1"})
+def unavailable_response(retry_after: int | None = None) -> web.Response:
+    """What a real server or its proxy sends under load: 503, no JSON, nothing done.
+
+    No ``Retry-After`` by default: the 503s a client meets in front of Jira or Confluence
+    mostly come from a load balancer or reverse proxy with no healthy node for this request
+    (HAProxy's and nginx's default 503 pages carry none), and one of them concerns that
+    request, not the server. An application that knows how long it will be unavailable (a
+    maintenance window) may say so: ``retry_after`` (``--fail-retry-after``) adds the header.
+    """
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    return web.Response(status=503, text="Service Unavailable", headers=headers)
 
 
 def lost_answer_response() -> web.Response:
@@ -380,7 +391,7 @@ async def _answer(
                 return refused
         if injector.unavailable():
             request[UNAVAILABLE_KEY] = True
-            return unavailable_response()
+            return unavailable_response(injector.config.fail_retry_after)
         response = await handler(request)
         if response.status < 300 and is_write:
             request[APPLIED_KEY] = True

@@ -69,6 +69,7 @@ class EmulatorOptions:
     okta_window_s: float = 60.0
     atlassian_rate: AtlassianRate | None = None  # None: rate limiting off, as on a fresh install
     fail_rate: float = 0.0
+    fail_retry_after: int | None = None  # Retry-After on the injected 503s (None: none)
     ambiguous_rate: float = 0.0
     host: str = DEFAULT_HOST
     ports: tuple[int, int, int] = DEFAULT_PORTS
@@ -89,6 +90,7 @@ class EmulatorOptions:
         return FaultConfig(
             latency_ms=self.latency_ms,
             fail_rate=self.fail_rate,
+            fail_retry_after=self.fail_retry_after,
             ambiguous_rate=self.ambiguous_rate,
             seed=self.seed * 1000 + salt,
         )
