@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmarks.framework import Scenario
 from benchmarks.scenarios import (
+    before_after,
     emulator_startup,
     fault_503,
     high_bar,
@@ -27,5 +28,6 @@ SCENARIOS: dict[str, Scenario] = {
         okta_bound.SCENARIO,
         scale.SCENARIO,
         high_bar.SCENARIO,
+        before_after.SCENARIO,
     )
 }

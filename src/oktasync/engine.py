@@ -206,7 +206,13 @@ class Verdict:
     code: int = EXIT_OK
     outcome: str = "done"
     finished: bool = False
+    unsaved: bool = False  # part of the run's record could not be written (a full disk)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Finished, and everything about it written down: only then may its checkpoint go."""
+        return self.finished and not self.unsaved
 
     def stopped(self, code: int, outcome: str, note: str) -> None:
         self.code, self.outcome = worst(self.code, code), outcome
@@ -319,6 +325,7 @@ def _saving(verdict: Verdict, state_dir: Path, save: Any) -> bool:
         if error is None:
             raise
         verdict.stopped(EXIT_USAGE, "stopped: the state directory cannot be written", str(error))
+        verdict.unsaved = True
         return False
     return True
 
@@ -333,7 +340,7 @@ def _report(store: RunStore, tallies: dict[str, TargetTally], verdict: Verdict,
     if verdict.code == EXIT_OK and any(t.failed for t in tallies.values()):
         verdict.code, verdict.outcome = (EXIT_WRITES_FAILED,
                                          "done, some writes failed or were refused")
-    if not verdict.finished and not options.dry_run and verdict.code != EXIT_OK:
+    if not verdict.complete and not options.dry_run and verdict.code != EXIT_OK:
         verdict.notes.append(f"resumable: oktasync sync --resume (checkpoint {store.path})")
     summary.update(_finish(summary, verdict, started, clients.get("okta"),
                            clients.get("targets", {}), tallies))
@@ -341,9 +348,9 @@ def _report(store: RunStore, tallies: dict[str, TargetTally], verdict: Verdict,
             verdict, state_dir, lambda: write_json_atomically(app_dir / "last-run.json",
                                                               summary)):
         summary.update(exit_code=verdict.code, outcome=verdict.outcome, notes=verdict.notes)
-    if verdict.finished or options.dry_run:
+    if verdict.complete or options.dry_run:
         store.delete()
-    else:
+    else:  # kept for --resume, which redoes what was not written down and then the reports
         store.close()
 
 

@@ -75,6 +75,9 @@ log = structlog.get_logger("oktasync.pipeline")
 # repeats at most these writes plus the ones in flight, and one commit covers many writes.
 CHECKPOINT_EVERY_WRITES = 64
 CHECKPOINT_EVERY_S = 0.25
+# The cursor of an Okta member listing that fell short of the group's count: read it again
+# from its start (an empty URL: never a real cursor).
+START_OVER = ""
 
 
 @dataclass
@@ -124,15 +127,16 @@ class CreateIntents:
     others to join its batch, so a commit costs tens of microseconds per batch, not per user.
     """
 
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, resumed: bool) -> None:
         self._store = store
+        self._resumed = resumed  # only a resumed run has intents of an earlier segment
         self._pending: list[tuple[str, str]] = []
         self._batch: anyio.Event | None = None
 
     async def record(self, target: str, key: str) -> bool:
         """Write the intent down before the create is sent; True when an earlier segment of
         this run had already sent it (so "already exists" may be that create's doing)."""
-        earlier = self._store.has_intent(target, key)
+        earlier = self._resumed and self._store.has_intent(target, key)
         self._pending.append((target, key))
         if self._batch is not None:
             await self._batch.wait()
@@ -191,7 +195,7 @@ class AppSync:
         self.app, self.config, self.okta, self.store = app, config, okta, store
         self.ownership, self.force, self.dry_run = ownership, force, dry_run
         self.resumed = resumed
-        self.intents = CreateIntents(store)
+        self.intents = CreateIntents(store, resumed)
         target_rules = {name: app.rule_for(config.targets[name]) for name in targets}
         self.username_rules = list(dict.fromkeys(target_rules.values()))
         self.runs = {name: TargetRun(t, self._rules(name, t), tallies[name],
@@ -334,26 +338,30 @@ class AppSync:
         what it read matches Okta's own count of the group's members."""
         name = cursor_name("okta", "members", group.id)
         start, _ = self.store.cursor(name)
-        if start is None:
+        read = 0
+        if start == START_OVER:  # it fell short last time: what it read then is forgotten
             self.store.forget_okta_members(group.id)
+            start = None
+        elif start is not None:  # resumed in the middle: count the pages read before
+            read = self.store.okta_member_count(group.id)
         async for page in self.okta.member_pages(group.id, start):
+            read += len(page.items)
             with self.store.transaction():
                 self.store.add_okta_members(group.id, page.items)
                 self.store.set_cursor(name, page.next_url, False)
-        await self._check_member_count(group)
+        await self._check_member_count(group, read)
         self.store.set_cursor(name, None, True)
 
-    async def _check_member_count(self, group: OktaGroup) -> None:
+    async def _check_member_count(self, group: OktaGroup, read: int) -> None:
         """A member listing that ends early without an error is caught by the group's count
         (``expand=stats``). A shortfall is checked against a fresh count first: the group may
         have lost members while it was read. Still short, the listing starts over next time."""
-        read = self.store.okta_member_count(group.id)
         if group.member_count is None or read >= group.member_count:
             return
         counted = await self.okta.member_count(group.id)
         if counted is None or read >= counted:
             return
-        self.store.set_cursor(cursor_name("okta", "members", group.id), None, False)
+        self.store.set_cursor(cursor_name("okta", "members", group.id), START_OVER, False)
         raise ListingError(
             f"Okta's member listing of group {group.name!r} ({group.id}) ended early: "
             f"{read} members read, Okta counts {counted}")

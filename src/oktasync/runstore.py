@@ -306,11 +306,14 @@ class RunStore:
                              [(group_id, u) for u in user_ids])
 
     def okta_member_count(self, group_id: str) -> int:
+        """Members read of one group (a scan of every membership: only when a listing is
+        resumed in its middle)."""
         return int(self._db.execute("SELECT COUNT(*) FROM okta_members WHERE group_id = ?",
                                     (group_id,)).fetchone()[0])
 
     def forget_okta_members(self, group_id: str) -> None:
-        """A member listing read again from its start forgets what it read before."""
+        """A member listing read again from its start forgets what it read before (a scan of
+        every membership: only after a listing fell short)."""
         self._db.execute("DELETE FROM okta_members WHERE group_id = ?", (group_id,))
 
     def in_scope_membership_count(self) -> int:
