@@ -177,6 +177,7 @@ class RunStore:
         self._db.executescript(SCHEMA)
         # a change is a call, or one row for an INSERT statement (the str)
         self._deferred: list[tuple[Callable[..., None] | str, tuple[Any, ...]]] = []
+        self._appended: dict[str, list[tuple[Any, ...]]] = {}  # see _defer_append
 
     def defer(self, change: Callable[..., None], *args: Any) -> None:
         """Queue a small change for the next checkpoint's transaction: one commit for many
@@ -188,8 +189,14 @@ class RunStore:
         one ``executemany`` (most writes of a run are memberships and creates, one row each)."""
         self._deferred.append((statement, row))
 
+    def _defer_append(self, statement: str, row: tuple[Any, ...]) -> None:
+        """Queue one row of a table only ever added to (matched keys, landed writes, problems):
+        no other change reads or moves it, so its rows are flushed together, out of the order
+        of the rest — one ``executemany`` per table and checkpoint."""
+        self._appended.setdefault(statement, []).append(row)
+
     def defer_matched(self, target: str, key: str) -> None:
-        self._defer_row(INSERT_MATCHED, (target, key))
+        self._defer_append(INSERT_MATCHED, (target, key))
 
     def defer_account(self, target: str, account: TargetAccount) -> None:
         self._defer_row(INSERT_ACCOUNT, _account_row(target, account))
@@ -200,13 +207,13 @@ class RunStore:
     def defer_landed(self, target: str, op: Operation) -> None:
         """A write that landed: one row per change, however often it was sent (a repeat after
         a lost answer or a kill is the same change), so counts are what the servers applied."""
-        self._defer_row(INSERT_LANDED, (target, op.kind.value, name_key(op.username),
-                                        name_key(op.group or "")))
+        self._defer_append(INSERT_LANDED, (target, op.kind, name_key(op.username),
+                                           name_key(op.group) if op.group else ""))
 
     def defer_problem(self, target: str, phase: str, user_key: str, problem: Problem) -> None:
         """A finding or a failed write, listed once however many segments of a resumed run
         found it (the row is unique on what it says)."""
-        self._defer_row(INSERT_PROBLEM, (target, phase, user_key, *problem))
+        self._defer_append(INSERT_PROBLEM, (target, phase, user_key, *problem))
 
     def flush_deferred(self) -> None:
         """Apply the queued changes in the order they were queued (a rename must meet the
@@ -218,6 +225,9 @@ class RunStore:
             else:
                 for _, args in group:
                     change(*args)
+        appended, self._appended = self._appended, {}
+        for statement, rows in appended.items():
+            self._db.executemany(statement, rows)
 
     @classmethod
     def open_existing(cls, path: Path) -> RunStore:
