@@ -17,12 +17,12 @@ from typing import Any
 import anyio
 
 from oktasync.config import AppConfig, Config, TargetConfig, load_config
-from oktasync.emulators.defaults import DEFAULT_PORTS
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.models import ACTIVE_STATUSES, name_key
 from oktasync.targets import confluence, jira
 from oktasync.text import shown
+from oktasync_emulators.defaults import DEFAULT_PORTS
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 
 DEMO_CONFIG = """
 [[app]]

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from oktasync.emulators.directory import STATUSES
+from oktasync_emulators.directory import STATUSES
 
 FIRST_LINE_WITHIN_S = 5.0
 STOP_WITHIN_S = 5.0

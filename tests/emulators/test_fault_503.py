@@ -14,8 +14,8 @@ import argparse
 import aiohttp
 import pytest
 
-from oktasync.emulators.cli import add_emulate_arguments, options_from
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
+from oktasync_emulators.cli import add_emulate_arguments, options_from
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 
 
 async def first_answer(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
