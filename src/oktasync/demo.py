@@ -4,6 +4,10 @@ The demo is the product's one-command tour: it starts the same emulators the tes
 writes a configuration pointing at them (the same format an administrator writes), runs the
 real engine, prints the summary, and then checks independently of the planner that every
 target account now has the status and groups Okta says it should.
+
+With ``cli._emulate``, the only engine module that imports the emulators (a distribution of
+their own, absent from a production install): the CLI imports this module only when the demo
+is asked for, and says how to install them when they are missing.
 """
 
 from __future__ import annotations
