@@ -43,6 +43,16 @@ def oktasync_bin() -> str:
     return str(path)
 
 
+def emulate_bin() -> str:
+    """The ``oktasync-emulate`` script next to the running interpreter: the emulators'
+    own distribution, so the measured servers load none of the engine."""
+    path = BIN / "oktasync-emulate"
+    if not path.exists():
+        raise BenchError(f"{path} not found: the emulators are a distribution of their own; "
+                         "make bench installs both (or pip install -e ./emulators)")
+    return str(path)
+
+
 @dataclass
 class Measured:
     """What one finished child process cost: wall, CPU and peak RSS as the kernel counted."""
@@ -273,10 +283,10 @@ def _read_line(fd: int, deadline: float) -> bytes:
 
 
 class EmulatorProcess:
-    """``oktasync emulate`` as a child: start, read its JSON line, ask for stats, SIGINT it."""
+    """``oktasync-emulate`` as a child: start, read its JSON line, ask for stats, SIGINT it."""
 
     def __init__(self, args: list[str], *, log_dir: Path, label: str = "emulate") -> None:
-        self.argv = [oktasync_bin(), "emulate", "--host", HOST, "--ports", "0,0,0", *args]
+        self.argv = [emulate_bin(), "--host", HOST, "--ports", "0,0,0", *args]
         self.log_dir = log_dir
         self.label = label
         self.info: dict[str, Any] = {}

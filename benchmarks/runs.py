@@ -1,6 +1,6 @@
 """One configuration of a scenario on fresh emulators: the engine, or any other client.
 
-Each configuration gets its own ``oktasync emulate`` (same arguments, so the same seeded
+Each configuration gets its own ``oktasync-emulate`` (same arguments, so the same seeded
 directory and empty targets), is measured from outside, and hands back what the servers saw:
 their stats, optionally each target's busy window (``ActivitySampler``) and the targets' state
 before and after (for replaying the engine's writes or comparing end states).

@@ -40,8 +40,8 @@ RATE_HZ = 100
 
 # First match wins: a sample is charged to the innermost frame's file.
 CATEGORIES = (
-    ("the engine's own code", re.compile(r"oktasync/(?!emulators)")),
-    ("the emulators' own code", re.compile(r"oktasync/emulators")),
+    ("the engine's own code", re.compile(r"oktasync/")),
+    ("the emulators' own code", re.compile(r"oktasync_emulators/")),
     ("aiohttp (HTTP client or server)", re.compile(r"aiohttp/")),
     ("yarl, multidict (URLs, headers)", re.compile(r"yarl/|multidict/")),
     ("asyncio event loop", re.compile(r"asyncio/|selectors\.py|anyio/")),
@@ -50,7 +50,7 @@ CATEGORIES = (
 )
 
 
-OWN_MODULE = re.compile(r"\((?:.*/)?(oktasync/[\w/]+)\.py:\d+\)")
+OWN_MODULE = re.compile(r"\((?:.*/)?(oktasync(?:_emulators)?/[\w/]+)\.py:\d+\)")
 
 
 def categorise(raw: Path) -> dict[str, dict[str, float]]:

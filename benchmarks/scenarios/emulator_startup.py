@@ -1,4 +1,4 @@
-"""A. emulator_startup: how fast ``oktasync emulate`` is ready, and what memory it holds.
+"""A. emulator_startup: how fast ``oktasync-emulate`` is ready, and what memory it holds.
 
 Every other benchmark starts the emulators first, and the scale scenarios run them with up to
 a million users, so their start-up time and memory must be known and bounded: a large

@@ -103,19 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true",
                       help="leave the emulators up afterwards and print how to use them")
 
-    from oktasync.emulators.cli import add_emulate_arguments
-
-    add_emulate_arguments(sub.add_parser("emulate", help="run the Okta, Jira and Confluence "
-                                                         "emulators until interrupted"))
+    # Its arguments are the emulators' own (`oktasync emulate --help` shows them): they are
+    # handed over unparsed, so this parser does not need the emulators installed.
+    sub.add_parser("emulate", add_help=False, help="run the Okta, Jira and Confluence "
+                   "emulators until interrupted (needs oktasync-emulators)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "emulate":  # which logs its own way, and parses what is left
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        configure_logging(args.verbose)
     try:
-        code = _dispatch(args)
+        code = _dispatch(args, rest)
     except ConfigError as exc:
         where = f" in {shown(args.config)}" if getattr(args, "config", None) else ""
         print(f"oktasync: configuration problems{where}:", file=sys.stderr)
@@ -137,20 +140,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
     if args.command == "sync":
         interrupt: list[int] = []
         return _run_until_signal(lambda: _sync(args, interrupt), interrupt)
     if args.command == "status":
         return _status(args)
-    if args.command == "demo":
+    if args.command == "emulate":
+        return _emulate(rest, args.verbose)
+    try:
         from oktasync.demo import run_demo
+    except ModuleNotFoundError as exc:
+        return _emulators_missing("demo", exc)
+    return _run_until_signal(lambda: run_demo(args.users, args.groups, args.keep_running))
 
-        return _run_until_signal(lambda: run_demo(args.users, args.groups, args.keep_running))
-    from oktasync.emulators.cli import run_emulate
 
-    code = _run_until_signal(lambda: run_emulate(args))
-    return 0 if code in (EXIT_SIGINT, EXIT_SIGTERM) else code  # an interrupt is how it stops
+def _emulate(argv: list[str], verbose: int) -> int:
+    """`oktasync emulate ARGS`: the emulators' own command line, with their own logging and
+    signal handling (it is their process while they run)."""
+    try:
+        from oktasync_emulators.cli import main as emulate
+    except ModuleNotFoundError as exc:
+        return _emulators_missing("emulate", exc)
+    return emulate(["-v"] * verbose + argv, prog="oktasync emulate")
+
+
+def _emulators_missing(command: str, exc: ModuleNotFoundError) -> int:
+    """The emulators are a distribution of their own (a production install has none): say
+    how to get them. Any other missing module is not this mistake, and is raised again."""
+    if exc.name != "oktasync_emulators" and not (exc.name or "").startswith(
+            "oktasync_emulators."):
+        raise exc
+    print(f"oktasync {command} needs the emulators, which are a distribution of their own "
+          "(oktasync-emulators, not installed here). From a clone of the oktasync "
+          "repository: pip install ./emulators (make demo and make test install both)",
+          file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _run_until_signal(work: Callable[[], Awaitable[int]],

@@ -4,6 +4,10 @@ The demo is the product's one-command tour: it starts the same emulators the tes
 writes a configuration pointing at them (the same format an administrator writes), runs the
 real engine, prints the summary, and then checks independently of the planner that every
 target account now has the status and groups Okta says it should.
+
+With ``cli._emulate``, the only engine module that imports the emulators (a distribution of
+their own, absent from a production install): the CLI imports this module only when the demo
+is asked for, and says how to install them when they are missing.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ from typing import Any
 import anyio
 
 from oktasync.config import AppConfig, Config, TargetConfig, load_config
-from oktasync.emulators.defaults import DEFAULT_PORTS
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.models import ACTIVE_STATUSES, name_key
 from oktasync.targets import confluence, jira
 from oktasync.text import shown
+from oktasync_emulators.defaults import DEFAULT_PORTS
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 
 DEMO_CONFIG = """
 [[app]]

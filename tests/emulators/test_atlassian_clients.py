@@ -17,9 +17,9 @@ from atlassian import Confluence, Jira
 from atlassian.errors import ApiNotFoundError
 from requests import HTTPError
 
-from oktasync.emulators.atlassian_base import AtlassianEmulator
-from oktasync.emulators.confluence import ConfluenceEmulator
-from oktasync.emulators.jira import JiraEmulator
+from oktasync_emulators.atlassian_base import AtlassianEmulator
+from oktasync_emulators.confluence import ConfluenceEmulator
+from oktasync_emulators.jira import JiraEmulator
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 
 OKTA_AUTH = {"Authorization": "SSWS 00demo-oktasync-okta-api-token",
              "Accept": "application/json"}

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from oktasync.emulators.atlassian_base import AtlassianRate
-from oktasync.emulators.common import FaultConfig
-from oktasync.emulators.confluence import ConfluenceEmulator
+from oktasync_emulators.atlassian_base import AtlassianRate
+from oktasync_emulators.common import FaultConfig
+from oktasync_emulators.confluence import ConfluenceEmulator
 
 API = "/rest/api"
 ADMIN_AUTH = "Basic " + base64.b64encode(b"admin:secret").decode()

@@ -1,5 +1,7 @@
 """`oktasync emulate` as a user runs it: a real process, its JSON line, the official Okta SDK,
-SIGINT, and the mistakes a user makes on the command line."""
+SIGINT, and the mistakes a user makes on the command line. The mistakes are also checked
+through the emulators' own command (`oktasync-emulate`, here `python -m oktasync_emulators`),
+which `oktasync emulate` hands its arguments to."""
 
 from __future__ import annotations
 
@@ -17,21 +19,27 @@ from typing import Any
 import aiohttp
 import pytest
 
-from oktasync.emulators.directory import STATUSES
+from oktasync_emulators.directory import STATUSES
 
 FIRST_LINE_WITHIN_S = 5.0
 STOP_WITHIN_S = 5.0
 ALL_STATUSES_SEARCH = " or ".join(f'status eq "{s}"' for s in STATUSES)
 
 
-def emulate_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "oktasync", "emulate", *args]
+COMMANDS = {"oktasync emulate": (sys.executable, "-m", "oktasync", "emulate"),
+            "oktasync-emulate": (sys.executable, "-m", "oktasync_emulators")}
 
 
-def run_emulate(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run `oktasync emulate` to completion (for the runs that must stop by themselves)."""
+def emulate_command(*args: str, command: str = "oktasync emulate") -> list[str]:
+    return [*COMMANDS[command], *args]
+
+
+def run_emulate(*args: str, command: str, timeout: float = 30.0
+                ) -> subprocess.CompletedProcess[str]:
+    """Run the command to completion (for the runs that must stop by themselves)."""
     return subprocess.run(
-        emulate_command(*args), capture_output=True, text=True, timeout=timeout,
+        emulate_command(*args, command=command), capture_output=True, text=True,
+        timeout=timeout,
         stdin=subprocess.DEVNULL, check=False,
     )
 
@@ -131,29 +139,34 @@ async def test_json_line_then_official_sdk_lists_everyone_then_sigint_exits_0(
 @pytest.mark.parametrize(
     "ports", ["garbage", "1,2", "1,2,3,4", "70000,0,0", "-1,0,0", "8471,,8473", ""]
 )
-def test_garbage_ports_exit_2_with_a_clear_message(ports: str) -> None:
-    result = run_emulate("--users", "5", "--groups", "1", f"--ports={ports}")
+@pytest.mark.parametrize("command", COMMANDS)
+def test_garbage_ports_exit_2_with_a_clear_message(ports: str, command: str) -> None:
+    result = run_emulate("--users", "5", "--groups", "1", f"--ports={ports}", command=command)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
     assert "--ports" in result.stderr
     assert "OKTA,JIRA,CONFLUENCE" in result.stderr
     assert repr(ports) in result.stderr  # what the user typed is quoted back
+    assert f"{command}: error" in result.stderr  # named as the user called it
 
 
 @pytest.mark.parametrize("position", [0, 1, 2])
-def test_port_in_use_exits_2_naming_the_port(position: int) -> None:
+@pytest.mark.parametrize("command", COMMANDS)
+def test_port_in_use_exits_2_naming_the_port(position: int, command: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
         ports = ["0", "0", "0"]
         ports[position] = str(port)
-        result = run_emulate("--users", "5", "--groups", "1", "--ports", ",".join(ports))
+        result = run_emulate("--users", "5", "--groups", "1", "--ports", ",".join(ports),
+                             command=command)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""  # no JSON line: not everything listens
     assert "Traceback" not in result.stderr
     assert str(port) in result.stderr
     assert "in use" in result.stderr.lower()
+    assert result.stderr.startswith(f"{command}: cannot listen")
     assert "emulators listening" not in result.stderr
 

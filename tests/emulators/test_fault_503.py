@@ -9,13 +9,11 @@ against both.
 
 from __future__ import annotations
 
-import argparse
-
 import aiohttp
 import pytest
 
-from oktasync.emulators.cli import add_emulate_arguments, options_from
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
+from oktasync_emulators.cli import build_parser, options_from
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 
 
 async def first_answer(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
@@ -52,8 +50,7 @@ async def test_injected_503_carries_retry_after_only_when_asked(
 
 
 def test_fail_retry_after_on_the_command_line() -> None:
-    parser = argparse.ArgumentParser()
-    add_emulate_arguments(parser)
+    parser = build_parser()
     assert options_from(parser.parse_args(["--fail-rate", "0.05"])).fail_retry_after is None
     chosen = options_from(parser.parse_args(["--fail-rate", "0.05", "--fail-retry-after", "2"]))
     assert (chosen.fail_rate, chosen.fail_retry_after) == (0.05, 2)

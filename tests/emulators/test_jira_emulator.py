@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from oktasync.emulators.atlassian_base import AtlassianRate
-from oktasync.emulators.common import FaultConfig
-from oktasync.emulators.jira import JiraEmulator
+from oktasync_emulators.atlassian_base import AtlassianRate
+from oktasync_emulators.common import FaultConfig
+from oktasync_emulators.jira import JiraEmulator
 
 API = "/rest/api/2"
 ADMIN_AUTH = "Basic " + base64.b64encode(b"admin:secret").decode()

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from oktasync.emulators.atlassian_base import AtlassianEmulator
-from oktasync.emulators.confluence import ConfluenceEmulator
-from oktasync.emulators.jira import JiraEmulator
+from oktasync_emulators.atlassian_base import AtlassianEmulator
+from oktasync_emulators.confluence import ConfluenceEmulator
+from oktasync_emulators.jira import JiraEmulator
 
 ADMIN_AUTH = "Basic " + base64.b64encode(b"admin:secret").decode()
 JIRA_USER = "/rest/api/2/user"

@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 from aiohttp import web
 
-from oktasync.emulators.common import FaultConfig
-from oktasync.emulators.directory import (
+from oktasync_emulators.common import FaultConfig
+from oktasync_emulators.directory import (
     STATUSES,
     Directory,
     User,
@@ -29,7 +29,7 @@ from oktasync.emulators.directory import (
     iso,
     user_state,
 )
-from oktasync.emulators.okta import OktaEmulator, OktaRateConfig
+from oktasync_emulators.okta import OktaEmulator, OktaRateConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "okta"
 TOKEN = "00test-okta-token"

@@ -3,7 +3,6 @@ and ``--preload-fraction`` (the targets start with part of the desired state).""
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,10 +13,13 @@ import pytest
 from aiohttp import web
 
 from oktasync.config import UsernameRule
-from oktasync.emulators import runner as runner_module
-from oktasync.emulators.cli import add_emulate_arguments, options_from
-from oktasync.emulators.confluence import ConfluenceEmulator
-from oktasync.emulators.directory import (
+from oktasync.models import ACTIVE_STATUSES, OktaUser, name_key
+from oktasync.targets import confluence as confluence_target
+from oktasync.targets import jira as jira_target
+from oktasync_emulators import runner as runner_module
+from oktasync_emulators.cli import build_parser, options_from
+from oktasync_emulators.confluence import ConfluenceEmulator
+from oktasync_emulators.directory import (
     STATUSES,
     Directory,
     LazyDirectory,
@@ -29,18 +31,15 @@ from oktasync.emulators.directory import (
     user_identity,
     user_state,
 )
-from oktasync.emulators.jira import JiraEmulator
-from oktasync.emulators.okta import OktaEmulator, OktaRateConfig
-from oktasync.emulators.runner import (
+from oktasync_emulators.jira import JiraEmulator
+from oktasync_emulators.okta import OktaEmulator, OktaRateConfig
+from oktasync_emulators.runner import (
     EmulatorOptions,
     build_emulators,
     preload_selected,
     preload_targets,
     running_emulators,
 )
-from oktasync.models import ACTIVE_STATUSES, OktaUser, name_key
-from oktasync.targets import confluence as confluence_target
-from oktasync.targets import jira as jira_target
 
 TOKEN = "00test-okta-token"
 ALL_STATUSES_FILTER = " or ".join(f'status eq "{s}"' for s in STATUSES)
@@ -321,8 +320,7 @@ async def test_preloaded_accounts_are_served() -> None:
 
 
 def test_cli_flags_parse_into_options() -> None:
-    parser = argparse.ArgumentParser()
-    add_emulate_arguments(parser)
+    parser = build_parser()
     options = options_from(parser.parse_args(
         ["--lazy", "--users", "1000000", "--groups", "2000", "--memberships", "5000000",
          "--preload-fraction", "0.5"]))

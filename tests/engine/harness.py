@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from oktasync.config import Config, load_config
-from oktasync.emulators.runner import RunningEmulators
+from oktasync_emulators.runner import RunningEmulators
 
 
 def write_config(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from oktasync.emulators.runner import RunningEmulators
+from oktasync_emulators.runner import RunningEmulators
 from tests.engine.harness import break_answers, states, stats, write_config
 from tests.engine.test_resume import assert_oracle_state, finish, sync
 from tests.engine.test_sync_behaviour import estate, ordinary, username

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from oktasync.emulators.atlassian_base import AtlassianRate
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.engine import SyncOptions, run_sync
+from oktasync_emulators.atlassian_base import AtlassianRate
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import load, states, stats, write_config
 

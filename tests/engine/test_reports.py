@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.report import FINDINGS_HEADER
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 from tests.engine.harness import load, states, stats, write_config
 from tests.engine.test_resume import (
     CONCURRENCY,

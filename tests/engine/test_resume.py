@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from oktasync.emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
+from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import get_json, read_requests, states, write_config, write_requests
 

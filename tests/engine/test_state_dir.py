@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from oktasync.emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
+from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from tests.engine.harness import states, stats, write_config
 from tests.engine.test_resume import assert_oracle_state, endpoint, finish, kill_when, sync
 

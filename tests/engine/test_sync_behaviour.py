@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from oktasync.emulators.directory import generate_directory
-from oktasync.emulators.okta import OktaError
-from oktasync.emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from oktasync.engine import RunResult, SyncOptions, run_sync
 from oktasync.errors import UsageError
+from oktasync_emulators.directory import generate_directory
+from oktasync_emulators.okta import OktaError
+from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import (
     endpoint_requests,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from oktasync.emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from oktasync.engine import SyncOptions, run_sync
+from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from tests.engine.harness import load, states, write_config
 
 APP = "test-app"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from oktasync.emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from oktasync.engine import SyncOptions, run_sync
+from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import (
     load,

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from oktasync import http
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.errors import Backoff, RetryPolicy
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 from tests.engine.harness import get_json, load, write_config
 
 

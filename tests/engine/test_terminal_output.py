@@ -22,7 +22,7 @@ import pytest
 import structlog
 
 from oktasync import cli
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 from tests.engine.harness import write_config
 from tests.engine.test_sync_cli import cli as run_cli
 
@@ -204,7 +204,7 @@ def test_every_log_field_is_escaped(
     log = structlog.get_logger("oktasync.test")
     log.warning(f"event\x1b[2J\n{FAKE_LINE}", login="a\x1b[31mb\x07\x00c\u202ed",
                 reason=HUGE, count=3, error=ValueError("bad\nline\x1b[0m"))
-    logging.getLogger("oktasync.emulators").error("stdlib too: %s", "x\x1b[2J\ny")
+    logging.getLogger("oktasync_emulators").error("stdlib too: %s", "x\x1b[2J\ny")
     err = capsys.readouterr().err
     assert_safe_for_a_terminal("the log lines", err)
     lines = [line for line in err.split("\n") if line]

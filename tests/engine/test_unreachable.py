@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.errors import Backoff, NoAnswer, RetryPolicy
 from oktasync.http import HttpClient, make_session
 from oktasync.ratelimit import AtlassianLimiter
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 from tests.engine.harness import write_config
 
 TIMEOUT_S = 0.5

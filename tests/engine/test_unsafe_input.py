@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.engine import RunResult, SyncOptions, run_sync
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import load, states, stats, write_config, write_counts
 

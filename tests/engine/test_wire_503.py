@@ -26,11 +26,11 @@ import anyio
 import pytest
 from aiohttp import web
 
-from oktasync.emulators.runner import EmulatorOptions, running_emulators
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.errors import Backoff, RetryPolicy
 from oktasync.http import HttpClient, make_session
 from oktasync.ratelimit import AtlassianLimiter
+from oktasync_emulators.runner import EmulatorOptions, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import load, states, stats, write_config
 

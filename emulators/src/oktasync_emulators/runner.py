@@ -1,4 +1,4 @@
-"""Start the three emulators together: from tests (in-process, port 0) or from `oktasync emulate`.
+"""Start the three emulators together: from tests (in-process, port 0) or from `oktasync-emulate`.
 
 One options object describes a whole emulated estate (directory size, latency, limits, faults),
 so the CLI, the demo, the tests and the benchmarks all start exactly the same servers.
@@ -19,12 +19,12 @@ from typing import Any
 
 from aiohttp import web
 
-from oktasync.emulators import confluence as confluence_module
-from oktasync.emulators import jira as jira_module
-from oktasync.emulators.atlassian_base import AtlassianRate
-from oktasync.emulators.common import FaultConfig
-from oktasync.emulators.confluence import ConfluenceEmulator
-from oktasync.emulators.defaults import (
+from oktasync_emulators import confluence as confluence_module
+from oktasync_emulators import jira as jira_module
+from oktasync_emulators.atlassian_base import AtlassianRate
+from oktasync_emulators.common import FaultConfig
+from oktasync_emulators.confluence import ConfluenceEmulator
+from oktasync_emulators.defaults import (
     DEFAULT_HOST,
     DEFAULT_PORTS,
     DEMO_ADMIN_PASSWORD,
@@ -33,8 +33,9 @@ from oktasync.emulators.defaults import (
     DEMO_JIRA_TOKEN,
     DEMO_OKTA_TOKEN,
 )
-from oktasync.emulators.directory import (
+from oktasync_emulators.directory import (
     SHOWCASE,
+    SIGN_IN_STATUSES,
     AnyDirectory,
     LazyDirectory,
     LazyParts,
@@ -47,9 +48,8 @@ from oktasync.emulators.directory import (
     membership_share,
     user_identity,
 )
-from oktasync.emulators.jira import JiraEmulator
-from oktasync.emulators.okta import OktaEmulator, OktaRateConfig
-from oktasync.models import ACTIVE_STATUSES
+from oktasync_emulators.jira import JiraEmulator
+from oktasync_emulators.okta import OktaEmulator, OktaRateConfig
 
 # From this many users, --lazy with --preload-fraction builds the lazy directory in a second
 # process while preloading (below it, the process start costs more than it saves).
@@ -109,7 +109,7 @@ class RunningEmulators:
     options: EmulatorOptions
 
     def info(self) -> dict[str, Any]:
-        """The JSON line `oktasync emulate` prints: where each server is and how to sign in."""
+        """The JSON line `oktasync-emulate` prints: where each server is and how to sign in."""
         o = self.options
         return {
             "okta": {"url": self.okta_url, "token": o.okta_token},
@@ -271,7 +271,7 @@ def preload_targets(
         confluence_members: list[tuple[str, str]] = []
         for (index, _), picked in zip(wanted, draw_groups(seed, wanted, cum), strict=True):
             status, first, last, login, email, display = user_identity(seed, index)
-            if status not in ACTIVE_STATUSES or not email:
+            if status not in SIGN_IN_STATUSES or not email:
                 continue
             name = demo_username(login)
             if not name or name in colliding:

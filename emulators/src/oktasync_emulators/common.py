@@ -402,7 +402,7 @@ async def _answer(
     except web.HTTPException as exc:
         return exc
     except Exception:  # a bug in an emulator (or a test's injected one) is a counted 500
-        logging.getLogger("oktasync.emulators").exception("error handling %s %s",
+        logging.getLogger("oktasync_emulators").exception("error handling %s %s",
                                                           request.method, request.path)
         return web.Response(status=500, text="Internal Server Error")
 

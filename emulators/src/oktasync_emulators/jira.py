@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from oktasync.emulators.atlassian_base import (
+from oktasync_emulators.atlassian_base import (
     MSG_TOO_LONG,
     ApiError,
     AtlassianEmulator,
@@ -33,7 +33,7 @@ from oktasync.emulators.atlassian_base import (
     query_int,
     too_long,
 )
-from oktasync.emulators.common import FaultConfig, origin_of
+from oktasync_emulators.common import FaultConfig, origin_of
 
 API = "/rest/api/2"
 SEARCH_CAP_JIRA10 = 100  # JRASERVER-78660 / -78520

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from oktasync.emulators.common import (
+from oktasync_emulators.common import (
     WRITE_METHODS,
     FaultConfig,
     Stats,

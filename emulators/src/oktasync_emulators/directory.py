@@ -44,6 +44,10 @@ STATUSES = (
     "LOCKED_OUT",
     "RECOVERY",
 )
+# The statuses whose user can sign in (Okta's user lifecycle page): the accounts a target
+# should hold active. Written here from the reference, not imported from the engine, so that
+# a misreading in one is not silently shared by the other.
+SIGN_IN_STATUSES = frozenset({"ACTIVE", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"})
 # guess: a plausible Workforce org; mostly ACTIVE, a tail of everything else.
 STATUS_WEIGHTS = (0.80, 0.03, 0.03, 0.03, 0.06, 0.02, 0.02, 0.01)
 _STATUS_CUM = list(itertools.accumulate(STATUS_WEIGHTS))
@@ -809,7 +813,7 @@ class Directory:
 
 
 # ---------------------------------------------------------------------------------------------
-# The lazy directory (``oktasync emulate --lazy``)
+# The lazy directory (``oktasync-emulate --lazy``)
 
 LAZY_READ_ONLY = (
     "the lazy directory (--lazy) generates its users from the seed as they are read and cannot "

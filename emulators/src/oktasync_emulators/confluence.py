@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from oktasync.emulators.atlassian_base import (
+from oktasync_emulators.atlassian_base import (
     MSG_TOO_LONG,
     AtlassianEmulator,
     AtlassianRate,
@@ -36,7 +36,7 @@ from oktasync.emulators.atlassian_base import (
     query_int,
     too_long,
 )
-from oktasync.emulators.common import FaultConfig, json_response, origin_of, read_json
+from oktasync_emulators.common import FaultConfig, json_response, origin_of, read_json
 
 API = "/rest/api"
 PAGE_DEFAULT = 200  # guess: default page size of the user and group listings

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlencode
 import orjson
 from aiohttp import web
 
-from oktasync.emulators.common import (
+from oktasync_emulators.common import (
     CONTROL_PREFIX,
     WRITE_METHODS,
     FaultConfig,
@@ -41,7 +41,7 @@ from oktasync.emulators.common import (
     origin_of,
     read_json,
 )
-from oktasync.emulators.directory import (
+from oktasync_emulators.directory import (
     AnyDirectory,
     Group,
     LazyReadOnly,

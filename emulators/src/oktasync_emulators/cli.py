@@ -1,20 +1,29 @@
-"""`oktasync emulate`: the three emulators as one long-running process.
+"""`oktasync-emulate` (and `oktasync emulate`): the three emulators as one long-running process.
 
 Contract with scripts and benchmarks: once all three listen, the FIRST line of stdout is one
 JSON object saying where they are and how to sign in, flushed; all logging goes to stderr.
+SIGINT or SIGTERM stops them, exit 0; a port that cannot be listened on exits 2, and so does
+a mistake on the command line (argparse's own message).
+
+This module is the emulators' whole command line, so `oktasync emulate` only hands its
+arguments over (``main(argv, prog="oktasync emulate")``): the engine and the emulators share
+no code, not even a parser.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
+import re
+import signal
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import structlog
-
-from oktasync.emulators.defaults import (
+from oktasync_emulators.defaults import (
     DEFAULT_HOST,
     DEFAULT_PORTS,
     DEMO_ADMIN_PASSWORD,
@@ -24,13 +33,17 @@ from oktasync.emulators.defaults import (
 )
 
 if TYPE_CHECKING:
-    from oktasync.emulators.atlassian_base import AtlassianRate
-    from oktasync.emulators.runner import EmulatorOptions
+    from oktasync_emulators.atlassian_base import AtlassianRate
+    from oktasync_emulators.runner import EmulatorOptions
 
-# The emulators themselves (and aiohttp.web) are imported where they are used: every
-# `oktasync` command builds this parser, and `oktasync sync` should not pay for them.
+# The emulators themselves (and aiohttp.web) are imported where they are used, so a mistake
+# on the command line and `--help` are answered without loading them.
 
-log = structlog.get_logger("oktasync.emulate")
+log = logging.getLogger("oktasync_emulators.emulate")
+PROG = "oktasync-emulate"
+# What a terminal must not receive raw from a log line (a request path is the client's text):
+# C0 and C1 controls, DEL, and the text-direction controls.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _share(text: str) -> float:
@@ -77,7 +90,7 @@ def _ports(text: str) -> tuple[int, int, int]:
 
 
 def _rate(text: str) -> AtlassianRate:
-    from oktasync.emulators.atlassian_base import AtlassianRate
+    from oktasync_emulators.atlassian_base import AtlassianRate
 
     try:
         return AtlassianRate.parse(text)
@@ -86,8 +99,13 @@ def _rate(text: str) -> AtlassianRate:
             f"expected CAPACITY/FILL/INTERVAL such as 20/100/1, got {text!r} ({exc})") from None
 
 
-def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=(
+        "Emulated Okta, Jira Data Center and Confluence Data Center, for trying oktasync "
+        "out and for its tests. Prints one JSON line (where they listen, how to sign in), "
+        "then serves until interrupted."))
     add = parser.add_argument
+    add("-v", "--verbose", action="count", default=0, help="more log lines on stderr")
     add("--users", type=_count, default=1000, help="Okta users to generate (default 1000)")
     add("--groups", type=_count, default=40, help="Okta groups to generate (default 40)")
     add("--memberships", type=_count, default=None,
@@ -126,10 +144,11 @@ def add_emulate_arguments(parser: argparse.ArgumentParser) -> None:
     add("--preload-fraction", type=_share, default=0.0, metavar="F",
         help="Jira and Confluence start with this share of the active Okta users' accounts "
              "and memberships, as the demo config would sync them (default 0)")
+    return parser
 
 
 def options_from(args: argparse.Namespace) -> EmulatorOptions:
-    from oktasync.emulators.runner import EmulatorOptions
+    from oktasync_emulators.runner import EmulatorOptions
 
     return EmulatorOptions(
         users=args.users, groups=args.groups, seed=args.seed, memberships=args.memberships,
@@ -146,25 +165,56 @@ def options_from(args: argparse.Namespace) -> EmulatorOptions:
     )
 
 
-async def run_emulate(args: argparse.Namespace) -> int:
-    """Start, print the JSON line, serve until cancelled (SIGINT/SIGTERM)."""
-    import anyio
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Parse, serve until SIGINT/SIGTERM; 0 when stopped that way, 2 when it cannot listen."""
+    args = build_parser(prog).parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        return asyncio.run(serve(options_from(args), prog))
+    except KeyboardInterrupt:  # before the handlers were in place: stopped all the same
+        return 0
 
-    from oktasync.emulators.runner import running_emulators
 
-    options = options_from(args)
+class _EscapingFormatter(logging.Formatter):
+    """Log lines with control and text-direction characters escaped (``\\x1b``)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], super().formatMessage(record))
+
+
+def configure_logging(verbose: int) -> None:
+    """Logs on stderr, one line each; stdout carries the JSON line and nothing else."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                            datefmt="%H:%M:%S"))
+    level = logging.WARNING - 10 * verbose if verbose else logging.INFO
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+async def serve(options: EmulatorOptions, prog: str = PROG) -> int:
+    """Start, print the JSON line, serve until SIGINT or SIGTERM arrives."""
+    from oktasync_emulators.runner import running_emulators
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     started = time.monotonic()
     try:
         async with running_emulators(options) as running:
             sys.stdout.write(json.dumps(running.info()) + "\n")
             sys.stdout.flush()
-            log.info("emulators listening", seconds=round(time.monotonic() - started, 2),
-                     okta=running.okta_url, jira=running.jira_url,
-                     confluence=running.confluence_url, users=options.users,
-                     lazy=options.lazy, preload_fraction=options.preload_fraction)
-            await anyio.sleep_forever()
+            log.info("emulators listening in %.2f s: okta %s, jira %s, confluence %s "
+                     "(users=%d lazy=%s preload_fraction=%s)",
+                     time.monotonic() - started, running.okta_url, running.jira_url,
+                     running.confluence_url, options.users, options.lazy,
+                     options.preload_fraction)
+            await stop.wait()
     except OSError as exc:
-        print(f"oktasync emulate: cannot listen on {options.host} ports "
+        print(f"{prog}: cannot listen on {options.host} ports "
               f"{','.join(map(str, options.ports))}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
     return 0

@@ -1,8 +1,7 @@
 """The emulators' default address and demo credentials, in a module with no imports.
 
-``oktasync``'s argument parser shows these as defaults of ``oktasync emulate``; keeping them
-apart from the emulators means ``oktasync sync`` does not load the emulators (and
-``aiohttp.web``) just to build its parser.
+The command line shows these as defaults and ``oktasync demo`` reads the ports; keeping them
+apart from the emulators means neither loads the servers (and ``aiohttp.web``) for them.
 """
 
 DEFAULT_HOST = "127.0.0.1"
