@@ -1,11 +1,13 @@
 """before_after: the same syncs with this checkout's engine and another's, on one machine, in
 one run — what a change costs (or saves) where the engine spends its time.
 
-Three configurations, each on fresh emulators built by this checkout (the same seeded
+Four configurations, each on fresh emulators built by this checkout (the same seeded
 directory): a first import of 2,000 users with no added latency (bound by the two cores: CPU
-per write shows), the same with 20 ms on every request (bound by round trips, as
-``latency_bound``), and a dry run of 100,000 users with the targets holding half of them
-(``--lazy --preload-fraction 0.5``, as ``scale``: reading, planning and the run index).
+per write shows), the same with 20 ms on every request (``latency_bound``'s default
+configuration: bound by round trips), a dry run of 100,000 users with the targets holding half
+of them (``--lazy --preload-fraction 0.5``, as ``scale``: reading, planning and the run index),
+and ``high_bar``'s default configuration (10,000 users, 1,000 groups, 200,000 memberships,
+20 ms). ``OKTASYNC_BENCH_CONFIGS`` (comma-separated names) runs some of them only.
 The other engine is ``OKTASYNC_BENCH_BASELINE_SRC`` (a ``src`` folder, put on ``PYTHONPATH``;
 ``OKTASYNC_BENCH_BASELINE_LABEL`` names it). Each configuration runs ``REPEATS`` times per
 engine, the rounds interleaved (engine, baseline, engine, ...), and the fastest run is
@@ -32,15 +34,24 @@ CONFIGS: dict[str, tuple[int, int, tuple[str, ...], tuple[str, ...]]] = {
     "import_0ms": (2_000, 100, (), ()),
     "import_20ms": (2_000, 100, ("--latency-ms", "20"), ()),
     "dry_run_100k": (100_000, 2_000, ("--lazy", "--preload-fraction", "0.5"), ("--dry-run",)),
+    "high_bar_10k": (10_000, 1_000, ("--latency-ms", "20"), ()),
 }
-QUICK = {"import_0ms": (300, 20), "import_20ms": (300, 20), "dry_run_100k": (5_000, 100)}
-CI = {"import_0ms": (40, 5), "import_20ms": (40, 5), "dry_run_100k": (200, 10)}
+QUICK = {"import_0ms": (300, 20), "import_20ms": (300, 20), "dry_run_100k": (5_000, 100),
+         "high_bar_10k": (1_000, 40)}
+CI = {"import_0ms": (40, 5), "import_20ms": (40, 5), "dry_run_100k": (200, 10),
+      "high_bar_10k": (40, 5)}
+# --memberships per size (full, quick, CI); the other configurations keep the generator's
+MEMBERSHIPS = {"high_bar_10k": (200_000, 4_000, 80)}
+CONFIGS_ENV = "OKTASYNC_BENCH_CONFIGS"
 
 
 def _measure(ctx: Context, config: str, engine: str, round_: int,
              env: dict[str, str] | None) -> Observed:
     users, groups = ctx.pick(CONFIGS[config][:2], QUICK[config], CI[config])
     flags, sync_flags = CONFIGS[config][2], CONFIGS[config][3]
+    if config in MEMBERSHIPS:
+        full, quick, ci = MEMBERSHIPS[config]
+        flags = (*flags, "--memberships", str(ctx.pick(full, quick, ci)))
     label = f"{config}_{engine}_{round_}"
     emu = emulate_args(users, groups, "--okta-rate-scale", "0", *flags)
     o = run_engine(ctx, NAME, label, emu, list(sync_flags) or None, env=env)
@@ -75,7 +86,9 @@ def run(ctx: Context) -> Outcome:
         engines[name] = {"PYTHONPATH": baseline}
     repeats = ctx.pick(REPEATS, 1, 1)
     seen: dict[tuple[str, str], list[Observed]] = {}
-    for config in CONFIGS:
+    wanted = os.environ.get(CONFIGS_ENV)
+    configs = [c for c in CONFIGS if not wanted or c in wanted.split(",")]
+    for config in configs:
         for round_ in range(repeats):
             for engine, env in engines.items():
                 seen.setdefault((config, engine), []).append(

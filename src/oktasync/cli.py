@@ -21,8 +21,15 @@ import structlog
 
 from oktasync import __version__
 from oktasync.config import ConfigError, load_config
-from oktasync.errors import SyncError, collapse
-from oktasync.report import EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
+from oktasync.errors import (
+    EXIT_INTERNAL,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+    SyncError,
+    collapse,
+    exit_code_of,
+)
 from oktasync.text import shown
 
 SIGNAL_EXIT = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
@@ -127,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_USAGE
     except SyncError as exc:
         print(f"oktasync: {shown(exc)}", file=sys.stderr)
-        code = EXIT_USAGE
+        code = exit_code_of(exc)
     except KeyboardInterrupt:
         code = EXIT_SIGINT
     except Exception as exc:  # a bug: one line, the traceback only when asked for (-v)
@@ -210,7 +217,7 @@ def _run_until_signal(work: Callable[[], Awaitable[int]],
     if failures:
         error = failures[0]
         raise collapse(error) if isinstance(error, BaseExceptionGroup) else error
-    return outcome.get("code", EXIT_SIGINT)
+    return int(outcome.get("code", EXIT_SIGINT))
 
 
 async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:

@@ -24,34 +24,26 @@ import structlog
 from oktasync.checkpoint import Interrupted, checkpoint_path, decide, start_meta
 from oktasync.config import AppConfig, Config, TargetConfig
 from oktasync.errors import (
-    CredentialsError,
-    HttpFailure,
-    ListingError,
-    TargetReadError,
-    UsageError,
-    collapse,
-)
-from oktasync.http import HttpClient, make_session
-from oktasync.okta_source import OktaSource
-from oktasync.pipeline import AppSync
-from oktasync.ratelimit import AtlassianLimiter, InFlight, OktaLimiter
-from oktasync.report import (
     EXIT_GUARD,
     EXIT_INTERNAL,
-    EXIT_LISTING,
     EXIT_OK,
     EXIT_SIGINT,
     EXIT_USAGE,
     EXIT_WRITES_FAILED,
-    TargetTally,
-    format_summary,
-    open_plan,
+    RetryPolicy,
+    RunStops,
+    UsageError,
+    collapse,
     worst,
-    write_findings,
 )
+from oktasync.http import HttpClient, make_session
+from oktasync.okta_source import OktaSource
+from oktasync.ownership import Ownership
+from oktasync.pipeline import AppSync
+from oktasync.ratelimit import AtlassianLimiter, InFlight, OktaLimiter
+from oktasync.report import TargetTally, format_summary, write_findings
 from oktasync.runstore import RunStore
 from oktasync.state import (
-    Ownership,
     StateLock,
     ensure_state_dir,
     state_error,
@@ -60,7 +52,7 @@ from oktasync.state import (
 )
 from oktasync.targets.base import Target
 from oktasync.targets.confluence import ConfluenceTarget
-from oktasync.targets.dryrun import DryRunTarget
+from oktasync.targets.dryrun import DryRunTarget, open_plan
 from oktasync.targets.jira import JiraTarget
 
 log = structlog.get_logger("oktasync.engine")
@@ -75,6 +67,7 @@ class SyncOptions:
     resume: bool = False
     restart: bool = False
     interrupt_code: list[int] = field(default_factory=list)  # set by the CLI's signal watcher
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # how every request retries
 
 
 @dataclass
@@ -145,7 +138,7 @@ async def _clients(
         okta = HttpClient(session, name=f"Okta ({app.name})", base_url=app.okta_url, headers={
             "Authorization": f"SSWS {app.okta_token.reveal()}", "Accept": "application/json",
         }, limiter=OktaLimiter(concurrency=app.okta_concurrency, max_share=app.okta_max_share,
-                               global_limit=shared))
+                               global_limit=shared), policy=options.retry)
         targets: dict[str, Target] = {}
         for name in app.targets:
             tc = config.targets[name]
@@ -154,7 +147,8 @@ async def _clients(
             client = HttpClient(session, name=name, base_url=tc.url,
                                 headers=_target_headers(tc),
                                 limiter=AtlassianLimiter(concurrency=tc.concurrency,
-                                                         max_rps=tc.max_rps, global_limit=shared))
+                                                         max_rps=tc.max_rps, global_limit=shared),
+                                policy=options.retry)
             targets[name] = (JiraTarget(name, client) if tc.kind == "jira-dc"
                              else ConfluenceTarget(name, client))
         yield okta, targets
@@ -282,25 +276,21 @@ async def _sync_app(
                            tallies, force=options.force, dry_run=options.dry_run,
                            resumed=resumed)
             try:
-                result = await sync.run()
+                guard = await sync.run()
             except BaseExceptionGroup as group:
                 raise collapse(group) from None
             finally:  # no await: the checkpoint is written even when cancelled
-                _saving(verdict, config.state_dir, lambda: sync.checkpoint(force=True))
+                _saving(verdict, config.state_dir, sync.checkpoint)
             verdict.finished = True
-            if result.guard:
-                verdict.stopped(EXIT_GUARD, "stopped by a safety guard", result.guard)
-    except (ListingError, TargetReadError, HttpFailure) as exc:
-        verdict.stopped(EXIT_LISTING,
-                        "a listing failed: nothing that removes access was written", str(exc))
-    except (CredentialsError, UsageError) as exc:
-        verdict.stopped(EXIT_USAGE, "stopped", str(exc))
+            if guard:
+                verdict.stopped(EXIT_GUARD, "stopped by a safety guard", guard)
+    except RunStops as exc:
+        verdict.stopped(exc.exit_code, exc.outcome, str(exc))
     except (OSError, sqlite3.Error) as exc:
         error = state_error(exc, config.state_dir)
         if error is None:
             raise
-        verdict.stopped(EXIT_USAGE, "stopped: the state directory cannot be written",
-                        str(error))
+        verdict.stopped(error.exit_code, error.outcome, str(error))
     except anyio.get_cancelled_exc_class():
         code = options.interrupt_code[0] if options.interrupt_code else EXIT_SIGINT
         verdict.code = worst(verdict.code, code)
@@ -324,7 +314,7 @@ def _saving(verdict: Verdict, state_dir: Path, save: Any) -> bool:
         error = state_error(exc, state_dir)
         if error is None:
             raise
-        verdict.stopped(EXIT_USAGE, "stopped: the state directory cannot be written", str(error))
+        verdict.stopped(error.exit_code, error.outcome, str(error))
         verdict.unsaved = True
         return False
     return True

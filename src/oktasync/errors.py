@@ -1,9 +1,12 @@
 """Every error the engine can meet, classed by outcome in one place.
 
-Rule 2 of the design card: an error is *retried*, *skipped and reported*, or *aborts* the
-run, and that decision is made here, not scattered through the clients. Backoff is built from
-small policy pieces (``Backoff``, ``RetryPolicy``) composed by the HTTP layer's loop — never
-retries by recursion.
+Rule 2 of the design card: a failure is turned, once, where it is first understood, into one
+of three consequences: it is *retried* (the HTTP loop, with its backoff), *this item failed*
+(``ItemFailed``: reported, the run goes on) or *this run stops* (``RunStops``: carrying its
+exit code). What a request that finally failed means is declared by its caller's ``Context``
+and read from one table, ``FAILURE_OF``; exit codes and their order live here too. Backoff is
+built from small policy pieces (``Backoff``, ``RetryPolicy``) composed by the HTTP layer's
+loop — never retries by recursion.
 """
 
 from __future__ import annotations
@@ -19,25 +22,35 @@ import aiohttp
 from yarl import URL
 
 
-class Outcome(Enum):
+class Consequence(Enum):
+    """What a failure does, whoever meets it: the three kinds of rule 2."""
+
     RETRY = "retry"  # transient: wait and send again (every write is safe to repeat)
-    SKIP = "skip"  # this item fails; report it and go on
-    ABORT = "abort"  # the run cannot go on (credentials rejected, listing broken)
+    ITEM_FAILED = "item failed"  # this user or write failed: reported, the run goes on
+    RUN_STOPS = "run stops"  # the run cannot go on (credentials rejected, a listing broken)
+
+
+class Context(Enum):
+    """What a request is for, declared by its caller: it decides what a request that finally
+    failed means (``FAILURE_OF``), so no code that catches the error decides again."""
+
+    LISTING = "listing"  # a page of a listing, or a read the whole plan depends on
+    LOOKUP = "lookup"  # one account looked up for one user's plan
+    WRITE = "write"  # one write
 
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-ABORT_STATUSES = frozenset({401})
+CREDENTIALS_STATUSES = frozenset({401})
 
 
-def classify_status(status: int) -> Outcome | None:
-    """None for success (< 400); otherwise what to do with an HTTP answer of this status."""
-    if status < 400:
-        return None
+def consequence_of_status(status: int) -> Consequence | None:
+    """None for an answer the caller reads (< 400, or a 4xx that its endpoint's table
+    interprets: 404 "absent", 400 "already exists"); otherwise what the status does."""
     if status in RETRY_STATUSES:
-        return Outcome.RETRY
-    if status in ABORT_STATUSES:
-        return Outcome.ABORT
-    return Outcome.SKIP
+        return Consequence.RETRY
+    if status in CREDENTIALS_STATUSES:
+        return Consequence.RUN_STOPS
+    return None
 
 
 TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
@@ -47,9 +60,10 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
-def classify_exception(exc: BaseException) -> Outcome:
-    """Connection resets, timeouts and truncated bodies are transient; anything else aborts."""
-    return Outcome.RETRY if isinstance(exc, TRANSIENT_EXCEPTIONS) else Outcome.ABORT
+def consequence_of_exception(exc: BaseException) -> Consequence:
+    """Connection resets, timeouts and truncated bodies are transient; anything else is a
+    bug, and is raised as it is (exit 70)."""
+    return Consequence.RETRY if isinstance(exc, TRANSIENT_EXCEPTIONS) else Consequence.RUN_STOPS
 
 
 class Stage(Enum):
@@ -198,64 +212,150 @@ class RetryPolicy:
         return f"at most {seconds(deadline)} s per request"
 
 
+# Exit codes (the semantics page), and the order in which they win when several apply.
+EXIT_OK, EXIT_WRITES_FAILED, EXIT_USAGE, EXIT_GUARD, EXIT_LISTING = 0, 1, 2, 3, 4
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug, which the semantics page has no code for
+SEVERITY = [EXIT_SIGTERM, EXIT_SIGINT, EXIT_INTERNAL, EXIT_LISTING, EXIT_GUARD, EXIT_USAGE,
+            EXIT_WRITES_FAILED, EXIT_OK]
+
+
+def worst(*codes: int) -> int:
+    """The most serious exit code: 130/143, then 70 (a bug), 4, 3, 2, 1, 0 (the semantics'
+    order, with an internal error placed where it cannot hide behind a milder code)."""
+    return min(codes, key=SEVERITY.index) if codes else EXIT_OK
+
+
 class SyncError(Exception):
     """Base of the engine's own errors; ``str()`` is a message fit for an administrator."""
 
 
-class UsageError(SyncError):
-    """A mistake in what the user asked for (exit 2, nothing written)."""
+class ItemFailed(SyncError):
+    """One user's or one write's failure: reported with this message, and the run goes on."""
 
 
-class CredentialsError(SyncError):
+class RunStops(SyncError):
+    """The run cannot go on. Carries what the run's end says: its exit code and the outcome
+    in words. Removals are never written after one (the gate is behind every listing)."""
+
+    exit_code = EXIT_USAGE
+    outcome = "stopped"
+
+
+class UsageError(RunStops):
+    """A mistake in what the user asked for, or a state directory that cannot be written
+    (exit 2)."""
+
+
+class StateDirError(UsageError):
+    """The state directory cannot be written (a full disk, permissions): exit 2."""
+
+    outcome = "stopped: the state directory cannot be written"
+
+
+class CredentialsError(RunStops):
     """A server rejected our credentials (exit 2)."""
 
 
-class ListingError(SyncError):
-    """An Okta listing failed or ended early after retries (exit 4): never taken for the truth."""
+class ListingError(RunStops):
+    """A listing (Okta's or a target's) failed or ended early after retries (exit 4): never
+    taken for the truth, so nothing that removes access is written."""
+
+    exit_code = EXIT_LISTING
+    outcome = "a listing failed: nothing that removes access was written"
 
 
-class TargetReadError(SyncError):
-    """A target's state could not be read after retries: planning against it would be blind."""
+class TargetReadError(ListingError):
+    """A target's state could not be read: planning against it would be blind (exit 4)."""
 
 
-class HttpFailure(SyncError):
-    """A request that still failed after its retries, with the server's answer."""
-
-    def __init__(self, method: str, url: str, status: int | None, body: str) -> None:
-        self.method, self.url, self.status, self.body = method, url, status, body
-        shown = f"HTTP {status}" if status is not None else "no answer"
-        super().__init__(f"{method} {url}: {shown}: {body[:300]}")
+# When several tasks stop the run at once, the one reported (lower first): a rejected
+# credential explains the listings that fail with it.
+STOP_PRECEDENCE: tuple[type[RunStops], ...] = (CredentialsError, ListingError, UsageError)
 
 
-class NoAnswer(HttpFailure):
+def precedence(error: BaseException) -> int:
+    """Which stopping error the run reports when several happen (lower is reported)."""
+    return next((i for i, kind in enumerate(STOP_PRECEDENCE) if isinstance(error, kind)),
+                len(STOP_PRECEDENCE))
+
+
+class RequestFailed(SyncError):
+    """A request that still failed after its retries (or got an answer its caller cannot
+    use): the server's last answer, or why there was none (``cause``). Never raised as
+    itself: ``FAILURE_OF`` gives the kind its caller's context makes it."""
+
+    def __init__(self, message: str, *, method: str, url: str, status: int | None,
+                 body: str, cause: Cause | None = None, attempts: int = 0,
+                 spent_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.method, self.url, self.status, self.body, self.cause = (
+            method, url, status, body, cause)
+        self.attempts, self.spent_s = attempts, spent_s  # how long it tried, when it got no answer
+
+
+class ListingFailed(RequestFailed, ListingError):
+    """A page of a listing (or a read the plan depends on) failed: the run stops, exit 4."""
+
+
+class LookupFailed(RequestFailed, ItemFailed):
+    """An account could not be looked up: that user failed, the run goes on."""
+
+
+class WriteFailed(RequestFailed, ItemFailed):
+    """A write failed after its retries: that write failed, the run goes on."""
+
+
+# What a request that finally failed means, by what it was for: the one table.
+FAILURE_OF: dict[Context, type[RequestFailed]] = {
+    Context.LISTING: ListingFailed,
+    Context.LOOKUP: LookupFailed,
+    Context.WRITE: WriteFailed,
+}
+
+
+def answer_failure(context: Context, server: str, method: str, path: str, status: int,
+                   body: str, what: str | None = None) -> RequestFailed:
+    """A request whose last answer was an error (or unusable), as its context makes it;
+    ``what``: what the request was for, in words (``users listing``), when the caller says."""
+    about = f"{what}: " if what else ""
+    return FAILURE_OF[context](f"{server}: {about}{method} {path}: HTTP {status}: {body[:300]}",
+                               method=method, url=path, status=status, body=body)
+
+
+def no_answer(context: Context, server: str, base_url: str, method: str, url: URL,
+              cause: Cause, attempts: int, spent_s: float, timeout_s: float | None,
+              deadline: str | None = None) -> RequestFailed:
     """A request that got no HTTP answer at all, after its retries or its deadline.
 
     The message names the server as the config names it, its base URL (no path, query or
     credentials), the cause in plain words, how long it tried and, when the request's deadline
     is what stopped it, that deadline; e.g. ``jira: cannot connect to https://jira.example.com
     (connection refused); gave up after 8 attempts over 20 s; check that ...``.
-    ``deadline``: the deadline in words, if reaching it is why the request gave up.
     """
+    base, path = public_url(base_url), url.path
+    tries = (f"gave up after {attempts} attempt{'s' if attempts != 1 else ''} over "
+             f"{seconds(spent_s)} s")
+    if deadline is not None:
+        tries += f", {deadline}"
+    if cause.stage is Stage.CONNECT:
+        text = f"{server}: cannot connect to {base} ({cause.words})"
+    elif cause.stage is Stage.ANSWER and timeout_s is not None:
+        text = f"{server}: no answer from {base} within {seconds(timeout_s)} s ({method} {path})"
+    else:
+        text = f"{server}: {base} gave no answer ({cause.words}; {method} {path})"
+    return FAILURE_OF[context](f"{text}; {tries}; {cause.hint}", method=method,
+                               url=str(url.with_query(None).with_fragment(None)), status=None,
+                               body=cause.words, cause=cause, attempts=attempts, spent_s=spent_s)
 
-    def __init__(self, server: str, base_url: str, method: str, url: URL, cause: Cause,
-                 attempts: int, spent_s: float, timeout_s: float | None,
-                 deadline: str | None = None) -> None:
-        self.server, self.cause, self.attempts, self.spent_s = server, cause, attempts, spent_s
-        base, path = public_url(base_url), url.path
-        tries = (f"gave up after {attempts} attempt{'s' if attempts != 1 else ''} over "
-                 f"{seconds(spent_s)} s")
-        if deadline is not None:
-            tries += f", {deadline}"
-        if cause.stage is Stage.CONNECT:
-            text = f"{server}: cannot connect to {base} ({cause.words})"
-        elif cause.stage is Stage.ANSWER and timeout_s is not None:
-            text = (f"{server}: no answer from {base} within {seconds(timeout_s)} s "
-                    f"({method} {path})")
-        else:
-            text = f"{server}: {base} gave no answer ({cause.words}; {method} {path})"
-        SyncError.__init__(self, f"{text}; {tries}; {cause.hint}")
-        self.method, self.status, self.body = method, None, cause.words
-        self.url = str(url.with_query(None).with_fragment(None))
+
+def exit_code_of(error: BaseException) -> int:
+    """The exit code an error that ended a run means: the one place it is derived."""
+    if isinstance(error, RunStops):
+        return error.exit_code
+    if isinstance(error, ItemFailed):
+        return EXIT_WRITES_FAILED
+    return EXIT_INTERNAL
 
 
 def leaves(error: BaseException) -> list[BaseException]:
@@ -272,10 +372,8 @@ def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
     (exit code, message) depends on the most serious error inside, not on the wrapping.
     """
     found = leaves(group)
-    for kind in (CredentialsError, ListingError, TargetReadError, HttpFailure, UsageError,
-                 SyncError):
-        for error in found:
-            if isinstance(error, kind):
-                return error
+    stops = [e for e in found if isinstance(e, SyncError)]
+    if stops:
+        return min(stops, key=precedence)
     return next((e for e in found if not isinstance(e, (KeyboardInterrupt, SystemExit))),
                 found[0])

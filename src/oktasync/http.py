@@ -2,10 +2,10 @@
 
 Each server gets one ``HttpClient`` over one keep-alive ``aiohttp.ClientSession``. The loop is
 iterative (never recursive): take a slot from the server's limiter, send, let the limiter learn
-from the answer, and act on ``errors.classify_status``. Answers with a SKIP status come back to
-the caller, who knows what a 400 or 404 means for its endpoint; RETRY statuses are retried
-until the policy gives up (``HttpFailure``; ``NoAnswer`` when no attempt got an HTTP answer);
-a 401 raises ``CredentialsError``.
+from the answer, and act on ``errors.consequence_of_status``. Retriable statuses and transport
+errors are retried until the policy gives up; a 401 raises ``CredentialsError``. What a request
+that finally failed raises is decided by the context its caller declares (``errors.FAILURE_OF``),
+never by the code that catches it.
 
 A request also has a deadline, ``RetryPolicy.deadline_s``: ``max_attempts × timeout_s`` of
 trying in total, backoff and ``Retry-After`` waits included (waiting for the server's rate
@@ -28,14 +28,16 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from oktasync.errors import (
+    Consequence,
+    Context,
     CredentialsError,
-    HttpFailure,
-    NoAnswer,
-    Outcome,
+    RequestFailed,
     RetryPolicy,
+    answer_failure,
     cause_of,
-    classify_exception,
-    classify_status,
+    consequence_of_exception,
+    consequence_of_status,
+    no_answer,
 )
 from oktasync.ratelimit import AdaptiveConcurrency, Limiter
 
@@ -113,7 +115,7 @@ def make_session(*, connections: int, timeout_s: float) -> aiohttp.ClientSession
                                  json_serialize=lambda o: orjson.dumps(o).decode())
 
 
-_Attempt = tuple[Answer | None, float | None, Outcome | None, BaseException | None, float]
+_Attempt = tuple[Answer | None, float | None, BaseException | None, float]
 
 
 class HttpClient:
@@ -124,7 +126,7 @@ class HttpClient:
 
     def __init__(
         self, session: aiohttp.ClientSession, *, name: str, base_url: str,
-        headers: Mapping[str, str], limiter: Limiter, policy: RetryPolicy | None = None,
+        headers: Mapping[str, str], limiter: Limiter, policy: RetryPolicy,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -132,7 +134,7 @@ class HttpClient:
         self._headers = dict(headers)
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._limiter = limiter
-        self._policy = policy or RetryPolicy()
+        self._policy = policy
         self.timeout_s = session.timeout.total
         self._deadline_s = self._policy.deadline_s(self.timeout_s)
         self.counters = RequestCounters(concurrency=limiter.concurrency)
@@ -148,16 +150,21 @@ class HttpClient:
         return url.update_query(params) if params else url
 
     async def send(
-        self, method: str, path: str, *, bucket: str = "default",
+        self, method: str, path: str, *, context: Context, bucket: str = "default",
         params: Mapping[str, str] | None = None, json: Any = None,
-        ok_statuses: Container[int] = (),
         expect: type[dict[str, Any]] | type[list[Any]] | None = None,
+        accept: Container[int] = (), what: str | None = None,
     ) -> Answer:
-        """Send until the answer is final; statuses in ``ok_statuses`` are never retried.
+        """Send until the answer is final, and return it — or raise what its failure means.
 
-        ``expect``: the JSON a successful answer must hold (an object, an array). A 2xx whose
-        body is not that — an HTML maintenance page, a truncated body — is never taken for
-        data: it is retried like a server error, and still wrong, fails the request.
+        ``context`` (what the request is for) decides that, through ``errors.FAILURE_OF``: a
+        listing's failure stops the run, a lookup's or a write's fails its item. A write gets
+        every final answer back (its target's answer table reads a 400 or 404); a listing or
+        lookup gets a 2xx or a status in ``accept`` (a 404 that means "absent"), any other
+        answer is its failure, named by ``what`` (``users listing``) when given.
+        ``expect``: the JSON a successful answer must hold; a 2xx whose body is not that (an
+        HTML maintenance page, a cut body) is retried like a server error, and still wrong,
+        fails the request.
         """
         url = self._target(path, params)
         data = orjson.dumps(json) if json is not None else None
@@ -165,27 +172,22 @@ class HttpClient:
         started, attempt, throttled, spent, unclear = time.monotonic(), 0, 0, 0.0, False
         while True:
             attempt += 1
-            answer, wait, outcome, error, took = await self._attempt(
+            answer, wait, error, took = await self._attempt(
                 method, url, bucket, data, headers, self._deadline_s - spent)
             spent += took
-            if answer is not None:
-                answer.after_unclear_attempt = unclear
-            if answer is not None and answer.status in ok_statuses:
-                return answer
             broken = None
             if answer is not None:
-                outcome = classify_status(answer.status)
-                broken = _broken(answer, expect) if outcome is None else None
-                if broken is not None:
-                    outcome = Outcome.RETRY
-                elif outcome is None or outcome is Outcome.SKIP:
-                    return answer
-                if outcome is Outcome.ABORT:
+                answer.after_unclear_attempt = unclear
+                consequence = consequence_of_status(answer.status)
+                if consequence is Consequence.RUN_STOPS:
                     raise CredentialsError(
                         f"{self.name} rejected the credentials (HTTP {answer.status}) "
-                        f"at {method} {_path_only(str(url))}")
-            if outcome is Outcome.ABORT and error is not None:
-                raise error
+                        f"at {method} {url.path}")
+                broken = _broken(answer, expect) if answer.status < 300 else None
+                if consequence is None and broken is None:
+                    return self._final(context, method, url, answer, accept, what)
+            elif error is not None and consequence_of_exception(error) is Consequence.RUN_STOPS:
+                raise error  # not a transport failure: a bug, said as one
             paced = answer is not None and answer.status == 429
             throttled += paced
             unclear = unclear or (method != "GET" and _unclear(answer, error))
@@ -195,13 +197,21 @@ class HttpClient:
             out_of_time = not paced and spent + delay >= self._deadline_s
             if out_of_time or not self._policy.should_retry(counted,
                                                             time.monotonic() - started):
-                raise self._failure(method, url, answer, error, counted, spent,
+                raise self._failure(context, method, url, answer, error, counted, spent,
                                     out_of_time and counted < self._policy.max_attempts,
-                                    broken)
+                                    broken, what)
             self.counters.retries += 1
             await anyio.sleep(delay)
             if not paced:
                 spent += delay
+
+    def _final(self, context: Context, method: str, url: URL, answer: Answer,
+               accept: Container[int], what: str | None) -> Answer:
+        """A final answer goes back to its caller, unless its context makes it a failure."""
+        if answer.status < 300 or context is Context.WRITE or answer.status in accept:
+            return answer
+        raise answer_failure(context, self.name, method, url.path, answer.status,
+                             answer.text(), what)
 
     async def _attempt(
         self, method: str, url: URL, bucket: str, data: bytes | None,
@@ -223,15 +233,15 @@ class HttpClient:
                 ) as response:
                     body = await response.read()
                     answer = Answer(response.status, response.headers, body, url)
-        except Exception as exc:  # classified below: transient ones are retried
+        except Exception as exc:  # judged by the loop: transient ones are retried
             took = time.monotonic() - sent if sent else 0.0
-            return None, None, classify_exception(exc), exc, took
+            return None, None, exc, took
         took = time.monotonic() - sent
         self.counters.statuses[answer.status] += 1
         if answer.status == 429:
             self.counters.rate_limited += 1
         wait = self._limiter.observe(bucket, answer.status, answer.headers, epoch)
-        return answer, wait, None, None, took
+        return answer, wait, None, took
 
     def _timeout(self, left_s: float) -> aiohttp.ClientTimeout:
         """The session's timeout, or what is left of the request's deadline if that is less."""
@@ -241,19 +251,19 @@ class HttpClient:
         left_s = max(0.001, left_s)
         return aiohttp.ClientTimeout(total=left_s, sock_connect=min(10.0, left_s))
 
-    def _failure(self, method: str, url: URL, answer: Answer | None,
+    def _failure(self, context: Context, method: str, url: URL, answer: Answer | None,
                  error: BaseException | None, attempts: int, spent_s: float,
-                 out_of_time: bool, broken: str | None) -> HttpFailure:
-        """The error a request that gave up raises: the last answer (what was wrong with its
-        body, when that was the trouble), or why there was none."""
+                 out_of_time: bool, broken: str | None, what: str | None) -> RequestFailed:
+        """What a request that gave up raises, as its context makes it: with the last answer
+        (what was wrong with its body, when that was the trouble), or why there was none."""
         if answer is not None:
-            return HttpFailure(method, _path_only(str(url)), answer.status,
-                               f"{self.name} answered with {broken}" if broken
-                               else answer.text())
+            return answer_failure(context, self.name, method, url.path, answer.status,
+                                  f"{self.name} answered with {broken}" if broken
+                                  else answer.text(), what)
         cause = cause_of(error or TimeoutError(), self.timeout_s or self._deadline_s)
-        return NoAnswer(self.name, self.base_url, method, url, cause, attempts, spent_s,
-                        self.timeout_s,
-                        self._policy.deadline_words(self.timeout_s) if out_of_time else None)
+        return no_answer(context, self.name, self.base_url, method, url, cause, attempts,
+                         spent_s, self.timeout_s,
+                         self._policy.deadline_words(self.timeout_s) if out_of_time else None)
 
 
 def _broken(answer: Answer,
@@ -273,9 +283,3 @@ def _unclear(answer: Answer | None, error: BaseException | None) -> bool:
     if answer is not None:
         return answer.status in UNCLEAR_STATUSES
     return error is not None and not isinstance(error, aiohttp.ClientConnectorError)
-
-
-def _path_only(url: str) -> str:
-    """A URL without its query string: query strings may carry search terms, never secrets,
-    but reports stay shorter and stable without them."""
-    return url.split("?", 1)[0]

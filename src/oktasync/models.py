@@ -158,6 +158,36 @@ class UserPlan:
     findings: list[Finding] = field(default_factory=list)
     claim: str | None = None  # username key the app owns once a grant or check succeeds
 
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who owns a username on a target: the app that synced it and for which Okta user."""
+
+    app: str
+    okta_id: str | None
+
+
+class WriteStatus(StrEnum):
+    APPLIED = "applied"
+    ALREADY = "already"  # the server already had it (a repeated write, or a lost answer)
+    REFUSED = "refused"  # refused on purpose (licence, project lead, read-only): not retried
+    FAILED = "failed"  # still failing after retries, or an unexpected answer
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    status: WriteStatus
+    detail: str = ""
+    stop_creating: bool = False  # the licence is full: create nothing more on this target
+    # ALREADY after an attempt whose answer was lost: the server may hold our own earlier write
+    maybe_ours: bool = False
+
     @property
-    def empty(self) -> bool:
-        return not (self.grants or self.removals or self.findings or self.claim)
+    def ok(self) -> bool:
+        return self.status in (WriteStatus.APPLIED, WriteStatus.ALREADY)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    can_rename: bool
+    can_update_profile: bool

@@ -11,12 +11,12 @@ can record where a listing stands and a resume can continue from there.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from oktasync.errors import HttpFailure, ListingError
+from oktasync.errors import Context, ListingError
 from oktasync.http import Answer, HttpClient
 from oktasync.models import ALL_STATUSES, OktaGroup, OktaUser
 
@@ -134,33 +134,16 @@ class OktaSource:
     async def member_count(self, group_id: str) -> int | None:
         """What Okta counts as the group's members now (``expand=stats``); None when it does
         not say. A member listing that read fewer has ended early."""
-        what = f"group {group_id}"
         answer = await self._get(
-            f"/api/v1/groups/{quote(group_id, safe='')}?expand=stats", BUCKET_GROUP, what, dict)
-        self._require_ok(answer, what)
+            f"/api/v1/groups/{quote(group_id, safe='')}?expand=stats", BUCKET_GROUP,
+            f"group {group_id}", dict)
         return parse_group(answer.json()).member_count
-
-    async def user(self, id_or_login: str) -> OktaUser | None:
-        """One user by id or login (single-user syncs); None when Okta answers 404."""
-        answer = await self._get(f"/api/v1/users/{quote(id_or_login, safe='')}",
-                                 BUCKET_USER, "user", dict)
-        if answer.status == 404:
-            return None
-        self._require_ok(answer, "user")
-        return parse_user(answer.json())
-
-    async def user_groups(self, user_id: str) -> list[OktaGroup]:
-        answer = await self._get(f"/api/v1/users/{quote(user_id, safe='')}/groups",
-                                 BUCKET_USER, "user groups")
-        self._require_ok(answer, "user groups")
-        return [parse_group(g) for g in answer.json()]
 
     async def _pages(self, url: str, bucket: str, what: str) -> AsyncIterator[Page]:
         next_url: str | None = url
         while next_url is not None:
             self._check_origin(next_url, what)
-            answer = await self._get(next_url, bucket, what)
-            self._require_ok(answer, what)
+            answer = await self._get(next_url, bucket, f"{what} listing")
             items = answer.json()  # an array: send(expect=list) checked it
             if not all(isinstance(i, dict) and isinstance(i.get("id"), str) for i in items):
                 raise ListingError(f"Okta {what} listing: an entry without an id on "
@@ -170,10 +153,9 @@ class OktaSource:
 
     async def _get(self, url: str, bucket: str, what: str,
                    expect: type[dict[str, Any]] | type[list[Any]] = list) -> Answer:
-        try:
-            return await self._client.send("GET", url, bucket=bucket, expect=expect)
-        except HttpFailure as exc:
-            raise ListingError(f"Okta {what} listing failed after retries: {exc}") from exc
+        """Every Okta read is part of a listing: its failure stops the run (exit 4)."""
+        return await self._client.send("GET", url, bucket=bucket, expect=expect,
+                                       context=Context.LISTING, what=what)
 
     def _check_origin(self, url: str, what: str) -> None:
         parts = urlsplit(self._client.url(url))
@@ -182,17 +164,6 @@ class OktaSource:
                 f"Okta {what} listing: refusing to follow a link to {parts.scheme}://"
                 f"{parts.netloc} (configured Okta is {self._origin[0]}://{self._origin[1]})")
 
-    @staticmethod
-    def _require_ok(answer: Answer, what: str) -> None:
-        if answer.status != 200:
-            raise ListingError(
-                f"Okta {what} listing stopped: HTTP {answer.status}: {answer.text()[:300]}")
-
 
 def _path_of(url: str) -> str:
     return urlsplit(url).path
-
-
-def in_scope_groups(groups: Sequence[OktaGroup], in_scope: Any) -> list[OktaGroup]:
-    """The groups a predicate ``in_scope(name, type)`` keeps, in listing order."""
-    return [g for g in groups if in_scope(g.name, g.type)]

@@ -20,6 +20,7 @@ from oktasync.models import (
     DELETED_REASON,
     NAME_MAX,
     UNMAPPED_REASON,
+    Claim,
     Finding,
     FindingKind,
     OktaUser,
@@ -63,14 +64,6 @@ class TargetRules:
     @property
     def default_keys(self) -> frozenset[str]:
         return frozenset(name_key(g) for g in self.default_groups)
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """Who owns a username on a target: the app that synced it and for which Okta user."""
-
-    app: str
-    okta_id: str | None
 
 
 @dataclass(frozen=True, slots=True)

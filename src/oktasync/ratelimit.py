@@ -143,7 +143,6 @@ class OktaLimiter:
         self._windows: dict[str, _Window] = {}  # the current window of each bucket
         self._last: dict[str, _Window] = {}  # the latest window seen, even once thought over
         self._probe_started: dict[str, float] = {}
-        self.waits = 0  # times a request waited for a window to reset (for reports)
 
     @asynccontextmanager
     async def slot(self, bucket: str) -> AsyncIterator[None]:
@@ -171,7 +170,6 @@ class OktaLimiter:
                 window.granted += 1
                 window.remaining -= 1
                 return
-            self.waits += 1
             await anyio.sleep(max(0.005, window.resets_at - now))
 
     def observe(self, bucket: str, status: int, headers: Mapping[str, str],

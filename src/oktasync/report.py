@@ -13,10 +13,17 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
-from oktasync.models import Finding, FindingKind, Operation, OpKind
-from oktasync.targets.base import WriteResult, WriteStatus
+from oktasync.models import (
+    Finding,
+    FindingKind,
+    Operation,
+    OpKind,
+    WriteResult,
+    WriteStatus,
+    name_key,
+)
 from oktasync.text import shown
 
 LIST_CAP = 200
@@ -31,19 +38,6 @@ COUNT_NAMES = {
     OpKind.ADD_MEMBER: "memberships_added",
     OpKind.REMOVE_MEMBER: "memberships_removed",
 }
-
-EXIT_OK, EXIT_WRITES_FAILED, EXIT_USAGE, EXIT_GUARD, EXIT_LISTING = 0, 1, 2, 3, 4
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug, which the semantics page has no code for
-SEVERITY = [EXIT_SIGTERM, EXIT_SIGINT, EXIT_INTERNAL, EXIT_LISTING, EXIT_GUARD, EXIT_USAGE,
-            EXIT_WRITES_FAILED, EXIT_OK]
-
-
-def worst(*codes: int) -> int:
-    """The most serious exit code: 130/143, then 70 (a bug), 4, 3, 2, 1, 0 (the semantics'
-    order, with an internal error placed where it cannot hide behind a milder code)."""
-    return min(codes, key=SEVERITY.index) if codes else EXIT_OK
-
 
 class TallyStore(Protocol):
     """Where a tally keeps what it counts: the run index, which is also the checkpoint, so a
@@ -93,6 +87,13 @@ class TargetTally:
                 result.status.value, op.kind.value, op.username, op.okta_id or "", "",
                 op.group or "", f"{op.kind.value}: {result.detail}"))
 
+    def lookup_failed(self, username: str, okta_id: str | None, reason: str) -> None:
+        """An account that could not be looked up: its user (or unmapped account) failed,
+        nothing was written for it — its own outcome, not a made-up failed write."""
+        self.store.defer_problem(self.target, "users", name_key(username), (
+            WriteStatus.FAILED.value, "lookup", username, okta_id or "", "", "",
+            f"lookup: {reason}"))
+
     def found(self, finding: Finding, user_key: str | None = None) -> None:
         phase = "users" if user_key is not None else "groups"
         self.store.defer_problem(self.target, phase, user_key or "", (
@@ -141,24 +142,6 @@ def write_findings(path: Path, store: TallyStore) -> None:
         writer.writerow(FINDINGS_HEADER)
         writer.writerows(store.problems())
     os.replace(tmp, path)
-
-
-PLAN_HEADER = ["target", "operation", "username", "okta_id", "before", "after", "reason"]
-
-
-def open_plan(path: Path) -> tuple[TextIO, Any]:
-    """The dry-run CSV: one row per planned operation."""
-    handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by the run
-    writer = csv.writer(handle)
-    writer.writerow(PLAN_HEADER)
-    return handle, writer
-
-
-def plan_row(op: Operation) -> list[str]:
-    """One line of the dry-run CSV."""
-    name = op.username if op.kind is not OpKind.CREATE_GROUP else (op.group or "")
-    after = op.after if op.kind is not OpKind.ADD_MEMBER else (op.group or "")
-    return [op.target, op.kind.value, name, op.okta_id or "", op.before, after, op.reason]
 
 
 def format_summary(app: str, summary: dict[str, Any]) -> str:

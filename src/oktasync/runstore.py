@@ -32,6 +32,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from oktasync.db import transaction
 from oktasync.models import (
     DELETED_REASON,
     UNMAPPED_REASON,
@@ -41,6 +42,13 @@ from oktasync.models import (
     OpKind,
     TargetAccount,
     name_key,
+)
+from oktasync.ownership import (
+    FEED_OWNER_COLUMNS,
+    FEED_OWNER_JOIN,
+    OWNED_MEMBERSHIPS_SQL,
+    OWNED_UNMATCHED_SQL,
+    attach,
 )
 
 SCHEMA = """
@@ -119,13 +127,11 @@ SELECT u.id, n.username, u.login, u.email, u.first_name, u.last_name, u.display_
   a.username, a.email, a.display_name, a.active,
   (SELECT group_concat(tm.group_key, '{SEP}') FROM target_members tm
      WHERE tm.target = :target AND tm.user_key = n.username),
-  o.app, o.okta_id,
-  (SELECT p.key FROM own.owned_users p
-     WHERE p.app = :app AND p.target = :target AND p.okta_id = u.id)
+  {FEED_OWNER_COLUMNS}
 FROM okta_names n
 JOIN okta_users u ON u.id = n.user_id
 LEFT JOIN target_accounts a ON a.target = :target AND a.key = n.username
-LEFT JOIN own.owned_users o ON o.target = :target AND o.key = n.username
+{FEED_OWNER_JOIN}
 WHERE n.rule = :rule AND (:after IS NULL OR n.username > :after)
 ORDER BY n.username, n.user_id
 """
@@ -163,6 +169,11 @@ def _feed_row(r: Sequence[Any]) -> FeedRow:
         account_groups=frozenset(r[13].split(SEP)) if r[13] else frozenset(),
         owner=None if r[14] is None else (r[14], r[15]),
         synced_as=r[16])
+
+
+def cursor_name(*parts: str) -> str:
+    """The name of a cursor or flag in the run index: ``okta:users``, ``target:jira:read``."""
+    return ":".join(parts)
 
 
 class RunStore:
@@ -249,21 +260,9 @@ class RunStore:
     def close(self) -> None:
         self._db.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic step of the run: a page and its cursor, a mark and its claims.
-
-        Deferred, not IMMEDIATE: an immediate transaction would also lock the attached
-        ownership database, which this connection only reads (and may read from an older
-        snapshot while the feed streams, which a write lock there would refuse).
-        """
-        self._db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One atomic step of the run: a page and its cursor, a mark and its claims."""
+        return transaction(self._db)
 
     # -- checkpoint: meta, cursors, progress --------------------------------------------------
     def set_meta(self, **values: Any) -> None:
@@ -335,7 +334,7 @@ class RunStore:
 
     def attach_ownership(self, path: Path) -> None:
         """Read the ownership database in the same queries as the run index (``own``)."""
-        self._db.execute("ATTACH DATABASE ? AS own", (str(path),))
+        attach(self._db, path)
 
     def feed(self, target: str, app: str, rule: int,
              after: str | None) -> Iterator[list[FeedRow]]:
@@ -417,11 +416,7 @@ class RunStore:
     def owned_unmatched(self, app: str, target: str) -> Iterator[tuple[str, bool]]:
         """Accounts ``app`` synced on ``target`` that no Okta user of this run maps to, each
         with whether its Okta user no longer exists (deleted in Okta: in no listing)."""
-        rows = self._db.execute(
-            "SELECT o.key, o.okta_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM okta_users u "
-            "WHERE u.id = o.okta_id) FROM own.owned_users o WHERE o.app = ? AND o.target = ? "
-            "AND NOT EXISTS (SELECT 1 FROM matched m WHERE m.target = o.target AND "
-            "m.key = o.key) ORDER BY o.key", (app, target))
+        rows = self._db.execute(OWNED_UNMATCHED_SQL, (app, target))
         for key, deleted in rows.fetchall():
             yield key, bool(deleted)
 
@@ -502,11 +497,8 @@ class RunStore:
     def owned_memberships(self, app: str, target: str, groups: Sequence[str]) -> int:
         """Memberships the accounts ``app`` synced on ``target`` hold in ``groups`` (keys):
         the base of ``max_membership_removals``."""
-        return int(self._db.execute(
-            "SELECT COUNT(*) FROM target_members tm JOIN own.owned_users o ON o.target = "
-            "tm.target AND o.key = tm.user_key WHERE tm.target = ? AND o.app = ? AND "
-            "tm.group_key IN (SELECT value FROM json_each(?))",
-            (target, app, json.dumps(list(groups)))).fetchone()[0])
+        return int(self._db.execute(OWNED_MEMBERSHIPS_SQL,
+                                    (target, app, json.dumps(list(groups)))).fetchone()[0])
 
     def count_removals(self, target: str, kind: OpKind) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM removals WHERE target = ? AND "

@@ -26,21 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from oktasync.errors import UsageError
-from oktasync.planner import Claim
-
-OWNERSHIP_SCHEMA = """
-CREATE TABLE IF NOT EXISTS owned_users (
-    target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_id TEXT,
-    PRIMARY KEY (target, key)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS owned_users_okta ON owned_users(app, target, okta_id);
-CREATE TABLE IF NOT EXISTS listing_sizes (
-    app TEXT NOT NULL, listing TEXT NOT NULL, size INTEGER NOT NULL,
-    PRIMARY KEY (app, listing)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS owned_groups (
-    target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_group_id TEXT,
-    name TEXT NOT NULL, PRIMARY KEY (target, key, app)) WITHOUT ROWID;
-"""
+from oktasync.errors import StateDirError, UsageError
 
 
 def no_space(error: BaseException) -> bool:
@@ -52,15 +38,15 @@ def no_space(error: BaseException) -> bool:
         or "disk is full" in str(error))
 
 
-def state_error(error: BaseException, state_dir: Path) -> UsageError | None:
+def state_error(error: BaseException, state_dir: Path) -> StateDirError | None:
     """What a failure to read or write the state directory means, said once for every file in
     it (checkpoint, ownership, lock, reports); None for errors of another kind."""
     if no_space(error):
-        return UsageError(f"no space left on the device holding {state_dir}: free some space "
+        return StateDirError(f"no space left on the device holding {state_dir}: free some space "
                           "there (or point [state] dir elsewhere) and run again")
     if isinstance(error, (OSError, sqlite3.Error)):
         why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        return UsageError(f"the state directory {state_dir} cannot be written: {why}")
+        return StateDirError(f"the state directory {state_dir} cannot be written: {why}")
     return None
 
 
@@ -86,76 +72,6 @@ def ensure_state_dir(path: Path) -> Path:
         finally:
             probe.unlink(missing_ok=True)
     return path
-
-
-class Ownership:
-    """Accounts and groups each app has synced on each target."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-        self._db.executescript(OWNERSHIP_SCHEMA)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def claim_of(self, target: str, key: str) -> Claim | None:
-        row = self._db.execute("SELECT app, okta_id FROM owned_users WHERE target = ? AND "
-                               "key = ?", (target, key)).fetchone()
-        return None if row is None else Claim(row[0], row[1])
-
-    def synced_as(self, app: str, target: str, okta_id: str) -> str | None:
-        """The username key this app last synced this Okta user as, on this target."""
-        row = self._db.execute("SELECT key FROM owned_users WHERE app = ? AND target = ? AND "
-                               "okta_id = ?", (app, target, okta_id)).fetchone()
-        return None if row is None else str(row[0])
-
-    def count_owned(self, app: str, target: str) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM owned_users WHERE app = ? AND "
-                                    "target = ?", (app, target)).fetchone()[0])
-
-    def claim(self, app: str, target: str, claims: Iterable[tuple[str, str | None]]) -> None:
-        """Record (username key, Okta id) pairs as owned by ``app``; a rename moves the row."""
-        with self._transaction():
-            for key, okta_id in claims:
-                if okta_id is not None:
-                    self._db.execute("DELETE FROM owned_users WHERE app = ? AND target = ? AND "
-                                     "okta_id = ? AND key != ?", (app, target, okta_id, key))
-                self._db.execute("INSERT OR REPLACE INTO owned_users VALUES (?,?,?,?)",
-                                 (target, key, app, okta_id))
-
-    def claim_groups(self, app: str, target: str, groups: Iterable[tuple[str, str, str]]) -> None:
-        """Record (group key, Okta group id, name) as synced by ``app``."""
-        with self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO owned_groups VALUES (?,?,?,?,?)",
-                                 [(target, k, app, gid, n) for k, gid, n in groups])
-
-    def groups_of(self, app: str, target: str) -> dict[str, tuple[str, str]]:
-        """Okta group id -> (key, name) this app synced to the target."""
-        rows = self._db.execute("SELECT okta_group_id, key, name FROM owned_groups WHERE "
-                                "app = ? AND target = ?", (app, target))
-        return {r[0]: (r[1], r[2]) for r in rows}
-
-    def listing_sizes(self, app: str) -> dict[str, int]:
-        """How many entries each Okta listing returned in the app's last complete run."""
-        return {r[0]: int(r[1]) for r in self._db.execute(
-            "SELECT listing, size FROM listing_sizes WHERE app = ?", (app,))}
-
-    def record_listing_sizes(self, app: str, sizes: dict[str, int]) -> None:
-        with self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO listing_sizes VALUES (?,?,?)",
-                                 [(app, name, size) for name, size in sizes.items()])
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Any:
-        self._db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
 
 def _flock_held(path: Path) -> bool:

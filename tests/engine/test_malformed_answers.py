@@ -104,5 +104,7 @@ async def test_a_lookup_answered_with_html_fails_that_user_only(tmp_path: Path) 
                   if p["kind"] == "failed"]
         assert {p["okta_id"] for p in failed} == {u["id"] for u in people}
         assert all("confluence" in p["reason"] and "HTML" in p["reason"] for p in failed)
+        # a lookup that failed is its own outcome, not a made-up failed create
+        assert all(p["operation"] == "lookup" for p in failed), failed
         assert report["targets"]["jira"]["counts"]["failed"] == 0
         assert report["targets"]["confluence"]["counts"]["users_created"] > 40

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import pytest
 from aiohttp import web
 
-from oktasync.errors import ListingError
+from oktasync.errors import ListingError, RetryPolicy
 from oktasync.http import HttpClient, make_session
 from oktasync.okta_source import OktaSource, Page
 from oktasync.ratelimit import OktaLimiter
@@ -40,7 +40,8 @@ async def source(base: str) -> AsyncIterator[OktaSource]:
     try:
         client = HttpClient(session, name="Okta", base_url=base,
                             headers={"Authorization": f"SSWS {TOKEN}"},
-                            limiter=OktaLimiter(concurrency=4, max_share=0.5))
+                            limiter=OktaLimiter(concurrency=4, max_share=0.5),
+                            policy=RetryPolicy())
         yield OktaSource(client)
     finally:
         await session.close()

@@ -41,6 +41,7 @@ import pytest
 
 from oktasync.config import UsernameRule
 from oktasync.models import (
+    Claim,
     FindingKind,
     OktaUser,
     Operation,
@@ -50,7 +51,6 @@ from oktasync.models import (
     name_key,
 )
 from oktasync.planner import (
-    Claim,
     Current,
     Desired,
     TargetRules,

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from oktasync import http
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.errors import Backoff, RetryPolicy
 from oktasync_emulators.runner import EmulatorOptions, running_emulators
@@ -18,17 +17,14 @@ def quiet(*_: Any) -> None:
     """Summaries are read from the result."""
 
 
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Test-only: give up after 3 quick attempts instead of minutes of backoff."""
-    monkeypatch.setattr(http, "RetryPolicy",
-                        lambda: RetryPolicy(max_attempts=3, backoff=Backoff(0.01, 2, 0.05)))
+# Give up after 3 quick attempts instead of minutes of backoff: the policy is passed in.
+FAST_RETRIES = RetryPolicy(max_attempts=3, backoff=Backoff(0.01, 2, 0.05))
 
 
 @pytest.mark.asyncio
 async def test_a_write_failing_after_retries_is_reported_and_the_run_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fast_retries(monkeypatch)
     options = EmulatorOptions(users=60, groups=8, seed=5, ports=(0, 0, 0), okta_rate_scale=0)
     async with running_emulators(options) as running:
         store = running.jira.store
@@ -40,8 +36,8 @@ async def test_a_write_failing_after_retries_is_reported_and_the_run_goes_on(
             return bool(add_member(group, user))
 
         monkeypatch.setattr(store, "add_member", broken_for_one_group)
-        result = await run_sync(load(write_config(tmp_path, running)), SyncOptions(),
-                                echo=quiet)
+        result = await run_sync(load(write_config(tmp_path, running)),
+                                SyncOptions(retry=FAST_RETRIES), echo=quiet)
         summary = result.summaries["test-app"]
         assert result.exit_code == 1, summary["notes"]
         jira = summary["targets"]["jira"]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from oktasync.errors import Backoff, NoAnswer, RetryPolicy
+from oktasync.errors import Backoff, Context, LookupFailed, RequestFailed, RetryPolicy
 from oktasync.http import HttpClient, make_session
 from oktasync.ratelimit import AtlassianLimiter
 from oktasync_emulators.runner import EmulatorOptions, running_emulators
@@ -160,15 +160,16 @@ async def answers_plain_http(reader: asyncio.StreamReader, writer: asyncio.Strea
 
 
 async def failure_of(base_url: str, *, timeout_s: float = 2.0,
-                     policy: RetryPolicy | None = None) -> tuple[NoAnswer, float]:
+                     policy: RetryPolicy | None = None) -> tuple[RequestFailed, float]:
     session = make_session(connections=2, timeout_s=timeout_s)
     http = HttpClient(session, name="confluence", base_url=base_url, headers={},
                       limiter=AtlassianLimiter(concurrency=2, max_rps=0),
                       policy=policy or RetryPolicy(max_attempts=2, backoff=Backoff(0.01)))
     started = time.monotonic()
     try:
-        with pytest.raises(NoAnswer) as caught:
-            await http.send("GET", "/rest/api/user/current", params={"q": "secret-term"})
+        with pytest.raises(LookupFailed) as caught:  # the context says what it means
+            await http.send("GET", "/rest/api/user/current", params={"q": "secret-term"},
+                            context=Context.LOOKUP)
     finally:
         await session.close()
     return caught.value, time.monotonic() - started

@@ -15,8 +15,9 @@ the oracle's state.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.utils import formatdate
 from pathlib import Path
@@ -27,35 +28,16 @@ import pytest
 from aiohttp import web
 
 from oktasync.engine import SyncOptions, run_sync
-from oktasync.errors import Backoff, RetryPolicy
+from oktasync.errors import Backoff, Context, RetryPolicy
 from oktasync.http import HttpClient, make_session
 from oktasync.ratelimit import AtlassianLimiter
 from oktasync_emulators.runner import EmulatorOptions, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import load, states, stats, write_config
+from tests.engine.loopback import serve
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SETTINGS = oracle.Settings(default_groups={"jira": ("jira-software-users",),
                                            "confluence": ("confluence-users",)})
-
-
-@asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """``handler`` answering every GET on 127.0.0.1 and an ephemeral port; its base URL."""
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await handler(request)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager
@@ -64,7 +46,7 @@ async def client(base_url: str, limiter: AtlassianLimiter,
     session = make_session(connections=16, timeout_s=10)
     try:
         yield HttpClient(session, name="jira", base_url=base_url, headers={},
-                         limiter=limiter, policy=policy)
+                         limiter=limiter, policy=policy or RetryPolicy())
     finally:
         await session.close()
 
@@ -91,12 +73,12 @@ class FirstFails:
 async def one_503_then_others(server: FirstFails, http: HttpClient) -> None:
     """``/slow`` meets its 503; once the client has seen it, ten other requests one by one."""
     async with anyio.create_task_group() as tg:
-        tg.start_soon(http.send, "GET", "/slow")
+        tg.start_soon(functools.partial(http.send, "GET", "/slow", context=Context.LISTING))
         with anyio.fail_after(5):  # nothing signals "the client has read that answer"
             while http.counters.statuses[503] == 0:  # noqa: ASYNC110
                 await anyio.sleep(0.001)
         for i in range(10):
-            answer = await http.send("GET", f"/other/{i}")
+            answer = await http.send("GET", f"/other/{i}", context=Context.LISTING)
             assert answer.status == 200
 
 
@@ -175,7 +157,7 @@ async def test_an_overloaded_server_gets_fewer_requests_in_flight() -> None:
     async with serve(server) as url, client(url, limiter, policy) as http:
         async def worker(first: int) -> None:
             for i in range(first, total, 16):
-                answer = await http.send("GET", f"/item/{i}")
+                answer = await http.send("GET", f"/item/{i}", context=Context.LISTING)
                 assert answer.status == 200
 
         async with anyio.create_task_group() as tg:

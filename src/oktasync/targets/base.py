@@ -10,44 +10,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Protocol, TypeVar
-
-import anyio
-from anyio.abc import ObjectReceiveStream
+from typing import Protocol
 
 from oktasync.http import RequestCounters
-from oktasync.models import Operation, TargetAccount
-
-T = TypeVar("T")
-
-
-class WriteStatus(StrEnum):
-    APPLIED = "applied"
-    ALREADY = "already"  # the server already had it (a repeated write, or a lost answer)
-    REFUSED = "refused"  # refused on purpose (licence, project lead, read-only): not retried
-    FAILED = "failed"  # still failing after retries, or an unexpected answer
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    status: WriteStatus
-    detail: str = ""
-    stop_creating: bool = False  # the licence is full: create nothing more on this target
-    # ALREADY after an attempt whose answer was lost: the server may hold our own earlier write
-    maybe_ours: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (WriteStatus.APPLIED, WriteStatus.ALREADY)
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    can_rename: bool
-    can_update_profile: bool
+from oktasync.models import Capabilities, Operation, TargetAccount, WriteResult
 
 
 class StateSink(Protocol):
@@ -91,33 +59,6 @@ class Target(Protocol):
     async def lookup(self, username: str) -> TargetAccount | None: ...
 
     async def apply(self, op: Operation) -> WriteResult: ...
-
-    async def aclose(self) -> None: ...
-
-
-READ_WORKERS = 16  # tasks reading groups at once; the server's limiter still caps requests
-
-
-async def each_concurrently(
-    items: Iterable[T], work: Callable[[T], Awaitable[None]], workers: int = READ_WORKERS,
-) -> None:
-    """``work`` on every item by a fixed pool of workers: thousands of groups do not become
-    thousands of live tasks (each with its own buffers) at once."""
-    todo = list(items)
-    send, receive = anyio.create_memory_object_stream[T](max(1, len(todo)))
-
-    async def worker(stream: ObjectReceiveStream[T]) -> None:
-        async with stream:
-            async for item in stream:
-                await work(item)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(max(1, min(workers, len(todo)))):
-            tg.start_soon(worker, receive.clone())
-        receive.close()
-        async with send:
-            for item in todo:
-                send.send_nowait(item)
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")

@@ -29,17 +29,23 @@ from urllib.parse import quote
 
 import anyio
 
-from oktasync.errors import TargetReadError
+from oktasync.concurrency import each_concurrently
+from oktasync.errors import Context, TargetReadError
 from oktasync.http import Answer, HttpClient, RequestCounters
-from oktasync.models import NAME_MAX, Operation, OpKind, TargetAccount, utf16_length
-from oktasync.targets.base import (
+from oktasync.models import (
+    NAME_MAX,
     Capabilities,
-    ReadSummary,
-    StateSink,
+    Operation,
+    OpKind,
+    TargetAccount,
     WriteResult,
     WriteStatus,
+    utf16_length,
+)
+from oktasync.targets.base import (
+    ReadSummary,
+    StateSink,
     control_chars,
-    each_concurrently,
     hidden_chars,
 )
 
@@ -136,13 +142,13 @@ class ConfluenceTarget:
     async def _list_active(self, sink: StateSink, listed: list[bool]) -> None:
         start = 0
         while True:
-            answer = await self._client.send("GET", ACTIVE_USERS, expect=dict, params={
-                "start": str(start), "limit": str(ACTIVE_PAGE)})
-            if answer.status == 404 and start == 0:
+            answer = await self._client.send(
+                "GET", ACTIVE_USERS, expect=dict, context=Context.LISTING,
+                accept=(404,) if start == 0 else (), what="the active-user listing",
+                params={"start": str(start), "limit": str(ACTIVE_PAGE)})
+            if answer.status == 404:
                 listed.append(False)  # not on this version: look accounts up one by one
                 return
-            if answer.status != 200:
-                raise _read_error(self.name, answer, "the active-user listing")
             body = answer.json()
             results = body.get("results") or []
             sink.add_accounts(self.name, [account_of(u, active=True) for u in results])
@@ -161,11 +167,10 @@ class ConfluenceTarget:
         while True:
             answer = await self._client.send(
                 "GET", f"/rest/api/group/{_seg(group)}/member", expect=dict,
-                params={"start": str(start), "limit": str(MEMBERS_PAGE)})
+                params={"start": str(start), "limit": str(MEMBERS_PAGE)},
+                context=Context.LISTING, accept=(404,), what=f"members of {group!r}")
             if answer.status == 404:
-                return
-            if answer.status != 200:
-                raise _read_error(self.name, answer, f"members of {group!r}")
+                return  # the group does not exist yet
             body = answer.json()
             if start == 0:
                 sink.add_group(self.name, group)
@@ -179,11 +184,9 @@ class ConfluenceTarget:
     async def lookup(self, username: str) -> TargetAccount | None:
         # email is admin-only or an expansion (unverified): ask for it; a status is never given
         answer = await self._client.send("GET", "/rest/api/user", expect=dict, params={
-            "username": username, "expand": "email"})
+            "username": username, "expand": "email"}, context=Context.LOOKUP, accept=(404,))
         if answer.status == 404:
             return None
-        if answer.status != 200:
-            raise _read_error(self.name, answer, f"user {username!r}")
         return account_of(answer.json())
 
     async def apply(self, op: Operation) -> WriteResult:
@@ -191,7 +194,7 @@ class ConfluenceTarget:
         return _outcome(op, answer)
 
     async def _send(self, op: Operation) -> Answer:
-        send, user = self._client.send, _seg(op.username)
+        send, user = functools.partial(self._client.send, context=Context.WRITE), _seg(op.username)
         match op.kind:
             case OpKind.CREATE_GROUP:
                 return await send("POST", "/rest/api/admin/group", json={"name": op.group})
@@ -210,9 +213,6 @@ class ConfluenceTarget:
                                   f"/rest/api/user/{user}/group/{_seg(op.group or '')}")
         raise ValueError(f"Confluence cannot {op.kind.value}")  # planner never asks
 
-    async def aclose(self) -> None:
-        return None
-
 
 def _outcome(op: Operation, answer: Answer) -> WriteResult:
     """What Confluence's answer means for this operation."""
@@ -227,8 +227,3 @@ def _outcome(op: Operation, answer: Answer) -> WriteResult:
     if answer.status == 403:
         return WriteResult(WriteStatus.REFUSED, f"HTTP 403: {text}")
     return WriteResult(WriteStatus.FAILED, f"HTTP {answer.status}: {text}")
-
-
-def _read_error(target: str, answer: Answer, what: str) -> TargetReadError:
-    return TargetReadError(f"{target}: cannot read {what}: HTTP {answer.status}: "
-                           f"{_message(answer)}")

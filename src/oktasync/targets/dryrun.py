@@ -8,19 +8,36 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from oktasync.http import RequestCounters
-from oktasync.models import Operation, TargetAccount
-from oktasync.report import plan_row
-from oktasync.targets.base import (
+from oktasync.models import (
     Capabilities,
-    ReadSummary,
-    StateSink,
-    Target,
+    Operation,
+    OpKind,
+    TargetAccount,
     WriteResult,
     WriteStatus,
 )
+from oktasync.targets.base import ReadSummary, StateSink, Target
+
+PLAN_HEADER = ["target", "operation", "username", "okta_id", "before", "after", "reason"]
+
+
+def open_plan(path: Path) -> tuple[TextIO, Any]:
+    """The dry-run CSV: one row per planned operation."""
+    handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed by the run
+    writer = csv.writer(handle)
+    writer.writerow(PLAN_HEADER)
+    return handle, writer
+
+
+def plan_row(op: Operation) -> list[str]:
+    """One line of the dry-run CSV."""
+    name = op.username if op.kind is not OpKind.CREATE_GROUP else (op.group or "")
+    after = op.after if op.kind is not OpKind.ADD_MEMBER else (op.group or "")
+    return [op.target, op.kind.value, name, op.okta_id or "", op.before, after, op.reason]
 
 
 class DryRunTarget:
@@ -55,9 +72,3 @@ class DryRunTarget:
     async def apply(self, op: Operation) -> WriteResult:
         self._writer.writerow(plan_row(op))
         return WriteResult(WriteStatus.APPLIED, "dry run: not written")
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-__all__ = ["DryRunTarget", "csv"]

@@ -18,17 +18,23 @@ from typing import Any
 
 import anyio
 
-from oktasync.errors import TargetReadError
+from oktasync.concurrency import each_concurrently
+from oktasync.errors import Context, TargetReadError
 from oktasync.http import Answer, HttpClient, RequestCounters
-from oktasync.models import NAME_MAX, Operation, OpKind, TargetAccount, utf16_length
-from oktasync.targets.base import (
+from oktasync.models import (
+    NAME_MAX,
     Capabilities,
-    ReadSummary,
-    StateSink,
+    Operation,
+    OpKind,
+    TargetAccount,
     WriteResult,
     WriteStatus,
+    utf16_length,
+)
+from oktasync.targets.base import (
+    ReadSummary,
+    StateSink,
     control_chars,
-    each_concurrently,
     hidden_chars,
 )
 
@@ -113,9 +119,8 @@ class JiraTarget:
         return forbidden_group(group)
 
     async def server_version(self) -> tuple[int, ...]:
-        answer = await self._client.send("GET", "/rest/api/2/serverInfo", expect=dict)
-        if answer.status != 200:
-            raise _read_error(self.name, answer, "server info")
+        answer = await self._client.send("GET", "/rest/api/2/serverInfo", expect=dict,
+                                         context=Context.LISTING, what="server info")
         self.version = _version(answer.json())
         return self.version
 
@@ -138,9 +143,8 @@ class JiraTarget:
             params = {"maxResults": str(USER_LIST_PAGE)}
             if cursor is not None:
                 params["cursor"] = cursor
-            answer = await self._client.send("GET", f"{USER}/list", params=params, expect=dict)
-            if answer.status != 200:
-                raise _read_error(self.name, answer, "user list")
+            answer = await self._client.send("GET", f"{USER}/list", params=params, expect=dict,
+                                             context=Context.LISTING, what="user list")
             body = answer.json()
             sink.add_accounts(self.name, [account_of(u) for u in body.get("values") or []])
             if body.get("isLast", True) or body.get("nextCursor") in (None, ""):
@@ -156,11 +160,11 @@ class JiraTarget:
                                              params={"groupname": group,
                                                      "includeInactiveUsers": "true",
                                                      "startAt": str(start),
-                                                     "maxResults": str(MEMBERS_PAGE)})
+                                                     "maxResults": str(MEMBERS_PAGE)},
+                                             context=Context.LISTING, accept=(404,),
+                                             what=f"members of {group!r}")
             if answer.status == 404:
                 return  # the group does not exist yet
-            if answer.status != 200:
-                raise _read_error(self.name, answer, f"members of {group!r}")
             body = answer.json()
             if start == 0:
                 sink.add_group(self.name, group)
@@ -176,11 +180,9 @@ class JiraTarget:
 
     async def lookup(self, username: str) -> TargetAccount | None:
         answer = await self._client.send("GET", USER, params={"username": username},
-                                         expect=dict)
+                                         expect=dict, context=Context.LOOKUP, accept=(404,))
         if answer.status == 404:
             return None
-        if answer.status != 200:
-            raise _read_error(self.name, answer, f"user {username!r}")
         return account_of(answer.json())
 
     async def apply(self, op: Operation) -> WriteResult:
@@ -194,10 +196,10 @@ class JiraTarget:
         return _outcome(op, answer)
 
     async def _create_group(self, op: Operation) -> Answer:
-        return await self._client.send("POST", "/rest/api/2/group", json={"name": op.group})
+        return await self._write("POST", "/rest/api/2/group", json={"name": op.group})
 
     async def _create_user(self, op: Operation) -> Answer:
-        return await self._client.send("POST", USER, json={
+        return await self._write("POST", USER, json={
             "name": op.username, "emailAddress": op.email, "displayName": op.display_name,
             "password": secrets.token_urlsafe(32), "notification": False})
 
@@ -219,19 +221,20 @@ class JiraTarget:
         return await self._put_user(op.username, {"active": False})
 
     async def _put_user(self, username: str, body: dict[str, Any]) -> Answer:
-        return await self._client.send("PUT", USER, params={"username": username}, json=body)
+        return await self._write("PUT", USER, params={"username": username}, json=body)
 
     async def _add_member(self, op: Operation) -> Answer:
-        return await self._client.send("POST", "/rest/api/2/group/user",
-                                       params={"groupname": op.group or ""},
-                                       json={"name": op.username})
+        return await self._write("POST", "/rest/api/2/group/user",
+                                 params={"groupname": op.group or ""}, json={"name": op.username})
 
     async def _remove_member(self, op: Operation) -> Answer:
-        return await self._client.send("DELETE", "/rest/api/2/group/user", params={
+        return await self._write("DELETE", "/rest/api/2/group/user", params={
             "groupname": op.group or "", "username": op.username})
 
-    async def aclose(self) -> None:
-        return None
+    async def _write(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                     json: Any = None) -> Answer:
+        return await self._client.send(method, path, params=params, json=json,
+                                       context=Context.WRITE)
 
 
 _HANDLERS = {
@@ -272,8 +275,3 @@ def _check_total(target: str, what: str, read: int, total: object) -> None:
 
 def _dotted(version: tuple[int, ...]) -> str:
     return ".".join(str(v) for v in version) or "unknown"
-
-
-def _read_error(target: str, answer: Answer, what: str) -> TargetReadError:
-    return TargetReadError(f"{target}: cannot read {what}: HTTP {answer.status}: "
-                           f"{_errors_text(answer)}")

@@ -1,0 +1,150 @@
+"""The reads of a full sync, into the run index: Okta's groups, users and members, and each
+target's state. Each listing stores every page with its cursor in one transaction, so a
+resumed run continues it where it stopped; a listing that cannot be completed stops the run
+(its requests were sent with ``Context.LISTING``), and a short one is caught by its count.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from oktasync.concurrency import Stopper, each_concurrently
+from oktasync.config import AppConfig, UsernameRule
+from oktasync.errors import ListingError, UsageError
+from oktasync.models import OktaGroup, OktaUser, name_key
+from oktasync.okta_source import OktaSource
+from oktasync.runstore import RunStore, cursor_name
+from oktasync.targets.base import ReadSummary, Target
+
+log = structlog.get_logger("oktasync.pipeline")
+# The cursor of an Okta member listing that fell short of the group's count: read it again
+# from its start (an empty URL: never a real cursor).
+START_OVER = ""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Okta's groups, and those the app syncs with the target group each lands on."""
+
+    okta_groups: list[OktaGroup]
+    groups: list[OktaGroup]  # in scope, in listing order
+    names: dict[str, str]  # group key -> target group name, for in-scope groups
+
+
+class Listings:
+    """One app's listings, each resumable from its cursor in the run index."""
+
+    def __init__(self, app: AppConfig, okta: OktaSource, store: RunStore,
+                 stopper: Stopper) -> None:
+        self._app, self._okta, self._store, self._stopper = app, okta, store, stopper
+
+    def _done(self, name: str) -> bool:
+        return self._store.cursor(name)[1]
+
+    async def okta_groups(self) -> Scope:
+        """Groups are few: listed again on resume rather than checkpointed page by page."""
+        groups: list[OktaGroup] = []
+        async for page in self._okta.group_pages():
+            groups.extend(page.items)
+        scoped: dict[str, OktaGroup] = {}
+        rows: list[tuple[OktaGroup, str | None]] = []
+        for group in groups:
+            target_name = None
+            if self._app.group_in_scope(group.name, group.type):
+                target_name = self._app.target_group_name(group.name)
+                other = scoped.setdefault(name_key(target_name), group)
+                if other is not group:
+                    raise UsageError(
+                        f"app {self._app.name}: Okta groups {other.name!r} ({other.id}) and "
+                        f"{group.name!r} ({group.id}) both land on target group "
+                        f"{target_name!r}; fix group_include/group_exclude/group_rename")
+            rows.append((group, target_name))
+        with self._store.transaction():
+            self._store.add_okta_groups(rows)
+        names = {k: self._app.target_group_name(g.name) for k, g in scoped.items()}
+        return Scope(groups, list(scoped.values()), names)
+
+    async def okta_users(self, username_rules: Sequence[UsernameRule]) -> None:
+        """Every Okta user, with the username each rule gives it."""
+        name = cursor_name("okta", "users")
+        start, done = self._store.cursor(name)
+        if done:
+            return
+        namers = [functools.partial(_username, rule) for rule in username_rules]
+        async for page in self._okta.user_pages(start):
+            if self._stopper.stopping:
+                return
+            with self._store.transaction():
+                self._store.add_okta_users(page.items, namers)
+                self._store.set_cursor(name, page.next_url, page.next_url is None)
+
+    async def okta_members(self, scope: Scope) -> None:
+        """The members of every in-scope group, ``okta_concurrency`` groups at a time."""
+        todo = [g for g in scope.groups
+                if not self._done(cursor_name("okta", "members", g.id))]
+
+        async def read(group: OktaGroup) -> None:
+            if not self._stopper.stopping:
+                await self._stopper.guarded(self._members_of, group)
+
+        await each_concurrently(todo, read, self._app.okta_concurrency)
+
+    async def _members_of(self, group: OktaGroup) -> None:
+        """One group's members, page by page with the cursor; the listing is done only once
+        what it read matches Okta's own count of the group's members."""
+        store, name = self._store, cursor_name("okta", "members", group.id)
+        start, _ = store.cursor(name)
+        read = 0
+        if start == START_OVER:  # it fell short last time: what it read then is forgotten
+            store.forget_okta_members(group.id)
+            start = None
+        elif start is not None:  # resumed in the middle: count the pages read before
+            read = store.okta_member_count(group.id)
+        async for page in self._okta.member_pages(group.id, start):
+            read += len(page.items)
+            with store.transaction():
+                store.add_okta_members(group.id, page.items)
+                store.set_cursor(name, page.next_url, False)
+        await self._check_member_count(group, read)
+        store.set_cursor(name, None, True)
+
+    async def _check_member_count(self, group: OktaGroup, read: int) -> None:
+        """A member listing that ends early without an error is caught by the group's count
+        (``expand=stats``). A shortfall is checked against a fresh count first: the group may
+        have lost members while it was read. Still short, the listing starts over next time."""
+        if group.member_count is None or read >= group.member_count:
+            return
+        counted = await self._okta.member_count(group.id)
+        if counted is None or read >= counted:
+            return
+        self._store.set_cursor(cursor_name("okta", "members", group.id), START_OVER, False)
+        raise ListingError(
+            f"Okta's member listing of group {group.name!r} ({group.id}) ended early: "
+            f"{read} members read, Okta counts {counted}")
+
+    async def target_state(self, target: Target, wanted: Sequence[str]) -> ReadSummary:
+        """The target's accounts and the members of the groups it will hold, read once per
+        run (a resumed run keeps what it read, with the write-through since)."""
+        store = self._store
+        read = cursor_name("target", target.name, "read")
+        every = cursor_name("target", target.name, "all-accounts")
+        active = cursor_name("target", target.name, "active-listed")
+        strategy, done = store.cursor(read)
+        if done:
+            return ReadSummary(self._done(every), strategy or "", self._done(active))
+        store.forget_target(target.name)
+        summary = await target.read_state(wanted, store)
+        with store.transaction():
+            store.set_cursor(read, summary.strategy, True)
+            store.set_cursor(every, None, summary.all_accounts)
+            store.set_cursor(active, None, summary.active_listed)
+        log.info("target read", target=target.name, strategy=summary.strategy)
+        return summary
+
+
+def _username(rule: UsernameRule, user: OktaUser) -> str:
+    return rule.username(user.login, user.email)

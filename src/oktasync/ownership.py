@@ -1,0 +1,110 @@
+"""Who owns what on each target, across runs: the ownership database (``state.db``).
+
+Every SQL statement that names its tables is here, including the three the run index runs
+against it: the run index attaches ``state.db`` read-only as ``own`` (``attach``) so that the
+users phase's feed reads each account's owner in the same streaming query as everything else
+(no per-user round trip at a million users), and the removal gate counts owned accounts and
+memberships against what the run read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from oktasync.db import transaction
+from oktasync.models import Claim
+
+OWNERSHIP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS owned_users (
+    target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_id TEXT,
+    PRIMARY KEY (target, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS owned_users_okta ON owned_users(app, target, okta_id);
+CREATE TABLE IF NOT EXISTS listing_sizes (
+    app TEXT NOT NULL, listing TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (app, listing)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owned_groups (
+    target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_group_id TEXT,
+    name TEXT NOT NULL, PRIMARY KEY (target, key, app)) WITHOUT ROWID;
+"""
+
+# -- read by the run index, with state.db attached as ``own`` ---------------------------------
+ATTACHED = "own"
+# the feed's owner of the account at a username, and the username this app synced the Okta
+# user as (a rename)
+FEED_OWNER_COLUMNS = """o.app, o.okta_id,
+  (SELECT p.key FROM own.owned_users p
+     WHERE p.app = :app AND p.target = :target AND p.okta_id = u.id)"""
+FEED_OWNER_JOIN = "LEFT JOIN own.owned_users o ON o.target = :target AND o.key = n.username"
+# accounts an app synced that no Okta user of this run maps to, and whether their Okta user
+# is gone (deleted in Okta: in no listing)
+OWNED_UNMATCHED_SQL = (
+    "SELECT o.key, o.okta_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM okta_users u "
+    "WHERE u.id = o.okta_id) FROM own.owned_users o WHERE o.app = ? AND o.target = ? "
+    "AND NOT EXISTS (SELECT 1 FROM matched m WHERE m.target = o.target AND "
+    "m.key = o.key) ORDER BY o.key")
+# memberships the accounts an app synced hold in the given groups
+OWNED_MEMBERSHIPS_SQL = (
+    "SELECT COUNT(*) FROM target_members tm JOIN own.owned_users o ON o.target = "
+    "tm.target AND o.key = tm.user_key WHERE tm.target = ? AND o.app = ? AND "
+    "tm.group_key IN (SELECT value FROM json_each(?))")
+
+
+def attach(db: sqlite3.Connection, path: Path) -> None:
+    """Make the ownership database readable in ``db``'s queries, as ``own``."""
+    db.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (str(path),))
+
+
+class Ownership:
+    """Accounts and groups each app has synced on each target."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        self._db.executescript(OWNERSHIP_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def claim_of(self, target: str, key: str) -> Claim | None:
+        row = self._db.execute("SELECT app, okta_id FROM owned_users WHERE target = ? AND "
+                               "key = ?", (target, key)).fetchone()
+        return None if row is None else Claim(row[0], row[1])
+
+    def count_owned(self, app: str, target: str) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM owned_users WHERE app = ? AND "
+                                    "target = ?", (app, target)).fetchone()[0])
+
+    def claim(self, app: str, target: str, claims: Iterable[tuple[str, str | None]]) -> None:
+        """Record (username key, Okta id) pairs as owned by ``app``; a rename moves the row."""
+        with transaction(self._db):
+            for key, okta_id in claims:
+                if okta_id is not None:
+                    self._db.execute("DELETE FROM owned_users WHERE app = ? AND target = ? AND "
+                                     "okta_id = ? AND key != ?", (app, target, okta_id, key))
+                self._db.execute("INSERT OR REPLACE INTO owned_users VALUES (?,?,?,?)",
+                                 (target, key, app, okta_id))
+
+    def claim_groups(self, app: str, target: str, groups: Iterable[tuple[str, str, str]]) -> None:
+        """Record (group key, Okta group id, name) as synced by ``app``."""
+        with transaction(self._db):
+            self._db.executemany("INSERT OR REPLACE INTO owned_groups VALUES (?,?,?,?,?)",
+                                 [(target, k, app, gid, n) for k, gid, n in groups])
+
+    def groups_of(self, app: str, target: str) -> dict[str, tuple[str, str]]:
+        """Okta group id -> (key, name) this app synced to the target."""
+        rows = self._db.execute("SELECT okta_group_id, key, name FROM owned_groups WHERE "
+                                "app = ? AND target = ?", (app, target))
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def listing_sizes(self, app: str) -> dict[str, int]:
+        """How many entries each Okta listing returned in the app's last complete run."""
+        return {r[0]: int(r[1]) for r in self._db.execute(
+            "SELECT listing, size FROM listing_sizes WHERE app = ?", (app,))}
+
+    def record_listing_sizes(self, app: str, sizes: dict[str, int]) -> None:
+        with transaction(self._db):
+            self._db.executemany("INSERT OR REPLACE INTO listing_sizes VALUES (?,?,?)",
+                                 [(app, name, size) for name, size in sizes.items()])
