@@ -7,7 +7,8 @@ per write shows), the same with 20 ms on every request (``latency_bound``'s defa
 configuration: bound by round trips), a dry run of 100,000 users with the targets holding half
 of them (``--lazy --preload-fraction 0.5``, as ``scale``: reading, planning and the run index),
 and ``high_bar``'s default configuration (10,000 users, 1,000 groups, 200,000 memberships,
-20 ms). ``OKTASYNC_BENCH_CONFIGS`` (comma-separated names) runs some of them only.
+20 ms). ``OKTASYNC_BENCH_CONFIGS`` (comma-separated names) runs some of them only, and
+``OKTASYNC_BENCH_REPEATS`` sets the rounds (default 3).
 The other engine is ``OKTASYNC_BENCH_BASELINE_SRC`` (a ``src`` folder, put on ``PYTHONPATH``;
 ``OKTASYNC_BENCH_BASELINE_LABEL`` names it). Each configuration runs ``REPEATS`` times per
 engine, the rounds interleaved (engine, baseline, engine, ...), and the fastest run is
@@ -42,7 +43,7 @@ CI = {"import_0ms": (40, 5), "import_20ms": (40, 5), "dry_run_100k": (200, 10),
       "high_bar_10k": (40, 5)}
 # --memberships per size (full, quick, CI); the other configurations keep the generator's
 MEMBERSHIPS = {"high_bar_10k": (200_000, 4_000, 80)}
-CONFIGS_ENV = "OKTASYNC_BENCH_CONFIGS"
+CONFIGS_ENV, REPEATS_ENV = "OKTASYNC_BENCH_CONFIGS", "OKTASYNC_BENCH_REPEATS"
 
 
 def _measure(ctx: Context, config: str, engine: str, round_: int,
@@ -84,7 +85,7 @@ def run(ctx: Context) -> Outcome:
     engines: dict[str, dict[str, str] | None] = {"engine": None}
     if baseline:
         engines[name] = {"PYTHONPATH": baseline}
-    repeats = ctx.pick(REPEATS, 1, 1)
+    repeats = ctx.pick(int(os.environ.get(REPEATS_ENV, REPEATS)), 1, 1)
     seen: dict[tuple[str, str], list[Observed]] = {}
     wanted = os.environ.get(CONFIGS_ENV)
     configs = [c for c in CONFIGS if not wanted or c in wanted.split(",")]
