@@ -34,7 +34,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from oktasync.config import AppConfig, Config, UsernameRule
+from oktasync.config import AppConfig, Config
 from oktasync.errors import (
     CredentialsError,
     HttpFailure,
@@ -69,6 +69,7 @@ from oktasync.report import TargetTally
 from oktasync.runstore import RunStore
 from oktasync.state import Ownership
 from oktasync.targets.base import Target, WriteResult, WriteStatus, each_concurrently
+from oktasync.usernames import UsernameRule
 
 log = structlog.get_logger("oktasync.pipeline")
 # A checkpoint after this many landed writes or this long, whichever comes first: a resume

@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from oktasync.config import UsernameRule
 from oktasync.emulators import runner as runner_module
 from oktasync.emulators.cli import add_emulate_arguments, options_from
 from oktasync.emulators.confluence import ConfluenceEmulator
@@ -41,6 +40,7 @@ from oktasync.emulators.runner import (
 from oktasync.models import ACTIVE_STATUSES, OktaUser, name_key
 from oktasync.targets import confluence as confluence_target
 from oktasync.targets import jira as jira_target
+from oktasync.usernames import UsernameRule
 
 TOKEN = "00test-okta-token"
 ALL_STATUSES_FILTER = " or ".join(f'status eq "{s}"' for s in STATUSES)
