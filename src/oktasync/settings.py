@@ -565,8 +565,8 @@ class AppSettings(_Section):
     model_config = ConfigDict(title="[[app]]", json_schema_extra={
         "dependentRequired": {"username_replacement": ["username_regex"]}})
     name: Annotated[str, _Name()] = Field(description=(
-        "Unique across apps (case-insensitively); characters A-Z a-z 0-9 . _ -. It names the "
-        "app's state sub-directory and is what `--app NAME` selects."))
+        "Unique across apps (case-insensitively); characters A-Z a-z 0-9 . _ - only. It names "
+        "the app's state sub-directory and is what `--app NAME` selects."))
     okta_url: Annotated[str, _Url(okta=True)] = Field(description=(
         "The Okta org URL, no path or query. https is required except for loopback hosts "
         '(127.0.0.0/8, ::1, localhost). Not the admin console: "example-admin.okta.com" is '
@@ -574,7 +574,8 @@ class AppSettings(_Section):
     okta_token: Annotated[SecretSetting, _Secret()] = Field(description=(
         f"An Okta API token (SSWS) with read access to users and groups: {SECRET_FORMS}."))
     username_regex: Annotated[str | None, _Text()] = Field(default=None, description=(
-        "Default: none, the target username is the Okta login itself. A Java regex applied to "
+        "Optional. Default: none, the target username is the Okta login itself. A Java regex "
+        "applied to "
         "the Okta login like Java's String.replaceFirst: the first match is replaced by "
         "username_replacement and the rest of the login is kept; a login it does not match keeps "
         "its value. The result is then Unicode-NFC normalised and lower-cased."))
@@ -582,7 +583,7 @@ class AppSettings(_Section):
         default=None, description=(
         'Default "$1" when username_regex is set (an error without username_regex). "$n" is '
         'group n, "${name}" the named group (?<name>...); both must exist in the regex. "\\$" is '
-        'a literal dollar, "\\\\" a literal backslash.'))
+        'a literal dollar, "\\\\" a literal backslash (in TOML basic strings write "\\\\$").'))
     import_users: Bool = Field(default=True, description=(
         "Create every active Okta user missing from a target."))
     update_users: Bool = Field(default=True, description=(
@@ -626,9 +627,10 @@ class AppSettings(_Section):
         "than this (a count, or a percentage of the last run's number), no removal is written "
         "and the run exits 3 unless forced."))
     schedule: Annotated[str, _Duration(60, "1m")] = Field(default="1h", description=(
-        "Not used yet: for `oktasync serve`, which does not exist yet; setting it gives a "
-        "warning. Each `oktasync sync` is one run: schedule it with cron or a systemd timer. "
-        'A duration of at least "1m".'))
+        'Not used yet. Meant for `oktasync serve` (how often it runs a full sync, at least "1m"), '
+        "which does not exist yet: each `oktasync sync` is one run, so schedule that with cron "
+        "or a systemd timer. Setting it is accepted (so a file written for `serve` stays valid) "
+        "with a warning that it has no effect."))
     okta_max_share: Annotated[float, _Number(0, 1, lo_open=True)] = Field(default=0.5, description=(
         "The share of Okta's rate limit this app may use, greater than 0 and at most 1: leave "
         "room for the other integrations that call the same org."))
@@ -677,21 +679,23 @@ class TargetSettings(_Section):
         "Requests per second (a number >= 0); 0: only what the server's rate-limit headers "
         "ask."))
     adopt_existing: Annotated[str | None, _Choice(ADOPT_MODES)] = Field(default=None, description=(
-        'Default: the app\'s adopt_existing. "email-match", "always" or "never".'))
+        'Optional. Default: the app\'s adopt_existing. "email-match", "always" or "never".'))
     username_from: Annotated[str, _Choice(USERNAME_SOURCES)] = Field(default="login", description=(
         '"login": the username comes from the app\'s username_regex rule. "email": the Okta '
         "e-mail is the username (NFC, lower-cased), e.g. for a directory keyed by e-mail."))
     username_regex: Annotated[str | None, _Text()] = Field(default=None, description=(
-        "Default: the app's username_regex / username_replacement. This target's own rule, "
-        "applied to the field username_from names (the login, or the e-mail), exactly like the "
-        "app's. Use it to map characters this target refuses instead of losing those users."))
+        "Optional. Default: the app's username_regex / username_replacement. This target's own "
+        "rule, applied to the field username_from names (the login, or the e-mail), exactly like "
+        "the app's. Use it to map characters this target refuses instead of losing those users; "
+        "the collisions a mapping causes are detected and reported, never merged."))
     username_replacement: Annotated[str | None, _Text(empty_ok=True)] = Field(
         default=None, description=(
         'Default "$1" when this target\'s username_regex is set, as for the app.'))
     timeout_s: Annotated[float, _Number(0, lo_open=True)] = Field(default=60.0, description=(
         "Seconds one attempt at a request may wait for its answer (a number > 0). A request is "
         "tried up to 8 times and gives up after 8 × timeout_s in total, backoff and Retry-After "
-        "waits included; waiting for the server's rate limits is not counted."))
+        "waits included; waiting for the server's rate limits is not counted. A server that "
+        "accepts connections and never answers is then reported as such."))
 
 
 class StateSettings(_Section):
@@ -700,8 +704,7 @@ class StateSettings(_Section):
     model_config = ConfigDict(title="[state]")
     dir: Annotated[str, _Text()] = Field(default="var/oktasync", description=(
         "Where checkpoints, ownership records, run summaries and the lock live (one "
-        "sub-directory per app). Relative paths are taken against the config file's "
-        "directory."))
+        "sub-directory per app). Relative paths are taken against this file's directory."))
 
 
 class PipelineSettings(_Section):

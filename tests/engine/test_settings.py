@@ -142,16 +142,23 @@ def schema_settings() -> set[str]:
             for key in model.model_fields}
 
 
-def documented_settings() -> set[str]:
-    """``section.key`` of every ``key = ...`` line of example.toml, commented out or not."""
-    found: set[str] = set()
-    section = ""
+def documented_settings() -> dict[str, str]:
+    """``section.key`` of every ``key = ...`` line of example.toml, commented out or not, with
+    the comment lines right above it (joined by spaces)."""
+    found: dict[str, str] = {}
+    section, comments = "", []
     for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
         header = re.fullmatch(r"\[\[?(app|target|state|pipeline)[.\w-]*\]\]?", line.strip())
+        key = re.match(r"#? ?([a-z_]+) = ", line)
         if header:
-            section = header.group(1)
-        elif section and (key := re.match(r"#? ?([a-z_]+) = ", line)):
-            found.add(f"{section}.{key.group(1)}")
+            section, comments = header.group(1), []
+        elif section and key:
+            found.setdefault(f"{section}.{key.group(1)}", " ".join(comments))
+            comments = []
+        elif line.startswith("#"):
+            comments.append(line.lstrip("#").strip())
+        else:
+            comments = []
     return found
 
 
@@ -168,9 +175,23 @@ def test_every_setting_has_a_test_and_every_test_exists() -> None:
 
 
 def test_example_toml_documents_exactly_the_settings() -> None:
-    assert documented_settings() == schema_settings()
+    assert set(documented_settings()) == schema_settings()
     live = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
-    assert {f"app.{k}" for k in live["app"][0]} <= documented_settings()
+    assert {f"app.{k}" for k in live["app"][0]} <= set(documented_settings())
+
+
+def test_example_toml_says_what_the_schema_says() -> None:
+    """One source of truth: each setting's description (the schema's, for editors) is in the
+    comment above it in example.toml, which adds only what a file shows best (defaults,
+    "Required.", examples)."""
+    comments = documented_settings()
+    for section, model in SECTIONS.items():
+        for key, field in model.model_fields.items():
+            if section:
+                description = " ".join((field.description or "").split())
+                assert description in comments[f"{section}.{key}"], (
+                    f"{section}.{key}: example.toml's comment and the description in "
+                    "src/oktasync/settings.py differ; say the same in both")
 
 
 # -- a counting proxy, for the settings that shape the pace ----------------------------------------
