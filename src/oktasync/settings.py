@@ -745,8 +745,12 @@ SECTIONS: Final[Mapping[str, type[BaseModel]]] = {
 
 def json_schema() -> dict[str, Any]:
     """The file's JSON Schema (draft 2020-12, no ``$schema`` keyword: editors such as taplo pick
-    their own draft), without the ``"default": null`` of settings that have no default."""
+    their own draft), each setting titled by its key as the file spells it (an editor shows
+    ``okta_url``, not "Okta Url"), without the ``"default": null`` of settings that have none."""
     schema: dict[str, Any] = _without_null_defaults(ConfigFile.model_json_schema())
+    for section in (schema, *schema["$defs"].values()):
+        for key, setting in section.get("properties", {}).items():
+            setting["title"] = key
     return schema
 
 
