@@ -254,6 +254,7 @@ class Config:
         names = ", ".join(a.name for a in self.apps)
         raise ConfigError([f"--app: no app named {name!r} (apps: {names})"])
 
+
 # --------------------------------------------------------------------------------------------
 # loading
 
