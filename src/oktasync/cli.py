@@ -1,4 +1,4 @@
-"""The command line: `oktasync sync | demo | emulate | status`.
+"""The command line: `oktasync sync | status | config check | config schema | demo | emulate`.
 
 The CLI's job is to turn every user mistake into a clear message and an exit code from the
 semantics page (never a traceback, never a secret), to run the async code on anyio's asyncio
@@ -8,6 +8,7 @@ backend (aiolimiter needs asyncio), and to turn SIGINT/SIGTERM into a clean stop
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -20,7 +21,7 @@ import anyio
 import structlog
 
 from oktasync import __version__
-from oktasync.config import ConfigError, load_config
+from oktasync.config import Config, ConfigError, load_config, read_config
 from oktasync.errors import (
     EXIT_INTERNAL,
     EXIT_SIGINT,
@@ -104,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="the last run of each app, and any interrupted one")
     status.add_argument("--config", required=True, type=Path)
 
+    config = sub.add_parser("config", help="check a configuration file, or print its JSON Schema")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser(
+        "check", help="validate; print every setting as it will be used, secrets masked (exit 0), "
+                      "or every problem (exit 2)")
+    check.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    config_commands.add_parser("schema", help="print the configuration file's JSON Schema "
+                                              "(for editors: taplo, Even Better TOML)")
+
     demo = sub.add_parser("demo", help="start the emulators and sync 5,000 users into them")
     demo.add_argument("--users", type=_positive_int, default=5000)
     demo.add_argument("--groups", type=_positive_int, default=60)
@@ -153,6 +163,8 @@ def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
         return _run_until_signal(lambda: _sync(args, interrupt), interrupt)
     if args.command == "status":
         return _status(args)
+    if args.command == "config":
+        return _config_check(args) if args.config_command == "check" else _config_schema()
     if args.command == "emulate":
         return _emulate(rest, args.verbose)
     try:
@@ -220,10 +232,44 @@ def _run_until_signal(work: Callable[[], Awaitable[int]],
     return int(outcome.get("code", EXIT_SIGINT))
 
 
+def _load(path: Path) -> Config:
+    """The configuration, its warnings (valid settings that do nothing yet) said on stderr."""
+    config = load_config(path)
+    _warn(config)
+    return config
+
+
+def _warn(config: Config) -> None:
+    for warning in config.warnings:
+        print(f"oktasync: warning: {shown(warning)}", file=sys.stderr)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    """Validate the file and print every setting as the sync will use it: defaults filled in,
+    URLs normalised, ``[state] dir`` resolved, secrets masked with where they come from. A file
+    with problems never gets here: ``main`` lists them all and exits 2."""
+    from oktasync.settings import render_toml
+
+    loaded = read_config(args.config)
+    _warn(loaded.config)
+    print(f"# {shown(loaded.config.path)}: valid; every setting as it will be used")
+    for line in render_toml(loaded.file, loaded.config.state_dir):
+        print(shown(line))
+    return 0
+
+
+def _config_schema() -> int:
+    """The configuration file's JSON Schema, as kept in ``config/oktasync.schema.json``."""
+    from oktasync.settings import json_schema
+
+    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+    return 0
+
+
 async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:
     from oktasync.engine import SyncOptions, run_sync
 
-    config = load_config(args.config)
+    config = _load(args.config)
     result = await run_sync(config, SyncOptions(
         app=args.app, dry_run=args.dry_run, force=args.force, max_in_flight=args.max_in_flight,
         resume=args.resume, restart=args.restart, interrupt_code=interrupt))
@@ -239,7 +285,7 @@ def _status(args: argparse.Namespace) -> int:
     from oktasync.checkpoint import checkpoint_path, progress
     from oktasync.state import StateLock, read_json
 
-    config = load_config(args.config)
+    config = _load(args.config)
     holder = StateLock(config.state_dir).holder()
     for app in config.apps:
         last: Any = read_json(config.state_dir / app.name / "last-run.json")

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import structlog
 
 from oktasync.concurrency import Stopper, each_concurrently
-from oktasync.config import AppConfig, UsernameRule
+from oktasync.config import AppConfig
 from oktasync.errors import ListingError, UsageError
 from oktasync.models import OktaGroup, OktaUser, name_key
 from oktasync.okta_source import OktaSource
 from oktasync.runstore import RunStore, cursor_name
 from oktasync.targets.base import ReadSummary, Target
+from oktasync.usernames import UsernameRule
 
 log = structlog.get_logger("oktasync.pipeline")
 # The cursor of an Okta member listing that fell short of the group's count: read it again

@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from oktasync.config import UsernameRule
 from oktasync.models import ACTIVE_STATUSES, OktaUser, name_key
 from oktasync.targets import confluence as confluence_target
 from oktasync.targets import jira as jira_target
+from oktasync.usernames import UsernameRule
 from oktasync_emulators import runner as runner_module
 from oktasync_emulators.cli import build_parser, options_from
 from oktasync_emulators.confluence import ConfluenceEmulator

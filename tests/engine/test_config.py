@@ -16,13 +16,11 @@ from oktasync.config import (
     Config,
     ConfigError,
     DeactivationLimit,
-    UsernameRule,
-    compile_java_regex,
     load_config,
     parse_duration,
-    translate_java_regex,
 )
 from oktasync.secrets import Secret
+from oktasync.usernames import UsernameRule, compile_java_regex, translate_java_regex
 
 REPO = Path(__file__).resolve().parents[2]
 OKTA_SECRET = "00okta-secret-value-XYZ"

@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"targets.jira", "targets.confluence", "targets.dryrun", "checkpoint"},
     {"targets.base", "okta_source", "report", "runstore", "concurrency"},
     {"http", "ownership", "planner", "state", "config"},
+    {"settings"},
     {"ratelimit", "secrets", "db", "errors", "models", "text", "usernames", "__init__",
      "targets.__init__"},
 ]

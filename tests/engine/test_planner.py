@@ -39,7 +39,6 @@ from typing import cast
 
 import pytest
 
-from oktasync.config import UsernameRule
 from oktasync.models import (
     Claim,
     FindingKind,
@@ -59,6 +58,7 @@ from oktasync.planner import (
     plan_unmapped,
     plan_user,
 )
+from oktasync.usernames import UsernameRule
 
 # --------------------------------------------------------------------------------------------
 # the world the tables live in
