@@ -206,8 +206,10 @@ class _Text:
             pattern=None if self.empty_ok else r"\S"))
 
     def check(self, value: object) -> str:
-        if self.empty_ok and not isinstance(value, str):
-            raise _fail(f"must be a string, got {shown(value)}")
+        if self.empty_ok:
+            if not isinstance(value, str):
+                raise _fail(f"must be a string, got {shown(value)}")
+            return value
         if not isinstance(value, str) or not value.strip():
             raise _fail(f"must be a non-empty string, got {shown(value)}")
         return value

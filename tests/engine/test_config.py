@@ -679,3 +679,10 @@ def test_a_targets_own_rule_is_checked_like_the_apps(tmp_path: Path) -> None:
                      "username_regex has 1"]
     (found,) = problems(tmp_path, app_with() + "username_regex = '\\p{L}+'\n")
     assert found.startswith("target.jira.username_regex: Java-only syntax")
+
+
+def test_an_empty_replacement_deletes_what_the_regex_matched(tmp_path: Path) -> None:
+    # Java's replaceFirst with "": the match is removed (the domain, here); a common rule
+    config = load(tmp_path, app_with(username_regex="'@corp\\.com$'", username_replacement="''"))
+    rule = config.apps[0].rule_for(config.targets["jira"])
+    assert rule.username("Alice@corp.com", None) == "alice"
