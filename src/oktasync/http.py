@@ -160,7 +160,7 @@ class HttpClient:
         ``context`` (what the request is for) decides that, through ``errors.FAILURE_OF``: a
         listing's failure stops the run, a lookup's or a write's fails its item. A write gets
         every final answer back (its target's answer table reads a 400 or 404); a listing or
-        lookup gets a 2xx or a status in ``accept`` (a 404 that means "absent"), any other
+        lookup gets a 200 or a status in ``accept`` (a 404 that means "absent"), any other
         answer is its failure, named by ``what`` (``users listing``) when given.
         ``expect``: the JSON a successful answer must hold; a 2xx whose body is not that (an
         HTML maintenance page, a cut body) is retried like a server error, and still wrong,
@@ -207,8 +207,10 @@ class HttpClient:
 
     def _final(self, context: Context, method: str, url: URL, answer: Answer,
                accept: Container[int], what: str | None) -> Answer:
-        """A final answer goes back to its caller, unless its context makes it a failure."""
-        if answer.status < 300 or context is Context.WRITE or answer.status in accept:
+        """A final answer goes back to its caller, unless its context makes it a failure: a
+        read (a listing's page, a lookup) takes a 200 or what the caller accepts, nothing else
+        (a proxy's 204 has no data to read); a write's every answer is its target's to read."""
+        if context is Context.WRITE or answer.status == 200 or answer.status in accept:
             return answer
         raise answer_failure(context, self.name, method, url.path, answer.status,
                              answer.text(), what)

@@ -119,3 +119,19 @@ async def test_an_html_page_answered_with_200_is_retried_then_fails() -> None:
         with pytest.raises(ListingFailed, match="an HTML page, not JSON"):
             await http.send("GET", "/x", context=Context.LISTING, expect=list)
         assert http.counters.reads == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("context", "kind"), [
+    (Context.LISTING, ListingFailed), (Context.LOOKUP, LookupFailed),
+])
+async def test_a_read_answered_with_another_2xx_than_200_is_its_failure(
+    context: Context, kind: type[Exception],
+) -> None:
+    # a proxy answering 204 (or 202) to a read: no body to read, never taken for data
+    async with scripted((204, {})) as (url, sent), client(url) as http:
+        with pytest.raises(kind, match="HTTP 204"):
+            await http.send("GET", "/rest/api/2/serverInfo", context=context, expect=dict)
+        answer = await http.send("DELETE", "/x", context=Context.WRITE)
+    assert answer.status == 204, "a write's 204 is the target's to read (applied)"
+    assert sent == [204, 204]
