@@ -109,6 +109,8 @@ class AppSync:
             for name in self.targets:
                 tg.start_soon(guarded, self._target_then_groups, name, scope)
         self.stopper.check()
+        # in the config's order, not the order the reads finished: the same run, the same words
+        self.writers = {name: self.writers[name] for name in self.targets}
         log.info("listings complete", app=self.app.name, okta_users=self.store.okta_user_count())
 
     async def _each_target(self, phase: Callable[[TargetWriter], Awaitable[None]]) -> None:
@@ -154,6 +156,8 @@ class AppSync:
                 writer.tally.found(finding)
         await writer.apply_all(plan.grants)
         self.checkpoints.save()
+        if self.stopper.stopping:  # the creates not sent are sent again on resume
+            return
         store.set_cursor(done, None, True)
         self._record_group_ownership(writer, scope)
 
@@ -192,6 +196,8 @@ class AppSync:
             async with send:
                 await self._feed(writer, send, mark)
         self.checkpoints.save()
+        if self.stopper.stopping:  # the users not reached are done on resume, from the mark
+            return
         self.store.set_cursor(name, writer.progress.watermark.mark_name, True)
 
     async def _feed(self, writer: TargetWriter, send: ObjectSendStream[UserWork],

@@ -57,6 +57,7 @@ class RemovalGate:
             current = await self._account_now(writer, key)
             if current is not None:
                 ops += plan_unmapped(current, writer.rules, okta_user_deleted=deleted).removals
+        self._checkpoints.save()  # a lookup that failed is written down before the flag
         with store.transaction():
             store.hold_removals(ops)
             store.set_cursor(flag, None, True)

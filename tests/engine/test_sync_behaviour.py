@@ -579,6 +579,31 @@ async def test_credentials_rejected_mid_run_the_summary_lists_every_write_that_l
             assert listed == counted[target]["writes_applied"], target
 
 
+@pytest.mark.asyncio
+async def test_credentials_rejected_mid_run_then_resume_syncs_every_user_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop in the users phase leaves the phase unfinished: --resume does the users the
+    stopped run never reached (it once marked the phase done and skipped them, "done")."""
+    async with estate(users=200, seed=3, groups=10) as running:
+        before = await states(running)
+        authenticate = running.confluence.authenticate
+
+        def revoked_after_150_writes(request: Any) -> Any:  # test-only: the password changes
+            if running.confluence.stats.total.writes_applied >= 150:
+                return None, "AUTHENTICATED_FAILED"
+            return authenticate(request)
+
+        monkeypatch.setattr(running.confluence, "authenticate", revoked_after_150_writes)
+        config = load(write_config(tmp_path, running))
+        stopped = await run_sync(config, SyncOptions(), echo=quiet)
+        assert stopped.exit_code == 2, stopped.summaries[APP]["notes"]
+        monkeypatch.setattr(running.confluence, "authenticate", authenticate)  # fixed
+        resumed = await run_sync(config, SyncOptions(resume=True), echo=quiet)
+        assert resumed.exit_code == 0, resumed.summaries[APP]["notes"]
+        await assert_oracle(running, before)
+
+
 # -- 8. refusals --------------------------------------------------------------------------------
 
 @pytest.mark.asyncio

@@ -184,7 +184,8 @@ class ConfluenceTarget:
     async def lookup(self, username: str) -> TargetAccount | None:
         # email is admin-only or an expansion (unverified): ask for it; a status is never given
         answer = await self._client.send("GET", "/rest/api/user", expect=dict, params={
-            "username": username, "expand": "email"}, context=Context.LOOKUP, accept=(404,))
+            "username": username, "expand": "email"}, context=Context.LOOKUP, accept=(404,),
+            what=f"user {username!r}")
         if answer.status == 404:
             return None
         return account_of(answer.json())

@@ -180,7 +180,8 @@ class JiraTarget:
 
     async def lookup(self, username: str) -> TargetAccount | None:
         answer = await self._client.send("GET", USER, params={"username": username},
-                                         expect=dict, context=Context.LOOKUP, accept=(404,))
+                                         expect=dict, context=Context.LOOKUP, accept=(404,),
+                                         what=f"user {username!r}")
         if answer.status == 404:
             return None
         return account_of(answer.json())
