@@ -221,12 +221,20 @@ async def test_control_users_take_any_profile_and_the_lazy_directory_refuses_cha
         created = await control(session, "POST", "/_emulator/users",
                                 json={"profile": profile, "status": "STAGED"})
         _, got, _ = await call(session, "GET", f"/api/v1/users/{created['id']}")
+        suspended = await control(session, "POST", "/_emulator/users", json={
+            "profile": {**profile, "login": "s@example.com"}, "status": "SUSPENDED"})
+        written, _ = await poll(session)
         bad = await call(session, "POST", "/_emulator/users", json={
             "profile": {**profile, "login": "x@example.com", "shoeSize": "44"}})
     async with serve(lazy) as (session, _):
         events, link = await poll(session)
         refused = await call(session, "POST", "/_emulator/apps", json={"label": "Jira"})
     assert got["status"] == "STAGED"
+    assert [(e["eventType"], e["target"][0]["id"]) for e in written] == [
+        ("user.lifecycle.create", created["id"]),  # STAGED: not activated
+        ("user.lifecycle.create", suspended["id"]),
+        ("user.lifecycle.suspend", suspended["id"]),
+    ]
     assert {k: got["profile"][k] for k in profile} == profile
     assert bad[0] == 400 and "shoeSize" in bad[1]["error"]
     assert events == [] and "after=" in link

@@ -226,6 +226,7 @@ DEPARTMENTS = (
     "Product",
     "Research & Development",
 )
+COST_CENTERS = tuple(f"CC-{n}" for n in range(1000, 1100))  # shared, not one string per user
 LOCATIONS = ("Berlin", "London", "New York", "São Paulo", "Tokyo", "Zürich", "Remote")
 
 
@@ -458,7 +459,7 @@ def _build_user(rng: random.Random, seed: int, index: int) -> User:
     # drawn after everything else, so the attributes above stay what they were before these
     department = DEPARTMENTS[int(rng.random() * len(DEPARTMENTS))] if rng.random() < 0.95 else None
     location = LOCATIONS[int(rng.random() * len(LOCATIONS))] if rng.random() < 0.9 else None
-    cost_center = f"CC-{_between(rng, 1000, 1099)}" if department is not None else None
+    cost_center = COST_CENTERS[_between(rng, 0, 99)] if department is not None else None
     return User(
         id=okta_id("00u", seed, "u", index),
         status=status,
@@ -819,8 +820,10 @@ class Directory:
         self.everyone.last_membership_updated = stamp
         tx = self.log.new_transaction()
         self.log.append("user.lifecycle.create", [user_entity(user)], transaction=tx)
-        if status != "STAGED":  # created with activate=true
-            self.log.append("user.lifecycle.activate", [user_entity(user)], transaction=tx)
+        # created with activate=true writes the activation too; other statuses as if moved
+        # there from STAGED (guess)
+        for event_type in status_events("STAGED", status):
+            self.log.append(event_type, [user_entity(user)], transaction=tx)
         return user
 
     def delete_user(self, user_id: str) -> User | None:
