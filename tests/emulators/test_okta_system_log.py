@@ -608,3 +608,30 @@ def test_log_delay_flag_reaches_the_emulator() -> None:
     assert options.okta_log_delay_ms == 250.0
     defaults = options_from(build_parser().parse_args([]))
     assert defaults.okta_log_delay_ms == 0.0
+
+
+@pytest.mark.asyncio
+async def test_deleting_a_group_removes_it_everywhere_and_only_okta_groups_go() -> None:
+    emulator = make_okta(users=100, groups=16)
+    directory = emulator.directory
+    group = max((g for g in directory.groups.values() if g.type == "OKTA_GROUP"),
+                key=lambda g: len(g.members))
+    member = directory.users[group.members[0]]
+    member_updated = member.last_updated
+    app_group = next(g for g in directory.groups.values() if g.type == "APP_GROUP")
+    async with serve(emulator) as (session, _):
+        deleted = await control(session, "DELETE", f"/_emulator/groups/{group.id}")
+        gone = await call(session, "GET", f"/api/v1/groups/{group.id}")
+        _, member_groups, _ = await call(session, "GET", f"/api/v1/users/{member.id}/groups")
+        listed, _ = await list_all(session, "/api/v1/groups")
+        refused = [
+            await call(session, "DELETE", f"/_emulator/groups/{g.id}")
+            for g in (app_group, directory.everyone)
+        ]
+        again = await call(session, "DELETE", f"/_emulator/groups/{group.id}")
+    assert deleted == {"deleted": group.id}
+    assert gone[0] == 404 and again[0] == 404
+    assert group.id not in {g["id"] for g in member_groups}
+    assert group.id not in {g["id"] for g in listed} and len(listed) == 16
+    assert [r[0] for r in refused] == [400, 400]
+    assert member.last_updated == member_updated
