@@ -25,6 +25,7 @@ BUCKET_USERS = "GET /api/v1/users"
 BUCKET_USER = "GET /api/v1/users/{id}"
 BUCKET_GROUPS = "GET /api/v1/groups"
 BUCKET_GROUP = "GET /api/v1/groups/{id}"
+BUCKET_LOGS = "GET /api/v1/logs"
 
 # `filter` on status includes DEPROVISIONED users (a plain listing omits them) and, unlike
 # `search`, is not eventually consistent: a sync must see changes it was told about.
@@ -32,6 +33,7 @@ ALL_USERS_FILTER = " or ".join(f'status eq "{s}"' for s in ALL_STATUSES)
 USERS_PAGE = 200  # Okta's maximum for /api/v1/users
 MEMBERS_PAGE = 1000  # Okta's maximum for /api/v1/groups/{id}/users
 GROUPS_PAGE = 1000
+LOGS_PAGE = 1000  # Okta's maximum for /api/v1/logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,54 @@ class OktaSource:
         async for page in self._pages(url, BUCKET_GROUP, f"members of group {group_id}"):
             yield Page([u["id"] for u in page.items], page.next_url)
 
+    async def changed_user_pages(self, since: str,
+                                 start_url: str | None = None) -> AsyncIterator[Page]:
+        """Users whose profile or status changed after ``since`` (Okta's time, ISO 8601),
+        DEPROVISIONED ones included: ``filter`` on ``lastUpdated`` is exact, not eventually
+        consistent like ``search``. A membership change does not move ``lastUpdated``."""
+        url = start_url or self._client.url(
+            f"/api/v1/users?limit={USERS_PAGE}&filter="
+            f"{quote(f'lastUpdated gt {_quoted(since)}')}")
+        async for page in self._pages(url, BUCKET_USERS, "changed users"):
+            yield Page([parse_user(u) for u in page.items], page.next_url)
+
+    async def changed_group_pages(self, since: str,
+                                  start_url: str | None = None) -> AsyncIterator[Page]:
+        """Groups renamed, created, or whose members changed after ``since``."""
+        changed = (f"lastUpdated gt {_quoted(since)} or "
+                   f"lastMembershipUpdated gt {_quoted(since)}")
+        url = start_url or self._client.url(
+            f"/api/v1/groups?limit={GROUPS_PAGE}&expand=stats&filter={quote(changed)}")
+        async for page in self._pages(url, BUCKET_GROUPS, "changed groups"):
+            yield Page([parse_group(g) for g in page.items], page.next_url)
+
+    def first_log_url(self, since: str) -> str:
+        """A polling request of the System Log from ``since``: no ``until``, ascending, so
+        it is ordered by when Okta stored each event and a delayed event is never skipped."""
+        return self._client.url(f"/api/v1/logs?since={quote(since)}&sortOrder=ASCENDING"
+                                f"&limit={LOGS_PAGE}")
+
+    async def log_pages(self, position: str) -> AsyncIterator[Page]:
+        """The System Log's events from ``position`` (a polling ``next`` URL, or
+        ``first_log_url``), page by page, until a page comes back empty: Okta's polling
+        ``next`` link is always present, so the last page's ``next_url`` is where the next
+        read starts (persist it). A page without one is a broken answer, never the end."""
+        url = position
+        while True:
+            self._check_origin(url, "System Log")
+            answer = await self._get(url, BUCKET_LOGS, "System Log")
+            events = answer.json()
+            if not all(isinstance(e, dict) and isinstance(e.get("uuid"), str) for e in events):
+                raise ListingError(f"Okta System Log: an event without a uuid on {_path_of(url)}")
+            next_url = next_link(answer)
+            if next_url is None:
+                raise ListingError(f"Okta System Log: a polling page without a next link on "
+                                   f"{_path_of(url)} (Okta always sends one)")
+            yield Page(events, next_url)
+            if not events:
+                return
+            url = next_url
+
     async def member_count(self, group_id: str) -> int | None:
         """What Okta counts as the group's members now (``expand=stats``); None when it does
         not say. A member listing that read fewer has ended early."""
@@ -167,3 +217,8 @@ class OktaSource:
 
 def _path_of(url: str) -> str:
     return urlsplit(url).path
+
+
+def _quoted(value: str) -> str:
+    """A filter's string literal: Okta's expressions quote values in double quotes."""
+    return '"' + value.replace('"', '') + '"'

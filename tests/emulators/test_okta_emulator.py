@@ -31,6 +31,9 @@ from oktasync_emulators.directory import (
 )
 from oktasync_emulators.okta import OktaEmulator, OktaRateConfig
 
+# profile attributes the generated directory sets beyond the recorded users' ones
+CUSTOM_ATTRS = ("department", "location", "costCenter")
+PROFILE_EXTRA = frozenset({"displayName", "transitioningToStatus", *CUSTOM_ATTRS})
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "okta"
 TOKEN = "00test-okta-token"
 AUTH = {"Authorization": f"SSWS {TOKEN}"}
@@ -272,7 +275,7 @@ async def test_list_users_matches_recording_schema_and_links() -> None:
     recorded = sample("list-users-page")[0]
     for user in [*body, *one]:
         user_validator.validate(user)
-        assert_shape(recorded, user, extra=frozenset({"displayName", "transitioningToStatus"}))
+        assert_shape(recorded, user, extra=PROFILE_EXTRA)
     assert [u["id"] for u in one] == [staged.id]
     # a STAGED user has exactly the recorded user's nulls
     assert {k for k, v in one[0].items() if v is None} == {
@@ -288,7 +291,8 @@ async def test_get_user_by_id_or_login_and_user_groups() -> None:
         status, body, _ = await call(session, "GET", f"/api/v1/users/{staged.id}")
         assert status == 200
         validator("User").validate(body)
-        assert_shape(sample("get-user"), body, extra=frozenset({"deactivate", "displayName"}))
+        extra = frozenset({"deactivate", "displayName", *CUSTOM_ATTRS})
+        assert_shape(sample("get-user"), body, extra=extra)
         assert body["_links"]["activate"]["method"] == "POST"
         status, by_login, _ = await call(
             session, "GET", f"/api/v1/users/{quote(staged.login.upper())}"
@@ -364,7 +368,7 @@ async def test_group_members_paging_and_recording() -> None:
         assert_shape(
             sample("list-group-users")[0],
             user,
-            extra=frozenset({"displayName", "transitioningToStatus"}),
+            extra=PROFILE_EXTRA,
         )
     statuses = {u["status"] for u in members}
     assert "DEPROVISIONED" in statuses  # members of every status

@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"targets.base", "okta_source", "report", "runstore", "concurrency"},
     {"http", "ownership", "planner", "state", "config"},
     {"settings"},
-    {"ratelimit", "secrets", "db", "errors", "models", "text", "usernames", "__init__",
+    {"ratelimit", "secrets", "db", "errors", "models", "text", "usernames", "signals", "__init__",
      "targets.__init__"},
 ]
 ROOT = Path(oktasync.__file__).parent

@@ -136,6 +136,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add("--confluence-seats", type=_count, default=None, help="Confluence licence seats")
     add("--okta-search-lag-s", type=_non_negative, default=0.0,
         help="Okta search results lag changes by this much")
+    add("--log-delay-ms", type=_non_negative, default=0.0,
+        help="Okta System Log events become readable this long after they are published "
+             "(default 0; POST /_emulator/logs/delay changes it while running)")
     add("--confluence-index-lag-s", type=_non_negative, default=0.0,
         help="Confluence's active-user listing lags changes by this much")
     add("--lazy", action="store_true",
@@ -159,7 +162,7 @@ def options_from(args: argparse.Namespace) -> EmulatorOptions:
         ports=args.ports, okta_token=args.okta_token, admin_password=args.admin_password,
         jira_token=args.jira_token, confluence_token=args.confluence_token,
         jira_version=args.jira_version, confluence_seats=args.confluence_seats,
-        okta_search_lag_s=args.okta_search_lag_s,
+        okta_search_lag_s=args.okta_search_lag_s, okta_log_delay_ms=args.log_delay_ms,
         confluence_index_lag_s=args.confluence_index_lag_s,
         lazy=args.lazy, preload_fraction=args.preload_fraction,
     )

@@ -34,6 +34,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from oktasync_emulators.systemlog import Entity, SystemLog
+
 STATUSES = (
     "ACTIVE",
     "STAGED",
@@ -63,6 +65,9 @@ PROFILE_FIELDS = {
     "displayName": "display_name",
     "mobilePhone": "mobile_phone",
     "secondEmail": "second_email",
+    "department": "department",
+    "location": "location",  # a custom attribute (added to the org's profile schema)
+    "costCenter": "cost_center",
 }
 REQUIRED_PROFILE = ("login", "email", "firstName", "lastName")
 
@@ -208,6 +213,21 @@ GROUP_NAMES = (
 )
 PROJECT_WORDS = ("Apollo", "Borealis", "Cobalt", "Delta", "Ember", "Falcon", "Granite", "Helix")
 APP_GROUP_EVERY = 7  # guess: about one group in seven is imported from an app (AD)
+# Attributes for "user group attributes" and server-side user filters; a few users lack each.
+DEPARTMENTS = (
+    "Engineering",
+    "Sales",
+    "Marketing",
+    "Finance",
+    "Human Resources",
+    "Customer Success",
+    "Legal",
+    "IT",
+    "Product",
+    "Research & Development",
+)
+COST_CENTERS = tuple(f"CC-{n}" for n in range(1000, 1100))  # shared, not one string per user
+LOCATIONS = ("Berlin", "London", "New York", "São Paulo", "Tokyo", "Zürich", "Remote")
 
 
 @dataclass(slots=True)
@@ -230,6 +250,9 @@ class User:
     transitioning: str | None = None
     mobile_phone: str | None = None
     second_email: str | None = None
+    department: str | None = None
+    location: str | None = None
+    cost_center: str | None = None
 
     def profile_value(self, name: str) -> str | None:
         """A profile attribute by its Okta name (``firstName``); unknown ones are null."""
@@ -251,6 +274,62 @@ class Group:
     source_id: str | None = None  # APP_GROUP: the app instance it was imported from
     windows: bool = False  # AD-mastered: objectClass okta:windows_security_principal
     members: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class App:
+    """An app instance and the users assigned to it directly (``scope: USER``)."""
+
+    id: str
+    name: str
+    label: str
+    created: int
+    last_updated: int
+    members: list[str] = field(default_factory=list)  # sorted user ids
+    assigned_at: dict[str, int] = field(default_factory=dict)
+
+
+def user_entity(user: User, changes: Mapping[str, Any] | None = None) -> Entity:
+    """A user as a LogEvent target: ``alternateId`` the login, ``displayName`` the name."""
+    return Entity(user.id, "User", user.login, f"{user.first_name} {user.last_name}", changes)
+
+
+def group_entity(group: Group, changes: Mapping[str, Any] | None = None) -> Entity:
+    # guess: Okta's alternateId for a group target; the name is what its UI shows
+    return Entity(group.id, "UserGroup", group.name, group.name, changes)
+
+
+def app_entity(app: App) -> Entity:
+    return Entity(app.id, "AppInstance", app.label, app.label)
+
+
+def status_events(old: str, new: str) -> list[str]:
+    """The events Okta writes when a user's status goes from ``old`` to ``new``.
+
+    guess: transitions other than (re)activation, deactivation, suspension and locking are
+    not described by the reference; they get the account events Okta's catalog lists for them.
+    """
+    if new == old:
+        return ["user.lifecycle.reactivate"] if new == "PROVISIONED" else []
+    if new == "DEPROVISIONED":
+        return ["user.lifecycle.deactivate"]
+    if new == "SUSPENDED":
+        return ["user.lifecycle.suspend"]
+    if old == "SUSPENDED":
+        return ["user.lifecycle.unsuspend"]
+    if new == "LOCKED_OUT":
+        return ["user.account.lock"]
+    if old == "LOCKED_OUT":
+        return ["user.account.unlock"]
+    if new == "PASSWORD_EXPIRED":
+        return ["user.account.expire_password"]
+    if new == "RECOVERY":
+        return ["user.account.reset_password"]
+    if old in ("STAGED", "PROVISIONED", "DEPROVISIONED") and new != "STAGED":
+        return ["user.lifecycle.activate"]
+    if old in ("PASSWORD_EXPIRED", "RECOVERY"):
+        return ["user.account.update_password"]
+    return []  # guess: Okta has no way back to STAGED, so nothing to log for it
 
 
 def iso(ts: int | None) -> str | None:
@@ -377,6 +456,10 @@ def _build_user(rng: random.Random, seed: int, index: int) -> User:
             transitioning = "DEPROVISIONED" if status == "ACTIVE" else "ACTIVE"
     times = _times(rng, status)
     phone = f"+1 555 {_between(rng, 1000000, 9999999)}" if rng.random() < 0.3 else None
+    # drawn after everything else, so the attributes above stay what they were before these
+    department = DEPARTMENTS[int(rng.random() * len(DEPARTMENTS))] if rng.random() < 0.95 else None
+    location = LOCATIONS[int(rng.random() * len(LOCATIONS))] if rng.random() < 0.9 else None
+    cost_center = COST_CENTERS[_between(rng, 0, 99)] if department is not None else None
     return User(
         id=okta_id("00u", seed, "u", index),
         status=status,
@@ -393,6 +476,9 @@ def _build_user(rng: random.Random, seed: int, index: int) -> User:
         password_changed=times["password_changed"],
         transitioning=transitioning,
         mobile_phone=phone,
+        department=department,
+        location=location,
+        cost_center=cost_center,
     )
 
 
@@ -534,6 +620,8 @@ class Directory:
         self._user_groups: dict[str, list[str]] = {}
         self._added = 0
         self._loading = True
+        self.log = SystemLog()  # what changes write; the generated state has no history
+        self.apps: dict[str, App] = {}
         self.history_s = 0.0  # > 0: keep previous versions this long (search lag)
         self._history: dict[str, list[tuple[float, User | None]]] = {}
         self.everyone = Group(
@@ -648,11 +736,19 @@ class Directory:
         user = self._require_user(user_id)
         now = time.time()
         self._remember(user.id, now)
+        old = user.status
         user.status = status
         user.transitioning = transitioning
         user.status_changed = user.last_updated = int(now)
         if status != "STAGED" and user.activated is None:
             user.activated = int(now)
+        tx = self.log.new_transaction()
+        for event_type in status_events(old, status):
+            self.log.append(event_type, [user_entity(user)], transaction=tx)
+        if status == "DEPROVISIONED":
+            # Okta's deactivation removes every app assignment (user lifecycle docs)
+            for app in list(self.apps.values()):
+                self._unassign(app, user, tx)
         return user
 
     def update_profile(self, user_id: str, changes: Mapping[str, Any]) -> User:
@@ -675,9 +771,17 @@ class Directory:
         if isinstance(new_login, str):
             del self._by_login[user.login.lower()]
             self._by_login[new_login.lower()] = user.id
+        before = {name: user.profile_value(name) for name in changes}
         for name, value in changes.items():
             setattr(user, PROFILE_FIELDS[name], value)
         user.last_updated = int(now)
+        changed = [name for name in changes if before[name] != changes[name]]
+        # guess: changeDetails on update_profile lists the attributes that changed
+        details = {
+            "from": {name: before[name] for name in changed},
+            "to": {name: changes[name] for name in changed},
+        }
+        self.log.append("user.account.update_profile", [user_entity(user, details)])
         return user
 
     def add_user(self, profile: Mapping[str, Any], status: str = "ACTIVE") -> User:
@@ -714,6 +818,12 @@ class Directory:
         if self.history_s > 0:
             self._history[user.id] = [(now, None)]  # before now it did not exist
         self.everyone.last_membership_updated = stamp
+        tx = self.log.new_transaction()
+        self.log.append("user.lifecycle.create", [user_entity(user)], transaction=tx)
+        # created with activate=true writes the activation too; other statuses as if moved
+        # there from STAGED (guess)
+        for event_type in status_events("STAGED", status):
+            self.log.append(event_type, [user_entity(user)], transaction=tx)
         return user
 
     def delete_user(self, user_id: str) -> User | None:
@@ -733,6 +843,7 @@ class Directory:
         del self._by_login[user.login.lower()]
         self.user_ids.remove(user.id)
         self.everyone.last_membership_updated = int(now)
+        self.log.append("user.lifecycle.delete.initiated", [user_entity(user)])
         return None
 
     def add_group(self, name: str, description: str | None = None) -> Group:
@@ -749,6 +860,20 @@ class Directory:
             last_membership_updated=stamp,
         )
         self.insert_group(group)
+        self.log.append("group.lifecycle.create", [group_entity(group)])
+        return group
+
+    def delete_group(self, group_id: str) -> Group:
+        """``DELETE /api/v1/groups/{id}``: only an OKTA_GROUP can be deleted; its members
+        lose it (their own ``lastUpdated`` does not move)."""
+        group = self._require_group(group_id)
+        if group.type != "OKTA_GROUP":
+            raise ValueError(f"a {group.type} group cannot be deleted")
+        for user_id in group.members:
+            self._user_groups[user_id].remove(group.id)
+        del self.groups[group.id]
+        self.group_ids.remove(group.id)
+        self.log.append("group.lifecycle.delete", [group_entity(group)])
         return group
 
     def add_membership(self, group_id: str, user_id: str) -> bool:
@@ -762,6 +887,8 @@ class Directory:
         group.members.insert(pos, user.id)
         bisect.insort(self._user_groups[user.id], group.id)
         group.last_membership_updated = int(time.time())
+        targets = [user_entity(user), group_entity(group)]
+        self.log.append("group.user_membership.add", targets)
         return True
 
     def remove_membership(self, group_id: str, user_id: str) -> bool:
@@ -775,6 +902,8 @@ class Directory:
         del group.members[pos]
         self._user_groups[user.id].remove(group.id)
         group.last_membership_updated = int(time.time())
+        targets = [user_entity(user), group_entity(group)]
+        self.log.append("group.user_membership.remove", targets)
         return True
 
     def update_group_profile(
@@ -789,6 +918,7 @@ class Directory:
         group = self._require_group(group_id)
         if group.type == "BUILT_IN":
             raise ValueError("the built-in group cannot be changed")
+        before = {"name": group.name, "description": group.description}
         if name is not None:
             if not name:
                 raise ValueError("name must not be empty")
@@ -796,10 +926,69 @@ class Directory:
         if description is not None or clear_description:
             group.description = description
         group.last_updated = int(time.time())
+        after = {"name": group.name, "description": group.description}
+        changed = [k for k in after if before[k] != after[k]]
+        # guess: changeDetails on group.profile.update, as on user profile updates
+        details = {"from": {k: before[k] for k in changed}, "to": {k: after[k] for k in changed}}
+        self.log.append("group.profile.update", [group_entity(group, details)])
         return group
 
     def rename_group(self, group_id: str, name: str) -> Group:
         return self.update_group_profile(group_id, name=name)
+
+    # -- app assignments ---------------------------------------------------------------------
+
+    def add_app(self, label: str, name: str | None = None) -> App:
+        """Create an app instance (as an admin adding an integration would)."""
+        if not label:
+            raise ValueError("label is required")
+        self._added += 1
+        stamp = int(time.time())
+        app = App(
+            id=okta_id("0oa", self.seed, "added-app", self._added),
+            name=name or re.sub(r"[^a-z0-9]+", "", label.lower()) or "app",
+            label=label,
+            created=stamp,
+            last_updated=stamp,
+        )
+        self.apps[app.id] = app
+        return app
+
+    def _require_app(self, app_id: str) -> App:
+        app = self.apps.get(app_id)
+        if app is None:
+            raise KeyError(app_id)
+        return app
+
+    def assign_app(self, app_id: str, user_id: str) -> bool:
+        """Assign a user to an app directly; False when it already was (nothing logged)."""
+        app, user = self._require_app(app_id), self._require_user(user_id)
+        if user.status == "DEPROVISIONED":
+            # guess: Okta refuses to assign a deactivated user
+            raise ValueError("a DEPROVISIONED user cannot be assigned to an app")
+        pos = bisect.bisect_left(app.members, user.id)
+        if pos < len(app.members) and app.members[pos] == user.id:
+            return False
+        app.members.insert(pos, user.id)
+        app.assigned_at[user.id] = int(time.time())
+        targets = [user_entity(user), app_entity(app)]
+        self.log.append("application.user_membership.add", targets)
+        return True
+
+    def unassign_app(self, app_id: str, user_id: str) -> bool:
+        """Remove a user's assignment; False when it was not assigned (nothing logged)."""
+        app, user = self._require_app(app_id), self._require_user(user_id)
+        return self._unassign(app, user, self.log.new_transaction())
+
+    def _unassign(self, app: App, user: User, tx: str) -> bool:
+        pos = bisect.bisect_left(app.members, user.id)
+        if pos == len(app.members) or app.members[pos] != user.id:
+            return False
+        del app.members[pos]
+        del app.assigned_at[user.id]
+        targets = [user_entity(user), app_entity(app)]
+        self.log.append("application.user_membership.remove", targets, transaction=tx)
+        return True
 
     # -- export ------------------------------------------------------------------------------
 
@@ -1009,6 +1198,8 @@ class LazyDirectory:
         self.user_type_id = okta_id("oty", seed, "type", 0)
         self.schema_id = okta_id("osc", seed, "schema", 0)
         self.history_s = 0.0  # nothing changes, so there is no history to keep
+        self.log = SystemLog()  # and nothing is ever logged
+        self.apps: dict[str, App] = {}
         self.total_memberships = 3 * users if memberships is None else memberships
         self.everyone = Group(
             id=okta_id("00g", seed, "everyone", 0),
@@ -1139,6 +1330,18 @@ class LazyDirectory:
         raise LazyReadOnly
 
     def rename_group(self, group_id: str, name: str) -> Group:
+        raise LazyReadOnly
+
+    def delete_group(self, group_id: str) -> Group:
+        raise LazyReadOnly
+
+    def add_app(self, label: str, name: str | None = None) -> App:
+        raise LazyReadOnly
+
+    def assign_app(self, app_id: str, user_id: str) -> bool:
+        raise LazyReadOnly
+
+    def unassign_app(self, app_id: str, user_id: str) -> bool:
         raise LazyReadOnly
 
 

@@ -43,6 +43,7 @@ from oktasync_emulators.common import (
 )
 from oktasync_emulators.directory import (
     AnyDirectory,
+    App,
     Group,
     LazyReadOnly,
     User,
@@ -50,6 +51,19 @@ from oktasync_emulators.directory import (
     iso,
     user_state,
 )
+from oktasync_emulators.systemlog import (
+    DEFAULT_SINCE_MS,
+    MAX_SINCE_MS,
+    LogEvent,
+    LogQueryError,
+    check_since,
+    compile_filter,
+    keyword_match,
+    parse_keywords,
+    parse_sort_order,
+    parse_time,
+)
+from oktasync_emulators.systemlog import parse_limit as parse_log_limit
 
 T = TypeVar("T")
 RateInfo = tuple[int, int, int]  # limit, remaining, reset (epoch s)
@@ -58,6 +72,8 @@ RATE_KEY = web.RequestKey[RateInfo]("okta_rate")
 USERS_LIMIT = 200
 GROUPS_LIMIT = 10000
 MEMBERS_LIMIT = 1000
+APP_USERS_LIMIT = 500  # guess: Okta's documented maximum for app users (default 50)
+APP_USERS_DEFAULT = 50
 Q_DEFAULT_LIMIT = 10
 UNLIMITED = 1_000_000  # what the headers show when rate limiting is off (scale == 0)
 
@@ -67,6 +83,7 @@ DEFAULT_BUCKETS: dict[str, int] = {
     "user": 2000,  # /api/v1/users/{idOrLogin}, /api/v1/users/{id}/groups
     "groups": 500,  # /api/v1/groups
     "group": 1000,  # /api/v1/groups/{id}, /api/v1/groups/{id}/users
+    "logs": 120,  # /api/v1/logs
     "other": 600,  # guess: Okta has many more buckets; none of them is used by the engine
 }
 
@@ -336,6 +353,8 @@ USER_PROFILE_ATTRS = (
     "zipCode",
 )
 CO_ATTRS = frozenset({"firstName", "lastName", "email", "login"})  # the only ones `co` may use
+# Attributes the emulated org added to its user profile schema (searchable like the base ones).
+CUSTOM_PROFILE_ATTRS = ("location",)
 
 
 def _attr(name: str) -> Callable[[Any], Any]:
@@ -358,7 +377,7 @@ def _user_props(directory: AnyDirectory) -> tuple[dict[str, Prop], dict[str, Pro
         "type.id": Prop(lambda u: directory.user_type_id, "str", SEARCH_STR_OPS),
     }
     search.update({k: Prop(_attr(v), "date", SEARCH_DATE_OPS) for k, v in dates.items()})
-    for name in USER_PROFILE_ATTRS:
+    for name in (*USER_PROFILE_ATTRS, *CUSTOM_PROFILE_ATTRS):
         ops = SEARCH_STR_OPS | {"co"} if name in CO_ATTRS else SEARCH_STR_OPS
         search[f"profile.{name}"] = Prop(_profile_getter(name), "str", ops)
     filt = {
@@ -491,14 +510,20 @@ def parse_limit(raw: str | None, default: int, maximum: int) -> int:
     return min(value, maximum)
 
 
-def link_headers(request: web.Request, limit: int | None, next_cursor: str | None) -> list[str]:
-    """``Link`` values, ``self`` then ``next``, keeping the request's query parameters."""
+def link_headers(
+    request: web.Request,
+    limit: int | None,
+    next_cursor: str | None,
+    drop_from_next: frozenset[str] = frozenset(),
+) -> list[str]:
+    """``Link`` values, ``self`` then ``next``, keeping the request's query parameters
+    (but ``after`` and ``drop_from_next`` in ``next``)."""
     base = origin_of(request) + request.rel_url.raw_path
     params = [(k, v) for k, v in request.query.items() if k != "limit"]
     limit_param = [("limit", str(limit))] if limit is not None else []
     out = [f'<{base}?{urlencode(params + limit_param, quote_via=quote)}>; rel="self"']
     if next_cursor is not None:
-        rest = [(k, v) for k, v in params if k != "after"]
+        rest = [(k, v) for k, v in params if k != "after" and k not in drop_from_next]
         query = urlencode([("after", next_cursor), *rest, *limit_param], quote_via=quote)
         out.append(f'<{base}?{query}>; rel="next"')
     return out
@@ -605,6 +630,14 @@ def user_json(
     }
     if user.display_name is not None:
         profile["displayName"] = user.display_name
+    # guess: attributes that were never set are left out, as displayName is in the recordings
+    for name, value in (
+        ("department", user.department),
+        ("location", user.location),
+        ("costCenter", user.cost_center),
+    ):
+        if value is not None:
+            profile[name] = value
     out["profile"] = profile
     if "omitCredentials" not in flags:
         out["credentials"] = {
@@ -774,6 +807,8 @@ def bucket_of(path: str) -> str:
         return "users" if len(parts) == 4 else "user"
     if parts[3] == "groups":
         return "groups" if len(parts) == 4 else "group"
+    if parts[3] == "logs" and len(parts) == 4:
+        return "logs"
     return "other"
 
 
@@ -807,8 +842,10 @@ class OktaEmulator:
         faults: FaultConfig | None = None,
         rate: OktaRateConfig | None = None,
         search_lag_s: float = 0.0,
+        log_delay_s: float = 0.0,
     ) -> None:
         self.directory = directory
+        directory.log.delay_s = log_delay_s
         self.token = token
         self.faults = faults or FaultConfig()
         self.rate = rate or OktaRateConfig()
@@ -922,6 +959,8 @@ class OktaEmulator:
         add("/api/v1/groups", _okta_errors(self.list_groups))
         add("/api/v1/groups/{id}", _okta_errors(self.get_group))
         add("/api/v1/groups/{id}/users", _okta_errors(self.group_users))
+        add("/api/v1/logs", _okta_errors(self.list_logs))
+        add("/api/v1/apps/{appId}/users", _okta_errors(self.app_users))
 
     def _user_picker(self, request: web.Request) -> tuple[Callable[[str], User | None], bool]:
         """Which users a listing shows, and whether it is a sortable search."""
@@ -1066,6 +1105,73 @@ class OktaEmulator:
         next_cursor = encode_cursor(scope, more) if more else None
         return paged_response(request, body, link_headers(request, limit, next_cursor))
 
+    async def list_logs(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/v1/logs``: a polling request (no ``until``, ascending) pages by
+        persistence time and always has ``next``; any other is bounded by ``published``."""
+        try:
+            events, limit, next_cursor, polling = self._log_page(request.query)
+        except LogQueryError as exc:
+            raise OktaError(400, exc.code, exc.summary, exc.causes) from None
+        drop = frozenset({"since"}) if polling else frozenset()
+        links = link_headers(request, limit, next_cursor, drop)
+        return paged_response(request, [e.body for e in events], links)
+
+    def _log_page(
+        self, query: Mapping[str, str]
+    ) -> tuple[list[LogEvent], int, str | None, bool]:
+        """(events, limit, next cursor, polling?) for the query; LogQueryError when refused."""
+        log = self.directory.log
+        now = log.now_ms()
+        limit = parse_log_limit(query.get("limit"))
+        descending = parse_sort_order(query.get("sortOrder"))
+        since = parse_time("since", query["since"]) if "since" in query else None
+        until = parse_time("until", query["until"]) if "until" in query else None
+        if since is not None:
+            check_since(since, now)
+        matches_filter = compile_filter(query["filter"]) if "filter" in query else None
+        matches_words = keyword_match(parse_keywords(query.get("q")))
+
+        def match(event: LogEvent) -> bool:
+            return (matches_filter is None or matches_filter(event)) and matches_words(event)
+
+        after = query.get("after") or None
+        if until is None and not descending:
+            if after is not None and since is not None:
+                # documented: since and after are mutually exclusive; guess: the answer
+                raise LogQueryError(
+                    "E0000001", "Api validation failed: 'since' and 'after' cannot be combined"
+                )
+            if after is not None:
+                start = _log_position("logs:poll", after, now)
+            else:
+                start = (since if since is not None else now - DEFAULT_SINCE_MS, -1)
+            events, position = log.poll(start, limit, match)
+            return events, limit, _log_cursor("logs:poll", position), True
+        until_ms = until if until is not None else now
+        since_ms = since if since is not None else until_ms - DEFAULT_SINCE_MS
+        cursor = _log_position("logs:bounded", after, now) if after is not None else None
+        events, more = log.bounded(since_ms, until_ms, descending, cursor, limit, match)
+        return events, limit, (_log_cursor("logs:bounded", more) if more else None), False
+
+    async def app_users(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/v1/apps/{appId}/users``: the users assigned directly, paged by id."""
+        wanted = request.match_info["appId"]
+        app = self.directory.apps.get(wanted)
+        if app is None:
+            raise not_found(wanted, "AppInstance")  # guess: Okta's kind name for apps
+        query = request.query
+        limit = parse_limit(query.get("limit"), APP_USERS_DEFAULT, APP_USERS_LIMIT)
+        scope = f"appusers:{app.id}"
+        after = query.get("after") or None
+        last = decode_cursor(scope, after, sorted_=False)[0] if after else None
+        users = self.directory.users
+        assigned, more = page_by_id(app.members, last, limit, users.get)
+        origin, flags = origin_of(request), response_flags(request)
+        embed = "user" in query.get("expand", "").split(",")
+        body = [app_user_json(app, u, self.directory, origin, flags, embed) for u in assigned]
+        next_cursor = encode_cursor(scope, more) if more else None
+        return paged_response(request, body, link_headers(request, limit, next_cursor))
+
     # -- control endpoints (/_emulator/) -----------------------------------------------------
 
     def _control_routes(self, app: web.Application) -> None:
@@ -1079,6 +1185,12 @@ class OktaEmulator:
         r.add_post("/_emulator/groups/{id}/profile", _control(self._set_group_profile))
         r.add_post("/_emulator/groups/{id}/members/{userId}", _control(self._add_member))
         r.add_delete("/_emulator/groups/{id}/members/{userId}", _control(self._remove_member))
+        r.add_delete("/_emulator/groups/{id}", _control(self._delete_group))
+        r.add_post("/_emulator/apps", _control(self._add_app))
+        r.add_post("/_emulator/apps/{id}/users/{userId}", _control(self._assign_app))
+        r.add_delete("/_emulator/apps/{id}/users/{userId}", _control(self._unassign_app))
+        r.add_get("/_emulator/logs", self._log_counts)
+        r.add_post("/_emulator/logs/delay", _control(self._set_log_delay))
 
     async def _state(self, request: web.Request) -> web.StreamResponse:
         return json_response(self.directory.state_json())
@@ -1136,6 +1248,38 @@ class OktaEmulator:
         )
         return 200, {"changed": changed}
 
+    async def _delete_group(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
+        group = self.directory.delete_group(request.match_info["id"])
+        return 200, {"deleted": group.id}
+
+    async def _add_app(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
+        label, name = body.get("label"), body.get("name")
+        if not isinstance(label, str) or (name is not None and not isinstance(name, str)):
+            raise ValueError("label (a string) is required; name is an optional string")
+        app = self.directory.add_app(label, name)
+        return 201, {"id": app.id, "name": app.name, "label": app.label}
+
+    async def _assign_app(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
+        changed = self.directory.assign_app(request.match_info["id"], request.match_info["userId"])
+        return 200, {"changed": changed}
+
+    async def _unassign_app(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
+        changed = self.directory.unassign_app(
+            request.match_info["id"], request.match_info["userId"]
+        )
+        return 200, {"changed": changed}
+
+    async def _log_counts(self, request: web.Request) -> web.StreamResponse:
+        return json_response(self.directory.log.counts())
+
+    async def _set_log_delay(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
+        """Events written from now on become readable ``seconds`` after their ``published``."""
+        seconds = body.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError("seconds must be a number >= 0")
+        self.directory.log.delay_s = float(seconds)
+        return 200, {"delay_s": float(seconds)}
+
 
 ControlAction = Callable[[web.Request, dict[str, Any]], Awaitable[tuple[int, Any]]]
 
@@ -1164,6 +1308,68 @@ def _control(action: ControlAction) -> Handler:
         return json_response(answer, status=status)
 
     return handler
+
+
+def _log_cursor(scope: str, position: tuple[int, int]) -> str:
+    """An opaque ``after`` for the System Log: (time in ms, sequence number) of a position."""
+    return encode_cursor(scope, str(position[1]), str(position[0]))
+
+
+def _log_position(scope: str, cursor: str, now_ms: int) -> tuple[int, int]:
+    """The position an ``after`` names; a foreign or damaged one is refused.
+
+    guess: Okta's answers to a bad ``after`` and to one older than ``since`` may reach (180
+    days) are not documented; the first is the paging error of the other listings, the
+    second the one for such a ``since``.
+    """
+    seq, at = decode_cursor(scope, cursor, sorted_=True)
+    try:
+        position = (int(at or ""), int(seq))
+    except ValueError:
+        raise invalid_cursor() from None
+    if position[0] < now_ms - MAX_SINCE_MS:
+        raise OktaError(
+            400,
+            "E0000053",
+            "Invalid parameter: The since parameter is over 180 days prior to the current day.",
+        )
+    return position
+
+
+def app_user_json(
+    app: App,
+    user: User,
+    directory: AnyDirectory,
+    origin: str,
+    flags: frozenset[str],
+    embed_user: bool,
+) -> dict[str, Any]:
+    """An AppUser of a direct assignment to an app without provisioning.
+
+    guess: field set after Okta's AppUser schema; status ACTIVE while assigned (no
+    provisioning runs, so nothing else moves it).
+    """
+    assigned = iso(app.assigned_at.get(user.id, app.created))
+    out: dict[str, Any] = {
+        "id": user.id,
+        "externalId": None,
+        "created": assigned,
+        "lastUpdated": assigned,
+        "scope": "USER",
+        "status": "ACTIVE",
+        "statusChanged": assigned,
+        "passwordChanged": None,
+        "syncState": "DISABLED",
+        "credentials": {"userName": user.login},
+        "profile": {},
+        "_links": {
+            "app": {"href": f"{origin}/api/v1/apps/{app.id}"},
+            "user": {"href": f"{origin}/api/v1/users/{user.id}"},
+        },
+    }
+    if embed_user:
+        out["_embedded"] = {"user": user_json(user, directory, origin, flags)}
+    return out
 
 
 def _q_match(user: User, prefix: str) -> bool:

@@ -81,6 +81,7 @@ class EmulatorOptions:
     jira_version: str = "10.3.4"
     confluence_seats: int | None = None  # None: unlimited licence
     okta_search_lag_s: float = 0.0
+    okta_log_delay_ms: float = 0.0  # System Log events become readable this long after
     confluence_index_lag_s: float = 0.0
     lazy: bool = False  # Okta users generated from the seed as they are read (read-only)
     preload_fraction: float = 0.0  # share of the desired state Jira and Confluence start with
@@ -163,6 +164,7 @@ def build_emulators(
         faults=options.faults(1),
         rate=OktaRateConfig(scale=options.okta_rate_scale, window_s=options.okta_window_s),
         search_lag_s=options.okta_search_lag_s,
+        log_delay_s=options.okta_log_delay_ms / 1000.0,
     )
     return okta, jira, confluence
 
