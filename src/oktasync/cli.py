@@ -293,9 +293,11 @@ def _status(args: argparse.Namespace) -> int:
         if last is None:
             print(f"{name}: last run: none")
         else:
+            as_of = (f", read Okta as of {shown(last['okta_time'])}" if last.get("okta_time")
+                     else "")
             print(f"{name}: last run {shown(last.get('run_id'))} finished "
                   f"{shown(last.get('finished'))}: exit {shown(last.get('exit_code'))} "
-                  f"({shown(last.get('outcome'))}), {shown(last.get('wall_time_s'))}s")
+                  f"({shown(last.get('outcome'))}), {shown(last.get('wall_time_s'))}s{as_of}")
         running = holder is not None and app.name in holder.get("apps", [app.name])
         current = progress(checkpoint_path(config.state_dir, app.name))
         if running and holder is not None:

@@ -282,6 +282,8 @@ async def _sync_app(
             finally:  # no await: the checkpoint is written even when cancelled
                 _saving(verdict, config.state_dir, sync.checkpoint)
             verdict.finished = True
+            if not guard and not options.dry_run and sync.okta_time is not None:
+                summary["okta_time"] = sync.okta_time  # as recorded in state.db
             if guard:
                 verdict.stopped(EXIT_GUARD, "stopped by a safety guard", guard)
     except RunStops as exc:

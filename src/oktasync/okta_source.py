@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -101,6 +103,9 @@ class OktaSource:
 
     def __init__(self, client: HttpClient) -> None:
         self._client = client
+        # Okta's clock at this source's first answer (its ``Date``, ISO 8601): what a sync
+        # read from Okta is at least as new as this, so changes are read from it next time
+        self.first_answer_at: str | None = None
         origin = urlsplit(client.base_url)
         self._origin = (origin.scheme, origin.netloc.lower())
 
@@ -204,8 +209,11 @@ class OktaSource:
     async def _get(self, url: str, bucket: str, what: str,
                    expect: type[dict[str, Any]] | type[list[Any]] = list) -> Answer:
         """Every Okta read is part of a listing: its failure stops the run (exit 4)."""
-        return await self._client.send("GET", url, bucket=bucket, expect=expect,
-                                       context=Context.LISTING, what=what)
+        answer = await self._client.send("GET", url, bucket=bucket, expect=expect,
+                                         context=Context.LISTING, what=what)
+        if self.first_answer_at is None:
+            self.first_answer_at = okta_time(answer.headers.get("Date"))
+        return answer
 
     def _check_origin(self, url: str, what: str) -> None:
         parts = urlsplit(self._client.url(url))
@@ -222,3 +230,16 @@ def _path_of(url: str) -> str:
 def _quoted(value: str) -> str:
     """A filter's string literal: Okta's expressions quote values in double quotes."""
     return '"' + value.replace('"', '') + '"'
+
+
+def okta_time(date_header: str | None) -> str | None:
+    """An HTTP ``Date`` (Okta's clock, one-second resolution) as Okta writes its timestamps
+    (``2026-12-02T12:00:00.000Z``), the form its ``lastUpdated`` filters and the System Log's
+    ``since`` take; None when the answer had no usable ``Date``."""
+    if not date_header:
+        return None
+    try:
+        when = parsedate_to_datetime(date_header).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None
+    return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")

@@ -78,6 +78,9 @@ class AppSync:
         self.username_rules = list(dict.fromkeys(rules.values()))
         self.rule_index = {name: self.username_rules.index(rule) for name, rule in rules.items()}
         self.writers: dict[str, TargetWriter] = {}
+        self.okta = okta
+        # Okta's time when this run (its first segment, if resumed) began reading Okta
+        self.okta_time: str | None = store.meta().get("okta_time")
 
     async def run(self) -> str | None:
         """The phases of a full sync; returns why a guard held removals back, if one did."""
@@ -85,6 +88,7 @@ class AppSync:
             self._forget_redone()
         self._phase("reading")
         scope = await self.listings.okta_groups()
+        self._note_okta_time()
         await self._read_everything(scope)
         self._phase("users")
         await self._each_target(self._users_phase)
@@ -96,6 +100,8 @@ class AppSync:
         guard = await gate.write(list(self.writers.values()))
         if guard is None and not self.dry_run:
             self.ownership.record_listing_sizes(self.app.name, gate.listing_sizes())
+            if self.okta_time is not None:
+                self.ownership.record_position(self.app.name, self.okta_time)
         self._phase("done")
         return guard
 
@@ -122,6 +128,12 @@ class AppSync:
     def checkpoint(self) -> None:
         """Save the run's progress now (the engine calls it however the run ends)."""
         self.checkpoints.save()
+
+    def _note_okta_time(self) -> None:
+        """The first segment's time is kept: a resumed run continues listings it began then."""
+        if self.okta_time is None and self.okta.first_answer_at is not None:
+            self.okta_time = self.okta.first_answer_at
+            self.store.set_meta(okta_time=self.okta_time)
 
     def _phase(self, phase: str) -> None:
         self.store.set_meta(phase=phase)
