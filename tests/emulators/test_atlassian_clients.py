@@ -7,15 +7,15 @@ serves from the test's event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import pytest
-from aiohttp import web
 from atlassian import Confluence, Jira
 from atlassian.errors import ApiNotFoundError
 from requests import HTTPError
+from tests.engine.loopback import serve_app
 
 from oktasync_emulators.atlassian_base import AtlassianEmulator
 from oktasync_emulators.confluence import ConfluenceEmulator
@@ -24,18 +24,9 @@ from oktasync_emulators.jira import JiraEmulator
 T = TypeVar("T")
 
 
-@asynccontextmanager
-async def serve(emulator: AtlassianEmulator) -> AsyncIterator[str]:
+def serve(emulator: AtlassianEmulator) -> AbstractAsyncContextManager[str]:
     """The emulator on 127.0.0.1 and an ephemeral port; yields its base URL."""
-    runner = web.AppRunner(emulator.make_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    return serve_app(emulator.make_app())
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from oktasync.config import Config, load_config
 from oktasync_emulators.runner import RunningEmulators
@@ -123,3 +126,23 @@ def write_counts(stat: dict[str, Any]) -> dict[str, int]:
     """Requests per writing endpoint: compare two snapshots to see what a run wrote."""
     return {k: v["requests"] for k, v in stat["by_endpoint"].items()
             if k.split(" ", 1)[0] in ("POST", "PUT", "PATCH", "DELETE")}
+
+
+def revoke_confluence_after(running: RunningEmulators, monkeypatch: pytest.MonkeyPatch,
+                            writes: int) -> Callable[[], None]:
+    """Test-only: the Confluence emulator rejects the credentials (the password changed) once
+    it has applied ``writes`` writes; returns the call that makes them valid again."""
+    authenticate = running.confluence.authenticate
+
+    def revoked(request: Any) -> Any:
+        if running.confluence.stats.total.writes_applied >= writes:
+            return None, "AUTHENTICATED_FAILED"
+        return authenticate(request)
+
+    monkeypatch.setattr(running.confluence, "authenticate", revoked)
+    return lambda: monkeypatch.setattr(running.confluence, "authenticate", authenticate)
+
+
+def okta_time_now() -> str:
+    """Okta's clock, as the emulators on this machine keep it (second resolution)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())

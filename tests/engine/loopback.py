@@ -1,5 +1,5 @@
-"""A one-handler HTTP server on 127.0.0.1, for tests that decide exactly what each request
-meets (the wire's retry loop, 503s)."""
+"""HTTP servers on 127.0.0.1 for tests: an aiohttp application, or one handler that decides
+exactly what each request meets (the wire's retry loop, 503s)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """``handler`` answering every request on 127.0.0.1 and an ephemeral port; its base URL."""
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await handler(request)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """``app`` on 127.0.0.1 and an ephemeral port; its base URL."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -28,3 +23,15 @@ async def serve(handler: Handler) -> AsyncIterator[str]:
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve(handler: Handler) -> AsyncIterator[str]:
+    """``handler`` answering every request; the base URL."""
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    async with serve_app(app) as url:
+        yield url

@@ -4,7 +4,6 @@ to read again (rule 4: events are signals, never facts)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +17,7 @@ from oktasync.okta_source import OktaSource
 from oktasync.ratelimit import OktaLimiter
 from oktasync.signals import Look, Signal, signals, signals_of
 from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
+from tests.engine.harness import okta_time_now
 
 # -- signals: the table ------------------------------------------------------------------------
 USER = {"type": "User", "id": "00u1", "alternateId": "ann@example.com"}
@@ -82,11 +82,6 @@ async def okta() -> AsyncIterator[tuple[RunningEmulators, OktaSource]]:
             yield running, OktaSource(client)
         finally:
             await session.close()
-
-
-def okta_time_now() -> str:
-    """Okta's clock, as the emulator on this machine keeps it (second resolution)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
 async def read_all(pages: AsyncIterator[Any]) -> tuple[list[Any], str | None]:

@@ -28,6 +28,7 @@ from tests.engine.harness import (
     endpoint_requests,
     load,
     read_requests,
+    revoke_confluence_after,
     states,
     stats,
     status_count,
@@ -559,14 +560,7 @@ async def test_credentials_rejected_mid_run_the_summary_lists_every_write_that_l
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with estate(users=100, seed=3, groups=10) as running:
-        authenticate = running.confluence.authenticate
-
-        def revoked_after_40_writes(request: Any) -> Any:  # test-only: the password changes
-            if running.confluence.stats.total.writes_applied >= 40:
-                return None, "AUTHENTICATED_FAILED"
-            return authenticate(request)
-
-        monkeypatch.setattr(running.confluence, "authenticate", revoked_after_40_writes)
+        revoke_confluence_after(running, monkeypatch, 40)
         result = await run_sync(load(write_config(tmp_path, running)), SyncOptions(),
                                 echo=quiet)
         assert result.exit_code == 2
@@ -587,18 +581,11 @@ async def test_credentials_rejected_mid_run_then_resume_syncs_every_user_left(
     stopped run never reached (it once marked the phase done and skipped them, "done")."""
     async with estate(users=200, seed=3, groups=10) as running:
         before = await states(running)
-        authenticate = running.confluence.authenticate
-
-        def revoked_after_150_writes(request: Any) -> Any:  # test-only: the password changes
-            if running.confluence.stats.total.writes_applied >= 150:
-                return None, "AUTHENTICATED_FAILED"
-            return authenticate(request)
-
-        monkeypatch.setattr(running.confluence, "authenticate", revoked_after_150_writes)
+        restore = revoke_confluence_after(running, monkeypatch, 150)
         config = load(write_config(tmp_path, running))
         stopped = await run_sync(config, SyncOptions(), echo=quiet)
         assert stopped.exit_code == 2, stopped.summaries[APP]["notes"]
-        monkeypatch.setattr(running.confluence, "authenticate", authenticate)  # fixed
+        restore()  # the administrator fixes the password
         resumed = await run_sync(config, SyncOptions(resume=True), echo=quiet)
         assert resumed.exit_code == 0, resumed.summaries[APP]["notes"]
         await assert_oracle(running, before)

@@ -7,20 +7,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 from oktasync.engine import SyncOptions, run_sync
-from tests.engine.harness import load, write_config
+from tests.engine.harness import load, okta_time_now, revoke_confluence_after, write_config
 from tests.engine.test_sync_behaviour import APP, estate, quiet
-
-
-def okta_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
 def recorded(state_dir: Path) -> dict[str, str]:
@@ -32,11 +26,11 @@ def recorded(state_dir: Path) -> dict[str, str]:
 async def test_a_complete_sync_records_okta_time_at_its_start(tmp_path: Path) -> None:
     async with estate(users=40) as running:
         path = write_config(tmp_path, running)
-        before = okta_now()
+        before = okta_time_now()
         dry = await run_sync(load(path), SyncOptions(dry_run=True), echo=quiet)
         assert dry.exit_code == 0 and recorded(tmp_path / "state") == {}, "a dry run: none"
         result = await run_sync(load(path), SyncOptions(), echo=quiet)
-        after = okta_now()
+        after = okta_time_now()
         assert result.exit_code == 0, result.summaries[APP]["notes"]
         okta_time = recorded(tmp_path / "state")[APP]
         assert before <= okta_time <= after, (before, okta_time, after)
@@ -52,21 +46,14 @@ async def test_a_resumed_run_records_the_time_its_first_segment_read_okta(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with estate(users=120, seed=3, groups=8) as running:
-        authenticate = running.confluence.authenticate
-
-        def revoked_after_60_writes(request: Any) -> Any:  # test-only: the password changes
-            if running.confluence.stats.total.writes_applied >= 60:
-                return None, "AUTHENTICATED_FAILED"
-            return authenticate(request)
-
-        monkeypatch.setattr(running.confluence, "authenticate", revoked_after_60_writes)
+        restore = revoke_confluence_after(running, monkeypatch, 60)
         config = load(write_config(tmp_path, running))
-        first_started = okta_now()
+        first_started = okta_time_now()
         stopped = await run_sync(config, SyncOptions(), echo=quiet)
         assert stopped.exit_code == 2 and recorded(tmp_path / "state") == {}
         await anyio.sleep(1.1)  # the resumed segment's first answer is a second later
-        monkeypatch.setattr(running.confluence, "authenticate", authenticate)
-        resumed_at = okta_now()
+        restore()
+        resumed_at = okta_time_now()
         resumed = await run_sync(config, SyncOptions(resume=True), echo=quiet)
         assert resumed.exit_code == 0, resumed.summaries[APP]["notes"]
         okta_time = recorded(tmp_path / "state")[APP]
