@@ -129,6 +129,15 @@ class AppSync:
         """Save the run's progress now (the engine calls it however the run ends)."""
         self.checkpoints.save()
 
+    def _finished(self, phase: str, mark: str | None) -> bool:
+        """Save, then mark a target's phase done — unless the run is stopping: then what it
+        did not reach (users after the mark, creates not sent) is done again on resume."""
+        self.checkpoints.save()
+        if self.stopper.stopping:
+            return False
+        self.store.set_cursor(phase, mark, True)
+        return True
+
     def _note_okta_time(self) -> None:
         """The first segment's time is kept: a resumed run continues listings it began then."""
         if self.okta_time is None and self.okta.first_answer_at is not None:
@@ -167,11 +176,8 @@ class AppSync:
             for finding in plan.findings:
                 writer.tally.found(finding)
         await writer.apply_all(plan.grants)
-        self.checkpoints.save()
-        if self.stopper.stopping:  # the creates not sent are sent again on resume
-            return
-        store.set_cursor(done, None, True)
-        self._record_group_ownership(writer, scope)
+        if self._finished(done, None):
+            self._record_group_ownership(writer, scope)
 
     def _record_group_ownership(self, writer: TargetWriter, scope: Scope) -> None:
         """Groups this app synced: renamed or deleted in Okta since, said once per run."""
@@ -207,10 +213,7 @@ class AppSync:
             receive.close()
             async with send:
                 await self._feed(writer, send, mark)
-        self.checkpoints.save()
-        if self.stopper.stopping:  # the users not reached are done on resume, from the mark
-            return
-        self.store.set_cursor(name, writer.progress.watermark.mark_name, True)
+        self._finished(name, writer.progress.watermark.mark_name)
 
     async def _feed(self, writer: TargetWriter, send: ObjectSendStream[UserWork],
                     after: str | None) -> None:
