@@ -272,7 +272,8 @@ async def _sync_app(
                 plan_handle, writer = open_plan(plan_path)
                 target_map = {n: DryRunTarget(t, writer) for n, t in target_map.items()}
                 summary["plan_file"] = str(plan_path)
-            sync = AppSync(app, config, OktaSource(okta_client), target_map, store, ownership,
+            okta = OktaSource(okta_client, app.profile_attributes)
+            sync = AppSync(app, config, okta, target_map, store, ownership,
                            tallies, force=options.force, dry_run=options.dry_run,
                            resumed=resumed)
             try:

@@ -32,6 +32,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from oktasync.config import ATTRIBUTE_GROUP_TYPE, ATTRIBUTE_ID_PREFIX, AttributeGroup
 from oktasync.db import transaction
 from oktasync.models import (
     DELETED_REASON,
@@ -100,6 +101,8 @@ SCHEMA_VERSION = 3
 USER_COLUMNS = "id, login, email, first_name, last_name, display_name, status"
 
 
+# attribute group ids sort from ATTRIBUTE_ID_PREFIX ("attr:") up to, not including, this
+ATTRIBUTE_ID_END = ATTRIBUTE_ID_PREFIX[:-1] + chr(ord(ATTRIBUTE_ID_PREFIX[-1]) + 1)
 SEP = "\x1f"  # joins names in one column; never part of a user or group name we accept
 
 
@@ -294,9 +297,11 @@ class RunStore:
 
     # -- Okta ----------------------------------------------------------------------------
     def add_okta_users(self, users: Sequence[OktaUser],
-                       namers: Sequence[Callable[[OktaUser], str]]) -> None:
+                       namers: Sequence[Callable[[OktaUser], str]], *,
+                       attribute_groups: Callable[[OktaUser], Sequence[AttributeGroup]]) -> None:
         """A page of Okta users, with the username each of the app's username rules gives
-        them (``namers[i]`` is rule ``i``; targets with the same rule share one)."""
+        them (``namers[i]`` is rule ``i``; targets with the same rule share one), and the
+        attribute groups their profiles put them in (``AppConfig.attribute_groups_of``)."""
         self._db.executemany(
             f"INSERT OR REPLACE INTO okta_users ({USER_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
             [(u.id, u.login, u.email, u.first_name, u.last_name, u.display_name, u.status)
@@ -304,6 +309,35 @@ class RunStore:
         self._db.executemany("INSERT OR REPLACE INTO okta_names VALUES (?,?,?)",
                              [(rule, name(u), u.id) for rule, name in enumerate(namers)
                               for u in users])
+        self._set_attribute_memberships(users, attribute_groups)
+
+    def _set_attribute_memberships(
+        self, users: Sequence[OktaUser],
+        attribute_groups: Callable[[OktaUser], Sequence[AttributeGroup]],
+    ) -> None:
+        """Where attribute memberships are derived, whenever a user is stored (a full listing
+        or a user read again): the user's old attribute memberships go first, so a changed or
+        emptied department moves or ends its membership. A group's spelling is the smallest of
+        the values that make it (the same whatever order users are read in)."""
+        self._db.executemany(
+            "DELETE FROM okta_members WHERE user_id = ? AND group_id >= ? AND group_id < ?",
+            [(u.id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END) for u in users])
+        memberships = [(u.id, g) for u in users for g in attribute_groups(u)]
+        if not memberships:
+            return
+        self._db.executemany(
+            "INSERT INTO okta_groups VALUES (?,?,?,?,1) ON CONFLICT (id) DO UPDATE SET "
+            "name = excluded.name, target_name = excluded.target_name "
+            "WHERE excluded.name < okta_groups.name",
+            [(g.id, g.name, ATTRIBUTE_GROUP_TYPE, g.target_name) for _, g in memberships])
+        self._db.executemany("INSERT OR IGNORE INTO okta_members VALUES (?,?)",
+                             [(g.id, user_id) for user_id, g in memberships])
+
+    def attribute_groups(self) -> list[AttributeGroup]:
+        """The attribute groups the stored users are in, by id."""
+        return [AttributeGroup(*row) for row in self._db.execute(
+            "SELECT id, name, target_name FROM okta_groups WHERE type = ? ORDER BY id",
+            (ATTRIBUTE_GROUP_TYPE,))]
 
     def add_okta_groups(self, groups: Iterable[tuple[OktaGroup, str | None]]) -> None:
         self._db.executemany(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from oktasync.config import AppConfig, load_config
 from oktasync.models import Operation, OpKind
+from oktasync.okta_source import parse_user
 from oktasync.runstore import RunStore
 
 
@@ -25,3 +27,43 @@ def test_a_removal_planned_again_under_another_spelling_is_held_once(tmp_path: P
         assert held.group == "R&D / Ops"  # the first spelling, as the target was told
     finally:
         store.close()
+
+
+def test_storing_a_user_again_moves_its_attribute_memberships(tmp_path: Path) -> None:
+    """Attribute memberships are derived whenever a user is stored (a full listing, or an
+    incremental run storing a changed user again): the old ones go, whatever they were."""
+    app = load_config_text(tmp_path, 'attribute_groups = [{ attribute = "department", '
+                                     'group = "dept-{value}", map = { Sales = "sales" } }]')
+    store = RunStore(tmp_path / "run.db")
+
+    def stored(department: str | None) -> set[tuple[str, str]]:
+        user = parse_user({"id": "00u1", "status": "ACTIVE",
+                           "profile": {"login": "a@example.com", "department": department}},
+                          app.profile_attributes)
+        store.add_okta_users([user], [lambda u: "a"], attribute_groups=app.attribute_groups_of)
+        return {(g.id, g.target_name) for g in store.attribute_groups()
+                if store.okta_member_count(g.id)}
+
+    assert stored(" Engineering ") == {("attr:department:engineering", "dept-Engineering")}
+    assert stored("SALES") == {("attr:department:sales", "sales")}
+    assert stored("") == set()
+    assert stored(None) == set()
+    store.close()
+
+
+def load_config_text(tmp_path: Path, extra_app: str) -> AppConfig:
+    path = tmp_path / "oktasync.toml"
+    path.write_text(f"""
+[[app]]
+name = "a"
+okta_url = "https://example.okta.com"
+okta_token = "t"
+targets = ["jira"]
+{extra_app}
+
+[target.jira]
+kind = "jira-dc"
+url = "https://jira.example.com"
+token = "t"
+""", encoding="utf-8")
+    return load_config(path).apps[0]

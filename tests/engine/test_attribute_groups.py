@@ -1,0 +1,163 @@
+"""Attribute groups (issue 11): groups made from Okta profile attributes, end to end.
+
+Each end state is judged by the oracle (``oracle.attribute_group_keys``, written from the issue
+and the README, not from the engine); the directory is small (80 users) so the file runs in
+seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oktasync.engine import SyncOptions, run_sync
+from tests.engine import oracle
+from tests.engine.harness import load, states, write_config
+from tests.engine.test_sync_behaviour import (
+    SETTINGS,
+    TARGETS,
+    account_json,
+    assert_oracle,
+    estate,
+    ordinary,
+    quiet,
+    username,
+)
+
+DEPARTMENTS = 'attribute_groups = [{ attribute = "department", group = "dept-{value}" }]'
+
+
+def group_names(state: dict[str, Any]) -> set[str]:
+    return {g["name"] for g in state["groups"]}
+
+
+def member_keys(state: dict[str, Any], user: dict[str, Any]) -> set[str]:
+    account = account_json(state, username(user))
+    assert account is not None
+    return {g.lower() for g in account["groups"]}
+
+
+def made_keys(okta: dict[str, Any], settings: oracle.Settings) -> frozenset[str]:
+    """The attribute groups (keys) the directory makes now: those of the next run's scope."""
+    return frozenset(k for u in okta["users"] if u["status"] == "ACTIVE"
+                     for k in oracle.attribute_group_keys(u["profile"], settings))
+
+
+@pytest.mark.asyncio
+async def test_department_groups_follow_the_attribute_from_run_to_run(tmp_path: Path) -> None:
+    settings = replace(SETTINGS, attribute_groups=(oracle.AttributeGroups(
+        "department", "dept-{value}"),))
+    async with estate(users=80, groups=6) as running:
+        directory = running.okta.directory
+        before = await states(running)
+        people = [u for u in ordinary(before["okta"]) if u["profile"].get("department")]
+        mover, emptied, lonely = people[0], people[1], people[2]
+        # a value only one user holds: once it moves, no user makes the group any more
+        directory.update_profile(lonely["id"], {"department": "  Skunkworks "})
+        config = load(write_config(tmp_path, running, extra_app=DEPARTMENTS))
+
+        first = await run_sync(config, SyncOptions(), echo=quiet)
+        assert first.exit_code == 0, first.summaries
+        now = await assert_oracle(running, before, settings=settings)
+        for target in TARGETS:
+            assert "dept-Skunkworks" in group_names(now[target])  # trimmed, created
+            assert "dept-skunkworks" in member_keys(now[target], lonely)
+
+        old = mover["profile"]["department"]
+        new = next(d for d in ("Legal", "Finance", "Sales") if d != old)
+        directory.update_profile(mover["id"], {"department": new})
+        directory.update_profile(emptied["id"], {"department": None})
+        directory.update_profile(lonely["id"], {"department": "Engineering"})
+        made_before = made_keys(now["okta"], settings)
+        second = await run_sync(config, SyncOptions(), echo=quiet)
+        assert second.exit_code == 0, second.summaries
+        after = await assert_oracle(running, now, settings=replace(
+            settings, attribute_groups_before=made_before))
+        for target in TARGETS:
+            groups = member_keys(after[target], mover)
+            assert f"dept-{new}".lower() in groups and f"dept-{old}".lower() not in groups
+            assert not any(g.startswith("dept-") for g in member_keys(after[target], emptied))
+            assert "dept-skunkworks" not in member_keys(after[target], lonely)
+            assert "dept-Skunkworks" in group_names(after[target])  # kept, not deleted
+
+        third = await run_sync(config, SyncOptions(), echo=quiet)
+        for target in TARGETS:  # nothing changed: nothing written
+            written = third.summaries["test-app"]["targets"][target]["counts"]
+            assert not any(n for kind, n in written.items() if kind.startswith(
+                ("users_", "memberships_", "groups_"))), written
+
+
+@pytest.mark.asyncio
+async def test_an_allow_list_and_a_map_choose_the_groups(tmp_path: Path) -> None:
+    entry = ('attribute_groups = [{ attribute = "department", group = "dept-{value}", '
+             'values = ["engineering", "Sales"], map = { ENGINEERING = "eng" } }]')
+    settings = replace(SETTINGS, attribute_groups=(oracle.AttributeGroups(
+        "department", "dept-{value}", ("engineering", "Sales"), {"ENGINEERING": "eng"}),))
+    async with estate(users=80, groups=6) as running:
+        before = await states(running)
+        config = load(write_config(tmp_path, running, extra_app=entry))
+        result = await run_sync(config, SyncOptions(), echo=quiet)
+        assert result.exit_code == 0, result.summaries
+        now = await assert_oracle(running, before, settings=settings)
+        for target in TARGETS:
+            made = {g for g in group_names(now[target]) if g.startswith("dept-") or g == "eng"}
+            assert made == {"eng", "dept-Sales"}, target  # allow-listed: made even if empty
+
+
+@pytest.mark.asyncio
+async def test_an_attribute_group_on_an_okta_groups_name_is_a_usage_error(
+        tmp_path: Path) -> None:
+    async with estate(users=40, groups=4) as running:
+        running.okta.directory.add_group("dept-Sales")
+        before_jira = (await states(running))["jira"]["groups"]
+        config = load(write_config(tmp_path, running, extra_app=DEPARTMENTS))
+        result = await run_sync(config, SyncOptions(), echo=quiet)
+        assert result.exit_code == 2
+        notes = result.summaries["test-app"]["notes"]
+        assert any("attribute group 'dept-Sales' (from department) and Okta group 'dept-Sales'"
+                   in note and "both land on" in note for note in notes), notes
+        assert (await states(running))["jira"]["groups"] == before_jira  # nothing written
+
+
+@pytest.mark.parametrize(("entry", "says"), [
+    ('{ attribute = 5, group = "dept-{value}" }',
+     'attribute_groups[0].attribute: must be an Okta profile attribute name'),
+    ('{ attribute = "department", group = "dept" }',
+     'attribute_groups[0].group: must be a string containing "{value}"'),
+])
+def test_a_mistake_in_attribute_groups_is_named_and_exits_2(
+        tmp_path: Path, entry: str, says: str) -> None:
+    path = write_config(tmp_path, FAKE, extra_app=f"attribute_groups = [{entry}]")
+    code, out, err = asyncio.run(check(path))
+    assert code == 2 and says in err and "Traceback" not in err, (code, out, err)
+
+
+class _Fake:
+    """What ``write_config`` reads from a running estate: a config check reaches no server."""
+
+    okta_url = "http://127.0.0.1:9"
+    jira_url = "http://127.0.0.1:9"
+    confluence_url = "http://127.0.0.1:9"
+
+    class options:  # the attribute names RunningEmulators has
+        okta_token = "t"
+        jira_token = "t"
+        admin_user = "admin"
+        admin_password = "p"
+
+
+FAKE: Any = _Fake()
+
+
+async def check(path: Path) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oktasync", "config", "check", "--config", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
