@@ -361,10 +361,11 @@ class RunStore:
 
     def in_scope_membership_count(self) -> int:
         """Memberships read from Okta in in-scope groups (one listing's size, for the guard
-        against listings that shrank since the last complete run)."""
+        against listings that shrank since the last complete run). Attribute groups are left
+        out: their memberships are derived from the user listing, not read."""
         return int(self._db.execute(
             "SELECT COUNT(*) FROM okta_members m JOIN okta_groups g ON g.id = m.group_id "
-            "WHERE g.in_scope = 1").fetchone()[0])
+            "WHERE g.in_scope = 1 AND g.type != ?", (ATTRIBUTE_GROUP_TYPE,)).fetchone()[0])
 
     def attach_ownership(self, path: Path) -> None:
         """Read the ownership database in the same queries as the run index (``own``)."""
