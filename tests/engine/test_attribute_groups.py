@@ -7,8 +7,6 @@ seconds.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 from oktasync.engine import SyncOptions, run_sync
 from tests.engine import oracle
 from tests.engine.harness import load, states, write_config
+from tests.engine.test_config import app_with, write
 from tests.engine.test_sync_behaviour import (
     SETTINGS,
     TARGETS,
@@ -28,6 +27,7 @@ from tests.engine.test_sync_behaviour import (
     quiet,
     username,
 )
+from tests.engine.test_sync_cli import cli
 
 DEPARTMENTS = 'attribute_groups = [{ attribute = "department", group = "dept-{value}" }]'
 
@@ -124,40 +124,15 @@ async def test_an_attribute_group_on_an_okta_groups_name_is_a_usage_error(
         assert (await states(running))["jira"]["groups"] == before_jira  # nothing written
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize(("entry", "says"), [
     ('{ attribute = 5, group = "dept-{value}" }',
-     'attribute_groups[0].attribute: must be an Okta profile attribute name'),
+     "attribute_groups[0].attribute: must be an Okta profile attribute name"),
     ('{ attribute = "department", group = "dept" }',
      'attribute_groups[0].group: must be a string containing "{value}"'),
 ])
-def test_a_mistake_in_attribute_groups_is_named_and_exits_2(
+async def test_a_mistake_in_attribute_groups_is_named_and_exits_2(
         tmp_path: Path, entry: str, says: str) -> None:
-    path = write_config(tmp_path, FAKE, extra_app=f"attribute_groups = [{entry}]")
-    code, out, err = asyncio.run(check(path))
-    assert code == 2 and says in err and "Traceback" not in err, (code, out, err)
-
-
-class _Fake:
-    """What ``write_config`` reads from a running estate: a config check reaches no server."""
-
-    okta_url = "http://127.0.0.1:9"
-    jira_url = "http://127.0.0.1:9"
-    confluence_url = "http://127.0.0.1:9"
-
-    class options:  # the attribute names RunningEmulators has
-        okta_token = "t"
-        jira_token = "t"
-        admin_user = "admin"
-        admin_password = "p"
-
-
-FAKE: Any = _Fake()
-
-
-async def check(path: Path) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oktasync", "config", "check", "--config", str(path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    path = write(tmp_path, app_with(attribute_groups=f"[{entry}]"))
+    code, out, err = await cli("config", "check", "--config", str(path), cwd=tmp_path)
+    assert code == 2 and says in err and "Traceback" not in err + out, (code, out, err)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oktasync.config import AppConfig, load_config
 from oktasync.models import Operation, OpKind
 from oktasync.okta_source import parse_user
 from oktasync.runstore import RunStore
+from tests.engine.test_config import app_with, load
 
 
 def removal(group: str) -> Operation:
@@ -32,8 +32,9 @@ def test_a_removal_planned_again_under_another_spelling_is_held_once(tmp_path: P
 def test_storing_a_user_again_moves_its_attribute_memberships(tmp_path: Path) -> None:
     """Attribute memberships are derived whenever a user is stored (a full listing, or an
     incremental run storing a changed user again): the old ones go, whatever they were."""
-    app = load_config_text(tmp_path, 'attribute_groups = [{ attribute = "department", '
-                                     'group = "dept-{value}", map = { Sales = "sales" } }]')
+    app = load(tmp_path, app_with(attribute_groups='[{ attribute = "department", '
+                                                   'group = "dept-{value}", '
+                                                   'map = { Sales = "sales" } }]')).apps[0]
     store = RunStore(tmp_path / "run.db")
 
     def stored(department: str | None) -> set[tuple[str, str]]:
@@ -52,20 +53,3 @@ def test_storing_a_user_again_moves_its_attribute_memberships(tmp_path: Path) ->
     assert stored(None) == set()
     store.close()
 
-
-def load_config_text(tmp_path: Path, extra_app: str) -> AppConfig:
-    path = tmp_path / "oktasync.toml"
-    path.write_text(f"""
-[[app]]
-name = "a"
-okta_url = "https://example.okta.com"
-okta_token = "t"
-targets = ["jira"]
-{extra_app}
-
-[target.jira]
-kind = "jira-dc"
-url = "https://jira.example.com"
-token = "t"
-""", encoding="utf-8")
-    return load_config(path).apps[0]
