@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from oktasync.engine import SyncOptions, run_sync
+from oktasync_emulators.okta import OktaError
 from tests.engine import oracle
-from tests.engine.harness import load, states, write_config
+from tests.engine.harness import load, read_requests, states, stats, write_config
 from tests.engine.test_config import app_with, write
 from tests.engine.test_sync_behaviour import (
     SETTINGS,
@@ -136,3 +137,34 @@ async def test_a_mistake_in_attribute_groups_is_named_and_exits_2(
     path = write(tmp_path, app_with(attribute_groups=f"[{entry}]"))
     code, out, err = await cli("config", "check", "--config", str(path), cwd=tmp_path)
     assert code == 2 and says in err and "Traceback" not in err + out, (code, out, err)
+
+
+@pytest.mark.asyncio
+async def test_a_user_listing_that_stops_leaves_no_target_waiting_and_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Open attribute groups wait for the user listing before any target is read: a listing
+    that fails stops the run (exit 4) without a target read, and ``--resume`` completes it."""
+    settings = replace(SETTINGS, attribute_groups=(oracle.AttributeGroups(
+        "location", "site-{value}"),))
+    async with estate(users=260, groups=6) as running:  # two pages of users (200 a page)
+        before = await states(running)
+        config = load(write_config(tmp_path, running, extra_app=DEPARTMENTS.replace(
+            '"department", group = "dept-', '"location", group = "site-')))
+        picker = running.okta._user_picker
+
+        def failing_picker(request: Any) -> Any:  # test-only hook: Okta refuses page 2
+            if request.path == "/api/v1/users" and "after" in request.query:
+                raise OktaError(400, "E0000029", "Invalid paging request.", ["Invalid cursor."])
+            return picker(request)
+
+        monkeypatch.setattr(running.okta, "_user_picker", failing_picker)
+        stopped = await run_sync(config, SyncOptions(), echo=quiet)
+        assert stopped.exit_code == 4, stopped.summaries["test-app"]["notes"]
+        for target in TARGETS:
+            assert read_requests((await stats(running))[target]) == 0, target
+
+        monkeypatch.undo()
+        resumed = await run_sync(config, SyncOptions(resume=True), echo=quiet)
+        assert resumed.exit_code == 0, resumed.summaries["test-app"]["notes"]
+        now = await assert_oracle(running, before, settings=settings)
+        assert any(g["name"].startswith("site-") for g in now["jira"]["groups"])
