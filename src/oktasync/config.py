@@ -34,6 +34,7 @@ which the command line prints; it is never silently ignored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -157,11 +158,15 @@ class AttributeGroupRule:
     values: tuple[str, ...] | None  # the allow-list as written, trimmed; None: every value
     mapping: Mapping[str, str]  # value key -> group name (not through the template)
 
+    @functools.cached_property
+    def value_keys(self) -> frozenset[str] | None:
+        return None if self.values is None else frozenset(name_key(v) for v in self.values)
+
     def group_name(self, value: str) -> str | None:
         """The group a (trimmed, non-empty) value makes, before group_exclude/rename; None
         when the allow-list leaves it out."""
         key = name_key(value)
-        if self.values is not None and key not in {name_key(v) for v in self.values}:
+        if self.value_keys is not None and key not in self.value_keys:
             return None
         mapped = self.mapping.get(key)
         return mapped if mapped is not None else self.template.replace(VALUE_FIELD, value)

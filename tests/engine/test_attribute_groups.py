@@ -18,6 +18,7 @@ from oktasync_emulators.okta import OktaError
 from tests.engine import oracle
 from tests.engine.harness import load, read_requests, states, stats, write_config
 from tests.engine.test_config import app_with, write
+from tests.engine.test_config import load as load_text
 from tests.engine.test_sync_behaviour import (
     SETTINGS,
     TARGETS,
@@ -168,3 +169,14 @@ async def test_a_user_listing_that_stops_leaves_no_target_waiting_and_resumes(
         assert resumed.exit_code == 0, resumed.summaries["test-app"]["notes"]
         now = await assert_oracle(running, before, settings=settings)
         assert any(g["name"].startswith("site-") for g in now["jira"]["groups"])
+
+
+def test_the_fingerprint_covers_attribute_groups(tmp_path: Path) -> None:
+    """A checkpoint made under other attribute groups is not resumed; a file without them
+    keeps the fingerprint it had before the setting existed."""
+    entry = '[{ attribute = "department", group = "dept-{value}"%s }]'
+    prints = [load_text(tmp_path, app_with(**extra)).apps[0].fingerprint({})
+              for extra in ({}, {"attribute_groups": "[]"}, {"attribute_groups": entry % ""},
+                            {"attribute_groups": entry % ', values = ["Sales"]'},
+                            {"attribute_groups": entry % ', map = { Sales = "s" }'})]
+    assert prints[0] == prints[1] and len(set(prints)) == 4
