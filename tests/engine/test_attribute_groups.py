@@ -180,3 +180,30 @@ def test_the_fingerprint_covers_attribute_groups(tmp_path: Path) -> None:
                             {"attribute_groups": entry % ', values = ["Sales"]'},
                             {"attribute_groups": entry % ', map = { Sales = "s" }'})]
     assert prints[0] == prints[1] and len(set(prints)) == 4
+
+
+@pytest.mark.asyncio
+async def test_rename_exclude_and_forbidden_names_apply_as_to_okta_groups(
+        tmp_path: Path) -> None:
+    extra = (DEPARTMENTS + '\ngroup_exclude = ["dept-Legal"]\n'
+             'group_rename = { "dept-Sales" = "sales-team" }')
+    async with estate(users=80, groups=6) as running:
+        people = ordinary((await states(running))["okta"])
+        sales, legal, slash = people[0], people[1], people[2]
+        for user, department in ((sales, "Sales"), (legal, "Legal"), (slash, "R/D")):
+            running.okta.directory.update_profile(user["id"], {"department": department})
+        result = await run_sync(load(write_config(tmp_path, running, extra_app=extra)),
+                                SyncOptions(), echo=quiet)
+        assert result.exit_code == 0, result.summaries["test-app"]["notes"]
+        now = await states(running)
+        for target in TARGETS:
+            names = group_names(now[target])
+            assert "sales-team" in names and "dept-Sales" not in names, target
+            assert "dept-Legal" not in names, target
+            assert "sales-team" in member_keys(now[target], sales)
+            assert not any(g.startswith("dept-") for g in member_keys(now[target], legal))
+        # Confluence refuses "/" in a group name: reported there, created on Jira
+        assert "dept-r/d" in member_keys(now["jira"], slash)
+        assert "dept-R/D" not in group_names(now["confluence"])
+        skipped = result.summaries["test-app"]["targets"]["confluence"]["counts"]["skipped"]
+        assert skipped >= 1
