@@ -9,8 +9,8 @@ memberships against what the run read.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,8 +25,6 @@ CREATE INDEX IF NOT EXISTS owned_users_okta ON owned_users(app, target, okta_id)
 CREATE TABLE IF NOT EXISTS listing_sizes (
     app TEXT NOT NULL, listing TEXT NOT NULL, size INTEGER NOT NULL,
     PRIMARY KEY (app, listing)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sync_positions (
-    app TEXT PRIMARY KEY, okta_time TEXT NOT NULL, recorded_at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS owned_groups (
     target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_group_id TEXT,
     name TEXT NOT NULL, PRIMARY KEY (target, key, app)) WITHOUT ROWID;
@@ -102,18 +100,11 @@ class Ownership:
                                 "app = ? AND target = ?", (app, target))
         return {r[0]: (r[1], r[2]) for r in rows}
 
-    def position(self, app: str) -> str | None:
-        """Okta's time when the app's last complete sync began reading it (ISO 8601)."""
-        row = self._db.execute("SELECT okta_time FROM sync_positions WHERE app = ?",
-                               (app,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def record_position(self, app: str, okta_time: str) -> None:
-        """Every change Okta made after ``okta_time`` may be missing from the targets; every
-        change before it is there (the run read everything after it, and completed)."""
-        with transaction(self._db):
-            self._db.execute("INSERT OR REPLACE INTO sync_positions VALUES (?,?,?)",
-                             (app, okta_time, time.time()))
+    def keys_of(self, app: str, target: str, okta_ids: Iterable[str]) -> list[str]:
+        """The accounts ``app`` synced on ``target`` for these Okta users."""
+        return [r[0] for r in self._db.execute(
+            "SELECT key FROM owned_users WHERE app = ? AND target = ? AND okta_id IN "
+            "(SELECT value FROM json_each(?))", (app, target, json.dumps(sorted(okta_ids))))]
 
     def listing_sizes(self, app: str) -> dict[str, int]:
         """How many entries each Okta listing returned in the app's last complete run."""

@@ -79,6 +79,7 @@ class AppSync:
         self.rule_index = {name: self.username_rules.index(rule) for name, rule in rules.items()}
         self.writers: dict[str, TargetWriter] = {}
         self.okta = okta
+        self.only_affected = False  # an incremental run feeds the users it marked only
         # Okta's time when this run (its first segment, if resumed) began reading Okta
         self.okta_time: str | None = store.meta().get("okta_time")
 
@@ -92,18 +93,19 @@ class AppSync:
         await self._read_everything(scope)
         self._phase("users")
         await self._each_target(self._users_phase)
-        gate = RemovalGate(self.app, self.config, self.store, self.ownership, self.stopper,
-                           self.checkpoints, scope=list(scope.names), force=self.force,
-                           dry_run=self.dry_run)
+        gate = self._gate(scope)
         for writer in self.writers.values():
             await gate.plan_unmapped(writer)
         guard = await gate.write(list(self.writers.values()))
         if guard is None and not self.dry_run:
             self.ownership.record_listing_sizes(self.app.name, gate.listing_sizes())
-            if self.okta_time is not None:
-                self.ownership.record_position(self.app.name, self.okta_time)
         self._phase("done")
         return guard
+
+    def _gate(self, scope: Scope) -> RemovalGate:
+        return RemovalGate(self.app, self.config, self.store, self.ownership, self.stopper,
+                           self.checkpoints, scope=list(scope.names), force=self.force,
+                           dry_run=self.dry_run)
 
     async def _read_everything(self, scope: Scope) -> None:
         """Okta's users and members and each target's state at once; each target's group
@@ -220,7 +222,8 @@ class AppSync:
         """Each username once, in order, with what the run index knows of its account; a
         username several Okta users map to is a collision, reported and never written."""
         target, watermark = writer.name, writer.progress.watermark
-        for batch in self.store.feed(target, self.app.name, writer.rule, after):
+        for batch in self.store.feed(target, self.app.name, writer.rule, after,
+                                     self.only_affected):
             if self.stopper.stopping:
                 return
             username = batch[0].username
