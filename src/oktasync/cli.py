@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--full", action="store_true",
                       help="read everything (a full sync), even where an incremental sync of "
                            "what changed since the last complete one could run (the default)")
+    sync.add_argument("--reconcile", action="store_true",
+                      help="a full sync that also compares each target with what oktasync "
+                           "left there, repairs what changed behind its back and writes a "
+                           "drift report")
 
     status = sub.add_parser("status", help="the last run of each app, and any interrupted one")
     status.add_argument("--config", required=True, type=Path)
@@ -276,7 +280,8 @@ async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:
     config = _load(args.config)
     result = await run_sync(config, SyncOptions(
         app=args.app, dry_run=args.dry_run, force=args.force, max_in_flight=args.max_in_flight,
-        resume=args.resume, restart=args.restart, full=args.full, interrupt_code=interrupt))
+        resume=args.resume, restart=args.restart, full=args.full, reconcile=args.reconcile,
+        interrupt_code=interrupt))
     return result.exit_code
 
 

@@ -23,6 +23,9 @@ import structlog
 
 from oktasync.checkpoint import Interrupted, checkpoint_path, decide, start_meta
 from oktasync.config import AppConfig, Config, TargetConfig
+from oktasync.drift import Drift
+from oktasync.drift import counts as drift_counts
+from oktasync.drift import write_report as write_drift
 from oktasync.errors import (
     EXIT_GUARD,
     EXIT_INTERNAL,
@@ -44,7 +47,7 @@ from oktasync.ownership import Ownership
 from oktasync.pipeline import AppSync
 from oktasync.ratelimit import AtlassianLimiter, InFlight, OktaLimiter
 from oktasync.report import TargetTally, format_summary, write_findings
-from oktasync.runstore import RunStore
+from oktasync.runstore import SCHEMA_VERSION, RunStore
 from oktasync.state import (
     StateLock,
     ensure_state_dir,
@@ -52,7 +55,15 @@ from oktasync.state import (
     write_json_atomically,
     writing_state,
 )
-from oktasync.statestore import Full, Incremental, choose, copy_for_dry_run, forget, keep
+from oktasync.statestore import (
+    Full,
+    Incremental,
+    choose,
+    copy_for_dry_run,
+    forget,
+    keep,
+    mirror_path,
+)
 from oktasync.targets.base import Target
 from oktasync.targets.confluence import ConfluenceTarget
 from oktasync.targets.dryrun import DryRunTarget, open_plan
@@ -70,6 +81,7 @@ class SyncOptions:
     resume: bool = False
     restart: bool = False
     full: bool = False  # a full sync even where an incremental one could run
+    reconcile: bool = False  # a full sync that also compares each target with the state store
     interrupt_code: list[int] = field(default_factory=list)  # set by the CLI's signal watcher
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # how every request retries
 
@@ -235,6 +247,7 @@ async def run_app(
     try:
         kind: Incremental | Full | UsageError = (
             Full("resuming an interrupted full sync") if resumed is not None
+            else Full("asked for (--reconcile)") if options.reconcile
             else choose(app, config, full=options.full or options.restart))
     except UsageError as exc:  # a state store that cannot be used: nothing is read
         kind = exc
@@ -308,18 +321,25 @@ async def _sync_app(
                 target_map = {n: DryRunTarget(t, writer) for n, t in target_map.items()}
                 summary["plan_file"] = str(plan_path)
             okta = OktaSource(okta_client)
+            reconcile_with = _reconcile_with(app, config, options, store)
+            if options.reconcile and reconcile_with is None:
+                verdict.notes.append("no state store to compare the targets with (no complete "
+                                     "sync yet): drift is repaired, not reported")
             sync = (IncrementalSync(app, config, okta, target_map, store, ownership, tallies,
                                     position=kind.position, unfinished=kind.unfinished,
                                     force=options.force, dry_run=options.dry_run)
                     if isinstance(kind, Incremental)
                     else AppSync(app, config, okta, target_map, store, ownership, tallies,
-                                 force=options.force, dry_run=options.dry_run, resumed=resumed))
+                                 force=options.force, dry_run=options.dry_run, resumed=resumed,
+                                 reconcile_with=reconcile_with))
             try:
                 guard = await sync.run()
             except BaseExceptionGroup as group:
                 raise collapse(group) from None
             finally:  # no await: the checkpoint is written even when cancelled
                 _saving(verdict, config.state_dir, sync.checkpoint)
+                if sync.drift is not None:
+                    _report_drift(sync.drift, summary, app_dir, verdict, config.state_dir)
             verdict.finished = True
             if isinstance(sync, IncrementalSync):
                 summary["users_changed"] = sync.changed
@@ -348,6 +368,33 @@ async def _sync_app(
     finally:
         if plan_handle is not None:
             plan_handle.close()
+
+
+def _reconcile_with(app: AppConfig, config: Config, options: SyncOptions,
+                    store: RunStore) -> Path | None:
+    """A reconcile (asked for, or resumed) compares with the state store, when there is one
+    this version reads; it says so in the run's metadata, so a resume reconciles too."""
+    if not (options.reconcile or store.meta().get("reconcile")):
+        return None
+    store.set_meta(reconcile=True)
+    path = mirror_path(config.state_dir, app.name)
+    if not path.exists():
+        return None
+    try:
+        previous = RunStore.open_existing(path)
+    except (sqlite3.Error, OSError):
+        return None
+    usable = previous.meta().get("schema_version") == SCHEMA_VERSION
+    previous.close()
+    return path if usable else None
+
+
+def _report_drift(found: list[Drift], summary: dict[str, Any], app_dir: Path,
+                  verdict: Verdict, state_dir: Path) -> None:
+    """The drift report beside the findings, and its counts in the summary."""
+    path = app_dir / f"drift-{summary['run_id']}.csv"
+    if _saving(verdict, state_dir, lambda: write_drift(path, found)):
+        summary["drift"] = {"file": str(path), "found": drift_counts(found)}
 
 
 def _saving(verdict: Verdict, state_dir: Path, save: Any) -> bool:
@@ -380,7 +427,7 @@ def _report(store: RunStore, tallies: dict[str, TargetTally], verdict: Verdict,
     if verdict.code == EXIT_OK and any(t.failed for t in tallies.values()):
         verdict.code, verdict.outcome = (EXIT_WRITES_FAILED,
                                          "done, some writes failed or were refused")
-    if isinstance(kind, Full) and kind.reason != "asked for (--full)" \
+    if isinstance(kind, Full) and not kind.reason.startswith("asked for") \
             and summary["kind"] == "full" and not summary["resumed"]:
         verdict.notes.append(f"a full sync: {kind.reason}")
     if not verdict.complete and not options.dry_run and verdict.code != EXIT_OK:

@@ -20,14 +20,17 @@ only be known then); removals wait for the gate.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import structlog
 from anyio.abc import ObjectSendStream
 
+from oktasync import drift
 from oktasync.checkpointer import Checkpointer
 from oktasync.concurrency import Stopper
 from oktasync.config import AppConfig, Config, TargetConfig
+from oktasync.drift import Drift
 from oktasync.listings import Listings, Scope
 from oktasync.models import Claim, Finding, FindingKind, name_key
 from oktasync.okta_source import OktaSource
@@ -65,6 +68,7 @@ class AppSync:
         self, app: AppConfig, config: Config, okta: OktaSource, targets: dict[str, Target],
         store: RunStore, ownership: Ownership, tallies: dict[str, TargetTally], *,
         force: bool = False, dry_run: bool = False, resumed: bool = False,
+        reconcile_with: Path | None = None,
     ) -> None:
         self.app, self.config, self.targets, self.store = app, config, targets, store
         self.ownership, self.tallies = ownership, tallies
@@ -82,6 +86,11 @@ class AppSync:
         self.only_affected = False  # an incremental run feeds the users it marked only
         # Okta's time when this run (its first segment, if resumed) began reading Okta
         self.okta_time: str | None = store.meta().get("okta_time")
+        # --reconcile: the state store to compare each target's read with (None: no store)
+        self.reconcile_with = reconcile_with
+        self.drift: list[Drift] | None = [] if reconcile_with is not None else None
+        if reconcile_with is not None:
+            store.attach_previous(reconcile_with)
 
     async def run(self) -> str | None:
         """The phases of a full sync; returns why a guard held removals back, if one did."""
@@ -91,6 +100,8 @@ class AppSync:
         scope = await self.listings.okta_groups()
         self._note_okta_time()
         await self._read_everything(scope)
+        if self.drift is not None:
+            self._find_drift(scope)
         self._phase("users")
         await self._each_target(self._users_phase)
         gate = self._gate(scope)
@@ -120,6 +131,19 @@ class AppSync:
         # in the config's order, not the order the reads finished: the same run, the same words
         self.writers = {name: self.writers[name] for name in self.targets}
         log.info("listings complete", app=self.app.name, okta_users=self.store.okta_user_count())
+
+    def _find_drift(self, scope: Scope) -> None:
+        """--reconcile: each target's read against the state store; an account renamed by
+        hand is claimed where it went, so the users phase plans it as a login rename."""
+        assert self.drift is not None
+        for writer in self.writers.values():
+            config = self.config.targets[writer.name]
+            groups = [*scope.names, *(name_key(g) for g in config.default_groups)]
+            found = drift.find(self.store, self.app.name, writer.name, groups,
+                               writer.read.all_accounts)
+            self.drift += found.drift
+            if found.moved and not self.dry_run:
+                self.ownership.claim(self.app.name, writer.name, found.moved)
 
     async def _each_target(self, phase: Callable[[TargetWriter], Awaitable[None]]) -> None:
         async with anyio.create_task_group() as tg:

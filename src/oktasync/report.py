@@ -177,6 +177,11 @@ def format_summary(app: str, summary: dict[str, Any]) -> str:
                                                       "notice", "refused", "failed")) - 10
         if more > 0:
             lines.append(f"    ... and {more} more in {shown(summary.get('findings_file', ''))}")
+    if "drift" in summary:
+        found = ", ".join(f"{shown(t)} " + ", ".join(f"{n} {shown(w)}" for w, n in c.items())
+                          for t, c in summary["drift"]["found"].items()) or "none"
+        lines.append(f"  drift found (changed outside oktasync): {found}; "
+                     f"{shown(summary['drift']['file'])}")
     for note in summary.get("notes", []):
         lines.append(f"  note: {shown(note)}")
     return "\n".join(lines)

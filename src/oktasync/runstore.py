@@ -44,8 +44,11 @@ from oktasync.models import (
     name_key,
 )
 from oktasync.ownership import (
+    DRIFT_ACCOUNTS_SQL,
+    DRIFT_MEMBERS_SQL,
     FEED_OWNER_COLUMNS,
     FEED_OWNER_JOIN,
+    LOOKALIKE_SQL,
     OWNED_MEMBERSHIPS_SQL,
     OWNED_UNMATCHED_SQL,
     attach,
@@ -557,6 +560,31 @@ class RunStore:
         self._db.execute("DELETE FROM pending")
         self._db.execute("INSERT OR IGNORE INTO pending SELECT DISTINCT okta_id FROM problems "
                          "WHERE kind IN ('failed', 'refused') AND okta_id != ''")
+
+    # -- drift: the state store (``prev``) against what this run read ---------------------
+    def attach_previous(self, path: Path) -> None:
+        """The state store, read beside this run's read (``--reconcile``)."""
+        self._db.execute("ATTACH DATABASE ? AS prev", (str(path),))
+
+    def drifted_accounts(self, app: str, target: str
+                         ) -> Iterator[tuple[str, str | None, TargetAccount,
+                                             TargetAccount | None]]:
+        """Each account ``app`` synced on ``target``: as the store has it, as read now."""
+        for r in self._db.execute(DRIFT_ACCOUNTS_SQL, (app, target)).fetchall():
+            was = TargetAccount(r[2], r[3], r[4], _active(r[5]))
+            now = None if r[6] is None else TargetAccount(r[6], r[7], r[8], _active(r[9]))
+            yield r[0], r[1], was, now
+
+    def drifted_members(self, app: str, target: str, groups: Sequence[str]
+                        ) -> list[tuple[str, str | None, str, bool]]:
+        """(account, Okta id, group, was a member) for memberships in ``groups`` of read
+        accounts that the store and this read disagree on."""
+        return [(r[0], r[1], r[2], bool(r[3])) for r in self._db.execute(
+            DRIFT_MEMBERS_SQL, {"app": app, "target": target,
+                                "groups": json.dumps(list(groups))})]
+
+    def lookalikes(self, target: str, email: str) -> list[str]:
+        return [r[0] for r in self._db.execute(LOOKALIKE_SQL, (target, email))]
 
     # -- creates written down before they are sent --------------------------------------------
     def has_intent(self, target: str, key: str) -> bool:

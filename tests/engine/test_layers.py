@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"pipeline"},
     {"removals"},
     {"writer", "statestore"},
-    {"listings", "checkpointer", "changes"},
+    {"listings", "checkpointer", "changes", "drift"},
     {"targets.jira", "targets.confluence", "targets.dryrun", "checkpoint"},
     {"targets.base", "okta_source", "report", "runstore", "concurrency"},
     {"http", "ownership", "planner", "state", "config"},
