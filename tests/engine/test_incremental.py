@@ -36,6 +36,7 @@ from tests.engine.test_sync_behaviour import (
     estate,
     groups_of,
     ordinary_groups,
+    problems,
     quiet,
     synced,
     username,
@@ -300,5 +301,38 @@ async def test_kill_9_during_an_incremental_sync_then_the_next_run_reaches_the_s
         assert again.exit_code == 0, again.summaries[APP]["notes"]
         assert again.summaries[APP]["kind"] == "incremental"
         await assert_oracle(running, now)
+        full = await run_sync(load(path), SyncOptions(full=True), echo=quiet)
+        assert landed(full) == 0, [counts(full, t) for t in TARGETS]
+
+
+@pytest.mark.asyncio
+async def test_groups_created_renamed_and_deleted_in_okta_reach_the_targets_incrementally(
+    tmp_path: Path,
+) -> None:
+    async with estate(users=120, groups=10) as running:
+        okta = running.okta.directory
+        # a renamed group's members all join the group's new name: many users at this size
+        path = write_config(tmp_path, running, extra_app='full_sync_threshold = "90%"')
+        await complete_sync(path)
+        now = await states(running)
+        people, scope = synced(now["okta"], now), ordinary_groups(now["okta"])
+        new = okta.add_group("Brand New Team")
+        for user in people[:3]:
+            okta.add_membership(new.id, user["id"])
+        renamed, deleted = [gid for gid in sorted(scope) if now["okta"]["memberships"][gid]][:2]
+        okta.rename_group(renamed, "Renamed Team")
+        okta.delete_group(deleted)
+
+        before = await requests(running)
+        result = await run_sync(load(path), SyncOptions(), echo=quiet)
+        spent = since(before, await requests(running))
+        assert result.exit_code == 0 and result.summaries[APP]["kind"] == "incremental"
+        after = await assert_oracle(running, now)
+        for target in TARGETS:
+            names = {g["name"] for g in after[target]["groups"]}
+            assert {"Brand New Team", "Renamed Team", scope[renamed], scope[deleted]} <= names
+            said = " ".join(p["reason"] for p in problems(result, target, "notice"))
+            assert "Renamed Team" in said and "deleted in Okta" in said, said
+        assert spent["jira"][0] == 0, spent  # no target read: the store knows
         full = await run_sync(load(path), SyncOptions(full=True), echo=quiet)
         assert landed(full) == 0, [counts(full, t) for t in TARGETS]
