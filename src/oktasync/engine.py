@@ -181,8 +181,8 @@ def _open_store(app: AppConfig, config: Config, app_dir: Path, run_id: str,
     resumed, or a throw-away for a dry run (a copy of the state store for an incremental one)."""
     dry = app_dir / f"dry-run-{run_id}.db"
     if isinstance(kind, Incremental):
-        return (copy_for_dry_run(kind.path, dry) if options.dry_run
-                else RunStore.open_existing(kind.path))
+        # ``choose`` checked the store (header, integrity, version) a moment ago
+        return copy_for_dry_run(kind.path, dry) if options.dry_run else RunStore(kind.path)
     if options.dry_run:
         return RunStore(dry)
     path = checkpoint_path(config.state_dir, app.name)
