@@ -8,6 +8,7 @@ from benchmarks.scenarios import (
     emulator_startup,
     fault_503,
     high_bar,
+    incremental_100k,
     latency_bound,
     okta_bound,
     rate_bound,
@@ -29,5 +30,6 @@ SCENARIOS: dict[str, Scenario] = {
         scale.SCENARIO,
         high_bar.SCENARIO,
         before_after.SCENARIO,
+        incremental_100k.SCENARIO,
     )
 }

@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sync = sub.add_parser("sync", help="a full sync of one app, or of all")
+    sync = sub.add_parser("sync", help="sync one app, or all: what changed since the last "
+                                       "complete sync, or everything the first time")
     sync.add_argument("--config", required=True, type=Path, help="TOML configuration file")
     sync.add_argument("--app", help="sync only this app (default: every [[app]])")
     sync.add_argument("--dry-run", action="store_true",
@@ -101,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="continue the interrupted run of each app from its checkpoint")
     sync.add_argument("--restart", action="store_true",
                       help="discard an interrupted run's checkpoint and start a fresh full sync")
+    sync.add_argument("--full", action="store_true",
+                      help="read everything (a full sync), even where an incremental sync of "
+                           "what changed since the last complete one could run (the default)")
+    sync.add_argument("--reconcile", action="store_true",
+                      help="a full sync that also compares each target with what oktasync "
+                           "left there, repairs what changed behind its back and writes a "
+                           "drift report")
 
     status = sub.add_parser("status", help="the last run of each app, and any interrupted one")
     status.add_argument("--config", required=True, type=Path)
@@ -272,7 +280,8 @@ async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:
     config = _load(args.config)
     result = await run_sync(config, SyncOptions(
         app=args.app, dry_run=args.dry_run, force=args.force, max_in_flight=args.max_in_flight,
-        resume=args.resume, restart=args.restart, interrupt_code=interrupt))
+        resume=args.resume, restart=args.restart, full=args.full, reconcile=args.reconcile,
+        interrupt_code=interrupt))
     return result.exit_code
 
 
@@ -295,7 +304,8 @@ def _status(args: argparse.Namespace) -> int:
         else:
             as_of = (f", read Okta as of {shown(last['okta_time'])}" if last.get("okta_time")
                      else "")
-            print(f"{name}: last run {shown(last.get('run_id'))} finished "
+            kind = f" ({shown(last['kind'])})" if last.get("kind") else ""
+            print(f"{name}: last run {shown(last.get('run_id'))}{kind} finished "
                   f"{shown(last.get('finished'))}: exit {shown(last.get('exit_code'))} "
                   f"({shown(last.get('outcome'))}), {shown(last.get('wall_time_s'))}s{as_of}")
         running = holder is not None and app.name in holder.get("apps", [app.name])

@@ -206,6 +206,7 @@ class AppConfig:
     max_deactivations: DeactivationLimit
     max_membership_removals: DeactivationLimit
     max_listing_shrink: DeactivationLimit
+    full_sync_threshold: DeactivationLimit
     schedule_s: float
     okta_max_share: float
     okta_concurrency: int
@@ -602,6 +603,7 @@ def _build_app(a: AppSettings) -> AppConfig:
         max_deactivations=_limit(a.max_deactivations),
         max_membership_removals=_limit(a.max_membership_removals),
         max_listing_shrink=_limit(a.max_listing_shrink),
+        full_sync_threshold=_limit(a.full_sync_threshold),
         schedule_s=parse_duration(a.schedule),
         okta_max_share=a.okta_max_share,
         okta_concurrency=a.okta_concurrency,

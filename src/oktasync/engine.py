@@ -23,6 +23,9 @@ import structlog
 
 from oktasync.checkpoint import Interrupted, checkpoint_path, decide, start_meta
 from oktasync.config import AppConfig, Config, TargetConfig
+from oktasync.drift import Drift
+from oktasync.drift import counts as drift_counts
+from oktasync.drift import write_report as write_drift
 from oktasync.errors import (
     EXIT_GUARD,
     EXIT_INTERNAL,
@@ -30,6 +33,7 @@ from oktasync.errors import (
     EXIT_SIGINT,
     EXIT_USAGE,
     EXIT_WRITES_FAILED,
+    FullSyncNeeded,
     RetryPolicy,
     RunStops,
     UsageError,
@@ -37,18 +41,28 @@ from oktasync.errors import (
     worst,
 )
 from oktasync.http import HttpClient, make_session
+from oktasync.incremental import IncrementalSync
 from oktasync.okta_source import OktaSource
 from oktasync.ownership import Ownership
 from oktasync.pipeline import AppSync
 from oktasync.ratelimit import AtlassianLimiter, InFlight, OktaLimiter
 from oktasync.report import TargetTally, format_summary, write_findings
-from oktasync.runstore import RunStore
+from oktasync.runstore import SCHEMA_VERSION, RunStore
 from oktasync.state import (
     StateLock,
     ensure_state_dir,
     state_error,
     write_json_atomically,
     writing_state,
+)
+from oktasync.statestore import (
+    Full,
+    Incremental,
+    choose,
+    copy_for_dry_run,
+    forget,
+    keep,
+    mirror_path,
 )
 from oktasync.targets.base import Target
 from oktasync.targets.confluence import ConfluenceTarget
@@ -66,6 +80,8 @@ class SyncOptions:
     max_in_flight: int | None = None  # overrides [pipeline] max_in_flight
     resume: bool = False
     restart: bool = False
+    full: bool = False  # a full sync even where an incremental one could run
+    reconcile: bool = False  # a full sync that also compares each target with the state store
     interrupt_code: list[int] = field(default_factory=list)  # set by the CLI's signal watcher
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # how every request retries
 
@@ -159,10 +175,16 @@ async def _clients(
 
 
 def _open_store(app: AppConfig, config: Config, app_dir: Path, run_id: str,
-                options: SyncOptions, resumed: Interrupted | None) -> RunStore:
-    """The run index: a fresh one, the checkpoint being resumed, or a throw-away for a dry run."""
+                options: SyncOptions, resumed: Interrupted | None,
+                kind: Incremental | Full) -> RunStore:
+    """The run index: the state store (an incremental run), a fresh one, the checkpoint being
+    resumed, or a throw-away for a dry run (a copy of the state store for an incremental one)."""
+    dry = app_dir / f"dry-run-{run_id}.db"
+    if isinstance(kind, Incremental):
+        # ``choose`` checked the store (header, integrity, version) a moment ago
+        return copy_for_dry_run(kind.path, dry) if options.dry_run else RunStore(kind.path)
     if options.dry_run:
-        return RunStore(app_dir / f"dry-run-{run_id}.db")
+        return RunStore(dry)
     path = checkpoint_path(config.state_dir, app.name)
     if resumed is not None:
         return RunStore.open_existing(path)
@@ -202,6 +224,7 @@ class Verdict:
     finished: bool = False
     unsaved: bool = False  # part of the run's record could not be written (a full disk)
     notes: list[str] = field(default_factory=list)
+    full_instead: str | None = None  # an incremental run found it must be a full one: why
 
     @property
     def complete(self) -> bool:
@@ -218,24 +241,49 @@ async def run_app(
     app: AppConfig, config: Config, options: SyncOptions, ownership: Ownership, state_dir: Path,
     resumed: Interrupted | None = None,
 ) -> dict[str, Any]:
-    """One app's run, start to summary. Never raises for a run-time failure: it reports it.
+    """One app's run, start to summary: incremental where it can be, else full (an
+    incremental run that finds it cannot vouch for its reads becomes a full one, before
+    writing anything). Never raises for a run-time failure: it reports it."""
+    try:
+        kind: Incremental | Full | UsageError = (
+            Full("resuming an interrupted full sync") if resumed is not None
+            else Full("asked for (--reconcile)") if options.reconcile
+            else choose(app, config, full=options.full or options.restart))
+    except UsageError as exc:  # a state store that cannot be used: nothing is read
+        kind = exc
+    summary = await _run_once(app, config, options, ownership, state_dir, resumed, kind)
+    if summary.get("full_instead"):
+        summary = await _run_once(app, config, options, ownership, state_dir, None,
+                                  Full(summary["full_instead"]))
+    return summary
 
-    The checkpoint survives a run that could not finish (interrupted, credentials rejected,
-    a listing broken, a full disk) so that ``--resume`` continues it; a finished run removes it.
-    """
+
+async def _run_once(
+    app: AppConfig, config: Config, options: SyncOptions, ownership: Ownership, state_dir: Path,
+    resumed: Interrupted | None, kind: Incremental | Full | UsageError,
+) -> dict[str, Any]:
+    """One run of one kind. The checkpoint survives a full run that could not finish
+    (interrupted, credentials rejected, a listing broken, a full disk) so that ``--resume``
+    continues it; a finished full run's index becomes the state store."""
     run_id = str(resumed.meta["run_id"]) if resumed else new_run_id()
     started = time.monotonic()
     app_dir = state_dir / app.name
     summary: dict[str, Any] = {"app": app.name, "run_id": run_id, "dry_run": options.dry_run,
                                "resumed": resumed is not None,
+                               "kind": "incremental" if isinstance(kind, Incremental)
+                               else "full",
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "findings_file": str(app_dir / f"findings-{run_id}.csv"),
                                "notes": []}
+    if isinstance(kind, Full):
+        summary["full_because"] = kind.reason
     verdict = Verdict()
     try:
+        if isinstance(kind, UsageError):
+            raise kind
         with writing_state(state_dir):
             app_dir.mkdir(parents=True, exist_ok=True)
-            store = _open_store(app, config, app_dir, run_id, options, resumed)
+            store = _open_store(app, config, app_dir, run_id, options, resumed, kind)
             store.attach_ownership(ownership.path)
     except UsageError as exc:  # the checkpoint could not be started: nothing was read
         verdict.stopped(EXIT_USAGE, "stopped before reading anything", str(exc))
@@ -251,16 +299,16 @@ async def run_app(
     clients: dict[str, Any] = {}
     try:
         await _sync_app(app, config, options, ownership, store, tallies, verdict, summary,
-                        app_dir, clients, resumed is not None)
+                        app_dir, clients, resumed is not None, kind)
     finally:  # no await here: runs to the end even when cancelled
-        _report(store, tallies, verdict, summary, started, clients, app_dir, options)
+        _report(store, tallies, verdict, summary, started, clients, app_dir, options, kind)
     return summary
 
 
 async def _sync_app(
     app: AppConfig, config: Config, options: SyncOptions, ownership: Ownership,
     store: RunStore, tallies: dict[str, TargetTally], verdict: Verdict, summary: dict[str, Any],
-    app_dir: Path, clients: dict[str, Any], resumed: bool,
+    app_dir: Path, clients: dict[str, Any], resumed: bool, kind: Incremental | Full,
 ) -> None:
     """The run itself; every way it can end is turned into the verdict, here and only here."""
     plan_handle = None
@@ -273,20 +321,34 @@ async def _sync_app(
                 target_map = {n: DryRunTarget(t, writer) for n, t in target_map.items()}
                 summary["plan_file"] = str(plan_path)
             okta = OktaSource(okta_client, app.profile_attributes)
-            sync = AppSync(app, config, okta, target_map, store, ownership,
-                           tallies, force=options.force, dry_run=options.dry_run,
-                           resumed=resumed)
+            reconcile_with = _reconcile_with(app, config, options, store)
+            if options.reconcile and reconcile_with is None:
+                verdict.notes.append("no state store to compare the targets with (no complete "
+                                     "sync yet): drift is repaired, not reported")
+            sync = (IncrementalSync(app, config, okta, target_map, store, ownership, tallies,
+                                    position=kind.position, unfinished=kind.unfinished,
+                                    force=options.force, dry_run=options.dry_run)
+                    if isinstance(kind, Incremental)
+                    else AppSync(app, config, okta, target_map, store, ownership, tallies,
+                                 force=options.force, dry_run=options.dry_run, resumed=resumed,
+                                 reconcile_with=reconcile_with))
             try:
                 guard = await sync.run()
             except BaseExceptionGroup as group:
                 raise collapse(group) from None
             finally:  # no await: the checkpoint is written even when cancelled
                 _saving(verdict, config.state_dir, sync.checkpoint)
+                if sync.drift is not None:
+                    _report_drift(sync.drift, summary, app_dir, verdict, config.state_dir)
             verdict.finished = True
+            if isinstance(sync, IncrementalSync):
+                summary["users_changed"] = sync.changed
             if not guard and not options.dry_run and sync.okta_time is not None:
-                summary["okta_time"] = sync.okta_time  # as recorded in state.db
+                summary["okta_time"] = sync.okta_time  # as the state store records it
             if guard:
                 verdict.stopped(EXIT_GUARD, "stopped by a safety guard", guard)
+    except FullSyncNeeded as exc:  # found before any write: a full sync runs instead
+        verdict.full_instead = str(exc)
     except RunStops as exc:
         verdict.stopped(exc.exit_code, exc.outcome, str(exc))
     except (OSError, sqlite3.Error) as exc:
@@ -308,6 +370,33 @@ async def _sync_app(
             plan_handle.close()
 
 
+def _reconcile_with(app: AppConfig, config: Config, options: SyncOptions,
+                    store: RunStore) -> Path | None:
+    """A reconcile (asked for, or resumed) compares with the state store, when there is one
+    this version reads; it says so in the run's metadata, so a resume reconciles too."""
+    if not (options.reconcile or store.meta().get("reconcile")):
+        return None
+    store.set_meta(reconcile=True)
+    path = mirror_path(config.state_dir, app.name)
+    if not path.exists():
+        return None
+    try:
+        previous = RunStore.open_existing(path)
+    except (sqlite3.Error, OSError):
+        return None
+    usable = previous.meta().get("schema_version") == SCHEMA_VERSION
+    previous.close()
+    return path if usable else None
+
+
+def _report_drift(found: list[Drift], summary: dict[str, Any], app_dir: Path,
+                  verdict: Verdict, state_dir: Path) -> None:
+    """The drift report beside the findings, and its counts in the summary."""
+    path = app_dir / f"drift-{summary['run_id']}.csv"
+    if _saving(verdict, state_dir, lambda: write_drift(path, found)):
+        summary["drift"] = {"file": str(path), "found": drift_counts(found)}
+
+
 def _saving(verdict: Verdict, state_dir: Path, save: Any) -> bool:
     """Write part of the run's record; a state directory that cannot take it (a full disk)
     becomes the verdict (exit 2, said once), never a traceback that hides the summary."""
@@ -325,25 +414,41 @@ def _saving(verdict: Verdict, state_dir: Path, save: Any) -> bool:
 
 def _report(store: RunStore, tallies: dict[str, TargetTally], verdict: Verdict,
             summary: dict[str, Any], started: float, clients: dict[str, Any], app_dir: Path,
-            options: SyncOptions) -> None:
-    """The findings CSV and ``last-run.json``, from the run index; then the index is removed
-    (a finished run) or kept for ``--resume``."""
+            options: SyncOptions, kind: Incremental | Full) -> None:
+    """The findings CSV and ``last-run.json``, from the run index; then the index becomes the
+    state store (a complete full run), stays it (an incremental run), is kept for
+    ``--resume`` (an unfinished full run) or removed (a dry run)."""
     state_dir = app_dir.parent
+    if verdict.full_instead is not None:  # nothing written: the full run reports
+        summary["full_instead"] = verdict.full_instead
+        store.delete() if options.dry_run else store.close()
+        return
     _saving(verdict, state_dir, lambda: write_findings(Path(summary["findings_file"]), store))
     if verdict.code == EXIT_OK and any(t.failed for t in tallies.values()):
         verdict.code, verdict.outcome = (EXIT_WRITES_FAILED,
                                          "done, some writes failed or were refused")
+    if isinstance(kind, Full) and not kind.reason.startswith("asked for") \
+            and summary["kind"] == "full" and not summary["resumed"]:
+        verdict.notes.append(f"a full sync: {kind.reason}")
     if not verdict.complete and not options.dry_run and verdict.code != EXIT_OK:
-        verdict.notes.append(f"resumable: oktasync sync --resume (checkpoint {store.path})")
+        verdict.notes.append(
+            "the next sync reads these changes again" if isinstance(kind, Incremental)
+            else f"resumable: oktasync sync --resume (checkpoint {store.path})")
     summary.update(_finish(summary, verdict, started, clients.get("okta"),
                            clients.get("targets", {}), tallies))
     if not options.dry_run and not _saving(
             verdict, state_dir, lambda: write_json_atomically(app_dir / "last-run.json",
                                                               summary)):
         summary.update(exit_code=verdict.code, outcome=verdict.outcome, notes=verdict.notes)
-    if verdict.complete or options.dry_run:
+    if options.dry_run:
         store.delete()
-    else:  # kept for --resume, which redoes what was not written down and then the reports
+    elif verdict.complete and isinstance(kind, Full) and verdict.code == EXIT_GUARD:
+        store.delete()  # what it read may be short: the next run reads everything again
+        _saving(verdict, state_dir, lambda: forget(state_dir, summary["app"]))
+    elif verdict.complete and isinstance(kind, Full):
+        store.close()
+        _saving(verdict, state_dir, lambda: keep(store.path, state_dir, summary["app"]))
+    else:  # the state store, or a checkpoint kept for --resume
         store.close()
 
 

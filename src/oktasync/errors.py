@@ -230,6 +230,12 @@ class SyncError(Exception):
     """Base of the engine's own errors; ``str()`` is a message fit for an administrator."""
 
 
+class FullSyncNeeded(SyncError):
+    """An incremental run cannot vouch for what it would read (a System Log position Okta
+    refuses or no longer keeps, more changes than ``full_sync_threshold``, other settings):
+    found before any write, it becomes a full sync, and the summary says why."""
+
+
 class ItemFailed(SyncError):
     """One user's or one write's failure: reported with this message, and the run goes on."""
 

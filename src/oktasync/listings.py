@@ -96,23 +96,10 @@ class Listings:
         groups: list[OktaGroup] = []
         async for page in self._okta.group_pages():
             groups.extend(page.items)
-        scoped: dict[str, OktaGroup] = {}
-        rows: list[tuple[OktaGroup, str | None]] = []
-        for group in groups:
-            target_name = None
-            if self._app.group_in_scope(group.name, group.type):
-                target_name = self._app.target_group_name(group.name)
-                other = scoped.setdefault(name_key(target_name), group)
-                if other is not group:
-                    raise UsageError(
-                        f"app {self._app.name}: Okta groups {other.name!r} ({other.id}) and "
-                        f"{group.name!r} ({group.id}) both land on target group "
-                        f"{target_name!r}; fix group_include/group_exclude/group_rename")
-            rows.append((group, target_name))
+        scope, rows = scope_of(self._app, groups)
         with self._store.transaction():
             self._store.add_okta_groups(rows)
-        names = {k: self._app.target_group_name(g.name) for k, g in scoped.items()}
-        return Scope(groups, list(scoped.values()), names)
+        return scope
 
     async def okta_users(self, username_rules: Sequence[UsernameRule]) -> None:
         """Every Okta user, with the username each rule gives it."""
@@ -191,6 +178,27 @@ class Listings:
             store.set_cursor(active, None, summary.active_listed)
         log.info("target read", target=target.name, strategy=summary.strategy)
         return summary
+
+
+def scope_of(app: AppConfig, groups: list[OktaGroup]
+             ) -> tuple[Scope, list[tuple[OktaGroup, str | None]]]:
+    """Which groups the app syncs, onto which target names; and each group's row for the run
+    index. Two in-scope groups landing on one target name is the user's mistake to fix."""
+    scoped: dict[str, OktaGroup] = {}
+    rows: list[tuple[OktaGroup, str | None]] = []
+    for group in groups:
+        target_name = None
+        if app.group_in_scope(group.name, group.type):
+            target_name = app.target_group_name(group.name)
+            other = scoped.setdefault(name_key(target_name), group)
+            if other is not group:
+                raise UsageError(
+                    f"app {app.name}: Okta groups {other.name!r} ({other.id}) and "
+                    f"{group.name!r} ({group.id}) both land on target group "
+                    f"{target_name!r}; fix group_include/group_exclude/group_rename")
+        rows.append((group, target_name))
+    names = {k: app.target_group_name(g.name) for k, g in scoped.items()}
+    return Scope(groups, list(scoped.values()), names), rows
 
 
 def _username(rule: UsernameRule, user: OktaUser) -> str:

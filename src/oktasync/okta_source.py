@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from oktasync.errors import Context, ListingError
+from oktasync.errors import Context, FullSyncNeeded, ListingError
 from oktasync.http import Answer, HttpClient
 from oktasync.models import ALL_STATUSES, OktaGroup, OktaUser
 
@@ -186,7 +186,10 @@ class OktaSource:
         url = position
         while True:
             self._check_origin(url, "System Log")
-            answer = await self._get(url, BUCKET_LOGS, "System Log")
+            answer = await self._get(url, BUCKET_LOGS, "System Log", accept=(400,))
+            if answer.status == 400:  # a position past retention, or one Okta no longer takes
+                raise FullSyncNeeded(f"Okta refused the System Log position "
+                                     f"({_error_summary(answer)})")
             events = answer.json()
             if not all(isinstance(e, dict) and isinstance(e.get("uuid"), str) for e in events):
                 raise ListingError(f"Okta System Log: an event without a uuid on {_path_of(url)}")
@@ -198,6 +201,36 @@ class OktaSource:
             if not events:
                 return
             url = next_url
+
+    async def user(self, user_id: str) -> OktaUser | None:
+        """One user as Okta has it now; None when Okta no longer has it (deleted)."""
+        answer = await self._get(f"/api/v1/users/{quote(user_id, safe='')}", BUCKET_USER,
+                                 f"user {user_id}", dict, accept=(404,))
+        return None if answer.status == 404 else parse_user(answer.json(), self._attributes)
+
+    async def groups_of_user(self, user_id: str) -> list[str] | None:
+        """The ids of every group the user is in now; None when the user is gone. Okta
+        answers this in one page (no ``next``); one is followed if it ever sends one."""
+        url: str | None = f"/api/v1/users/{quote(user_id, safe='')}/groups"
+        groups: list[str] = []
+        while url is not None:
+            self._check_origin(url, f"groups of user {user_id}")
+            answer = await self._get(url, BUCKET_USER, f"groups of user {user_id}",
+                                     accept=(404,))
+            if answer.status == 404:
+                return None
+            items = answer.json()
+            if not all(isinstance(g, dict) and isinstance(g.get("id"), str) for g in items):
+                raise ListingError(f"Okta groups of user {user_id}: an entry without an id")
+            groups.extend(g["id"] for g in items)
+            url = next_link(answer)
+        return groups
+
+    async def group(self, group_id: str) -> OktaGroup | None:
+        """One group now (with its member count); None when it was deleted."""
+        answer = await self._get(f"/api/v1/groups/{quote(group_id, safe='')}?expand=stats",
+                                 BUCKET_GROUP, f"group {group_id}", dict, accept=(404,))
+        return None if answer.status == 404 else parse_group(answer.json())
 
     async def member_count(self, group_id: str) -> int | None:
         """What Okta counts as the group's members now (``expand=stats``); None when it does
@@ -220,10 +253,12 @@ class OktaSource:
             yield Page(items, next_url)
 
     async def _get(self, url: str, bucket: str, what: str,
-                   expect: type[dict[str, Any]] | type[list[Any]] = list) -> Answer:
-        """Every Okta read is part of a listing: its failure stops the run (exit 4)."""
+                   expect: type[dict[str, Any]] | type[list[Any]] = list,
+                   accept: tuple[int, ...] = ()) -> Answer:
+        """Every Okta read is part of a listing: its failure stops the run (exit 4). A status
+        in ``accept`` comes back to the caller (its body unchecked)."""
         answer = await self._client.send("GET", url, bucket=bucket, expect=expect,
-                                         context=Context.LISTING, what=what)
+                                         context=Context.LISTING, what=what, accept=accept)
         if self.first_answer_at is None:
             self.first_answer_at = okta_time(answer.headers.get("Date"))
         return answer
@@ -234,6 +269,17 @@ class OktaSource:
             raise ListingError(
                 f"Okta {what} listing: refusing to follow a link to {parts.scheme}://"
                 f"{parts.netloc} (configured Okta is {self._origin[0]}://{self._origin[1]})")
+
+
+def _error_summary(answer: Answer) -> str:
+    """Okta's own words for a refusal (``errorCode: errorSummary``), shortened."""
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        return f"{body.get('errorCode', '?')}: {str(body.get('errorSummary', ''))[:200]}"
+    return f"HTTP {answer.status}"
 
 
 def _path_of(url: str) -> str:

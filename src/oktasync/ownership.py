@@ -9,8 +9,8 @@ memberships against what the run read.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,8 +25,9 @@ CREATE INDEX IF NOT EXISTS owned_users_okta ON owned_users(app, target, okta_id)
 CREATE TABLE IF NOT EXISTS listing_sizes (
     app TEXT NOT NULL, listing TEXT NOT NULL, size INTEGER NOT NULL,
     PRIMARY KEY (app, listing)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sync_positions (
-    app TEXT PRIMARY KEY, okta_time TEXT NOT NULL, recorded_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reported_drift (
+    app TEXT NOT NULL, target TEXT NOT NULL, key TEXT NOT NULL, said TEXT NOT NULL,
+    PRIMARY KEY (app, target, key, said)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS owned_groups (
     target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_group_id TEXT,
     name TEXT NOT NULL, PRIMARY KEY (target, key, app)) WITHOUT ROWID;
@@ -52,6 +53,35 @@ OWNED_MEMBERSHIPS_SQL = (
     "SELECT COUNT(*) FROM target_members tm JOIN own.owned_users o ON o.target = "
     "tm.target AND o.key = tm.user_key WHERE tm.target = ? AND o.app = ? AND "
     "tm.group_key IN (SELECT value FROM json_each(?))")
+
+
+# -- drift (``--reconcile``): the run index with the state store attached as ``prev`` ----------
+# the accounts this app synced as the state store has them (what the engine wrote or saw
+# last), and as this run read them (NULL: not read; absent where the read lists every account)
+DRIFT_ACCOUNTS_SQL = (
+    "SELECT o.key, o.okta_id, p.username, p.email, p.display_name, p.active, "
+    "a.username, a.email, a.display_name, a.active FROM own.owned_users o "
+    "JOIN prev.target_accounts p ON p.target = o.target AND p.key = o.key "
+    "LEFT JOIN target_accounts a ON a.target = o.target AND a.key = o.key "
+    "WHERE o.app = ? AND o.target = ? ORDER BY o.key")
+# memberships of those accounts in the given groups, in the store or in this read, not both
+DRIFT_MEMBERS_SQL = (
+    "SELECT o.key, o.okta_id, m.group_key, m.was FROM own.owned_users o JOIN ("
+    "SELECT * FROM (SELECT user_key, group_key, 1 AS was FROM prev.target_members "
+    "WHERE target = :target EXCEPT SELECT user_key, group_key, 1 FROM target_members "
+    "WHERE target = :target) UNION ALL "
+    "SELECT * FROM (SELECT user_key, group_key, 0 FROM target_members WHERE target = :target "
+    "EXCEPT SELECT user_key, group_key, 0 FROM prev.target_members WHERE target = :target)"
+    ") m ON m.user_key = o.key WHERE o.app = :app AND o.target = :target "
+    "AND m.group_key IN (SELECT value FROM json_each(:groups)) "
+    "AND EXISTS (SELECT 1 FROM target_accounts a WHERE a.target = :target AND a.key = o.key) "
+    "ORDER BY o.key, m.group_key")
+# an account read now with this e-mail that nobody synced and no Okta user maps to: where a
+# synced account went when it was renamed by hand
+LOOKALIKE_SQL = (
+    "SELECT a.key FROM target_accounts a WHERE a.target = ? AND a.email = ? COLLATE NOCASE "
+    "AND NOT EXISTS (SELECT 1 FROM own.owned_users o WHERE o.target = a.target AND "
+    "o.key = a.key) AND NOT EXISTS (SELECT 1 FROM okta_names n WHERE n.username = a.key)")
 
 
 def attach(db: sqlite3.Connection, path: Path) -> None:
@@ -102,18 +132,24 @@ class Ownership:
                                 "app = ? AND target = ?", (app, target))
         return {r[0]: (r[1], r[2]) for r in rows}
 
-    def position(self, app: str) -> str | None:
-        """Okta's time when the app's last complete sync began reading it (ISO 8601)."""
-        row = self._db.execute("SELECT okta_time FROM sync_positions WHERE app = ?",
-                               (app,)).fetchone()
-        return None if row is None else str(row[0])
+    def keys_of(self, app: str, target: str, okta_ids: Iterable[str]) -> list[str]:
+        """The accounts ``app`` synced on ``target`` for these Okta users."""
+        return [r[0] for r in self._db.execute(
+            "SELECT key FROM owned_users WHERE app = ? AND target = ? AND okta_id IN "
+            "(SELECT value FROM json_each(?))", (app, target, json.dumps(sorted(okta_ids))))]
 
-    def record_position(self, app: str, okta_time: str) -> None:
-        """Every change Okta made after ``okta_time`` may be missing from the targets; every
-        change before it is there (the run read everything after it, and completed)."""
-        with transaction(self._db):
-            self._db.execute("INSERT OR REPLACE INTO sync_positions VALUES (?,?,?)",
-                             (app, okta_time, time.time()))
+    def first_report(self, app: str, target: str, key: str, said: str, *,
+                     remember: bool) -> bool:
+        """Whether this drift (a difference the target cannot repair, in these words, so
+        with these values) is said for the first time; ``remember`` writes it down."""
+        row = (app, target, key, said)
+        if self._db.execute("SELECT 1 FROM reported_drift WHERE app = ? AND target = ? AND "
+                            "key = ? AND said = ?", row).fetchone() is not None:
+            return False
+        if remember:
+            with transaction(self._db):
+                self._db.execute("INSERT OR IGNORE INTO reported_drift VALUES (?,?,?,?)", row)
+        return True
 
     def listing_sizes(self, app: str) -> dict[str, int]:
         """How many entries each Okta listing returned in the app's last complete run."""

@@ -20,14 +20,17 @@ only be known then); removals wait for the gate.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import structlog
 from anyio.abc import ObjectSendStream
 
+from oktasync import drift
 from oktasync.checkpointer import Checkpointer
 from oktasync.concurrency import Stopper
 from oktasync.config import ATTRIBUTE_ID_PREFIX, AppConfig, Config, TargetConfig
+from oktasync.drift import Drift
 from oktasync.listings import Listings, Scope
 from oktasync.models import Claim, Finding, FindingKind, name_key
 from oktasync.okta_source import OktaSource
@@ -65,6 +68,7 @@ class AppSync:
         self, app: AppConfig, config: Config, okta: OktaSource, targets: dict[str, Target],
         store: RunStore, ownership: Ownership, tallies: dict[str, TargetTally], *,
         force: bool = False, dry_run: bool = False, resumed: bool = False,
+        reconcile_with: Path | None = None,
     ) -> None:
         self.app, self.config, self.targets, self.store = app, config, targets, store
         self.ownership, self.tallies = ownership, tallies
@@ -80,8 +84,14 @@ class AppSync:
         self.writers: dict[str, TargetWriter] = {}
         self.scope = Scope([], [], {})  # the whole scope, once known (_know_scope)
         self.okta = okta
+        self.only_affected = False  # an incremental run feeds the users it marked only
         # Okta's time when this run (its first segment, if resumed) began reading Okta
         self.okta_time: str | None = store.meta().get("okta_time")
+        # --reconcile: the state store to compare each target's read with (None: no store)
+        self.reconcile_with = reconcile_with
+        self.drift: list[Drift] | None = [] if reconcile_with is not None else None
+        if reconcile_with is not None:
+            store.attach_previous(reconcile_with)
 
     async def run(self) -> str | None:
         """The phases of a full sync; returns why a guard held removals back, if one did."""
@@ -91,20 +101,23 @@ class AppSync:
         okta_scope = await self.listings.okta_groups()
         self._note_okta_time()
         await self._read_everything(okta_scope)
+        if self.drift is not None:
+            self._find_drift(self.scope)
         self._phase("users")
         await self._each_target(self._users_phase)
-        gate = RemovalGate(self.app, self.config, self.store, self.ownership, self.stopper,
-                           self.checkpoints, scope=list(self.scope.names), force=self.force,
-                           dry_run=self.dry_run)
+        gate = self._gate(self.scope)
         for writer in self.writers.values():
             await gate.plan_unmapped(writer)
         guard = await gate.write(list(self.writers.values()))
         if guard is None and not self.dry_run:
             self.ownership.record_listing_sizes(self.app.name, gate.listing_sizes())
-            if self.okta_time is not None:
-                self.ownership.record_position(self.app.name, self.okta_time)
         self._phase("done")
         return guard
+
+    def _gate(self, scope: Scope) -> RemovalGate:
+        return RemovalGate(self.app, self.config, self.store, self.ownership, self.stopper,
+                           self.checkpoints, scope=list(scope.names), force=self.force,
+                           dry_run=self.dry_run)
 
     async def _read_everything(self, okta_scope: Scope) -> None:
         """Okta's users and members and each target's state at once; each target's group
@@ -149,6 +162,19 @@ class AppSync:
                  and name_key(group.target_name) == name_key(name)]
         self.scope = okta_scope.with_attribute_groups(self.app.name, made.values(), still)
         known.set()
+
+    def _find_drift(self, scope: Scope) -> None:
+        """--reconcile: each target's read against the state store; an account renamed by
+        hand is claimed where it went, so the users phase plans it as a login rename."""
+        assert self.drift is not None
+        for writer in self.writers.values():
+            config = self.config.targets[writer.name]
+            groups = [*scope.names, *(name_key(g) for g in config.default_groups)]
+            found = drift.find(self.store, self.app.name, writer.name, groups,
+                               writer.read.all_accounts)
+            self.drift += found.drift
+            if found.moved and not self.dry_run:
+                self.ownership.claim(self.app.name, writer.name, found.moved)
 
     async def _each_target(self, phase: Callable[[TargetWriter], Awaitable[None]]) -> None:
         async with anyio.create_task_group() as tg:
@@ -258,7 +284,8 @@ class AppSync:
         """Each username once, in order, with what the run index knows of its account; a
         username several Okta users map to is a collision, reported and never written."""
         target, watermark = writer.name, writer.progress.watermark
-        for batch in self.store.feed(target, self.app.name, writer.rule, after):
+        for batch in self.store.feed(target, self.app.name, writer.rule, after,
+                                     self.only_affected):
             if self.stopper.stopping:
                 return
             username = batch[0].username

@@ -62,6 +62,17 @@ class RemovalGate:
             store.hold_removals(ops)
             store.set_cursor(flag, None, True)
 
+    def plan_gone(self, writer: TargetWriter, okta_ids: set[str]) -> None:
+        """An incremental run's deleted Okta users: the accounts this app synced for them
+        are deactivated, held for the gate like every removal."""
+        ops: list[Operation] = []
+        for key in self._ownership.keys_of(self._app.name, writer.name, okta_ids):
+            account = self._store.account(writer.name, key)
+            if account is not None:
+                ops += plan_unmapped(writer.current(account), writer.rules,
+                                     okta_user_deleted=True).removals
+        self._store.hold_removals(ops)
+
     async def _account_now(self, writer: TargetWriter, key: str) -> Current | None:
         """An account the users phase did not see: from the target's read when it holds it,
         else looked up — unless the read listed every account (then it is absent) or every

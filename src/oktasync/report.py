@@ -151,8 +151,12 @@ def format_summary(app: str, summary: dict[str, Any]) -> str:
     (no ESC sequence, newline or text-direction control reaches the terminal) and shortened
     (the full values are in the findings CSV and ``last-run.json``).
     """
+    kind = summary.get("kind", "full")
+    changed = (f", {summary['users_changed']} users changed in Okta"
+               if "users_changed" in summary else "")
     lines = [f"app {shown(app)}: exit {summary['exit_code']} ({shown(summary['outcome'])}), "
-             f"{summary['wall_time_s']:.1f}s, Okta reads {summary['okta']['reads']}"]
+             f"{kind} sync{changed}, {summary['wall_time_s']:.1f}s, "
+             f"Okta reads {summary['okta']['reads']}"]
     for name, target in summary["targets"].items():
         c, r = target["counts"], target["requests"]
         lines.append(
@@ -173,6 +177,11 @@ def format_summary(app: str, summary: dict[str, Any]) -> str:
                                                       "notice", "refused", "failed")) - 10
         if more > 0:
             lines.append(f"    ... and {more} more in {shown(summary.get('findings_file', ''))}")
+    if "drift" in summary:
+        found = ", ".join(f"{shown(t)} " + ", ".join(f"{n} {shown(w)}" for w, n in c.items())
+                          for t, c in summary["drift"]["found"].items()) or "none"
+        lines.append(f"  drift found (changed outside oktasync): {found}; "
+                     f"{shown(summary['drift']['file'])}")
     for note in summary.get("notes", []):
         lines.append(f"  note: {shown(note)}")
     return "\n".join(lines)

@@ -45,8 +45,11 @@ from oktasync.models import (
     name_key,
 )
 from oktasync.ownership import (
+    DRIFT_ACCOUNTS_SQL,
+    DRIFT_MEMBERS_SQL,
     FEED_OWNER_COLUMNS,
     FEED_OWNER_JOIN,
+    LOOKALIKE_SQL,
     OWNED_MEMBERSHIPS_SQL,
     OWNED_UNMATCHED_SQL,
     attach,
@@ -89,6 +92,7 @@ CREATE TABLE IF NOT EXISTS problems (
     user_key TEXT NOT NULL, kind TEXT NOT NULL, operation TEXT NOT NULL, username TEXT NOT NULL,
     okta_id TEXT NOT NULL, login TEXT NOT NULL, grp TEXT NOT NULL, reason TEXT NOT NULL,
     UNIQUE (target, kind, operation, username, okta_id, grp, reason));
+CREATE TABLE IF NOT EXISTS pending (user_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS removals (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, kind TEXT NOT NULL,
     username TEXT NOT NULL, okta_id TEXT, grp TEXT NOT NULL, grp_key TEXT NOT NULL,
@@ -96,8 +100,9 @@ CREATE TABLE IF NOT EXISTS removals (
 """
 
 # 2: removals are unique on the group key, not its spelling; 3: an account's status may be
-# unknown (NULL), create intents, landed writes and problems are kept
-SCHEMA_VERSION = 3
+# unknown (NULL), create intents, landed writes and problems are kept; 4: kept after a complete
+# run as the state store, with the users an incremental run must try again (``pending``)
+SCHEMA_VERSION = 4
 USER_COLUMNS = "id, login, email, first_name, last_name, display_name, status"
 
 
@@ -136,6 +141,8 @@ JOIN okta_users u ON u.id = n.user_id
 LEFT JOIN target_accounts a ON a.target = :target AND a.key = n.username
 {FEED_OWNER_JOIN}
 WHERE n.rule = :rule AND (:after IS NULL OR n.username > :after)
+  AND (:only = 0 OR n.username IN (SELECT c.username FROM okta_names c
+                                   WHERE c.rule = :rule AND c.user_id IN affected))
 ORDER BY n.username, n.user_id
 """
 
@@ -189,6 +196,8 @@ class RunStore:
         self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                                "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16000;")
         self._db.executescript(SCHEMA)
+        # the Okta users an incremental run syncs again (this connection's own, never saved)
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS affected (user_id TEXT PRIMARY KEY)")
         # a change is a call, or one row for an INSERT statement (the str)
         self._deferred: list[tuple[Callable[..., None] | str, tuple[Any, ...]]] = []
         self._appended: dict[str, list[tuple[Any, ...]]] = {}  # see _defer_append
@@ -371,13 +380,15 @@ class RunStore:
         """Read the ownership database in the same queries as the run index (``own``)."""
         attach(self._db, path)
 
-    def feed(self, target: str, app: str, rule: int,
-             after: str | None) -> Iterator[list[FeedRow]]:
+    def feed(self, target: str, app: str, rule: int, after: str | None,
+             only_affected: bool = False) -> Iterator[list[FeedRow]]:
         """The users phase's input for one target (whose usernames come from ``rule``),
         grouped by username, in username order, in one streaming query: no per-user round
-        trips, and nothing held in memory. A group of two or more rows is a collision."""
+        trips, and nothing held in memory. A group of two or more rows is a collision.
+        ``only_affected``: the usernames of the affected users (``mark_affected``) only,
+        with every other Okta user on the same username (a collision stays one)."""
         rows = self._db.execute(FEED_SQL, {"target": target, "app": app, "rule": rule,
-                                           "after": after})
+                                           "after": after, "only": int(only_affected)})
         batch: list[FeedRow] = []
         for raw in rows:
             row = _feed_row(raw)
@@ -491,6 +502,141 @@ class RunStore:
                              f"{failed}", (target,))
         self._db.execute("DELETE FROM problems WHERE target = ? AND phase = 'removals' AND "
                          "kind = 'failed'", (target,))
+
+    # -- the state store: an incremental run changes the last complete run's index ----------
+    def begin_incremental(self, *, keep_intents: bool) -> None:
+        """Forget what the last run did (its reports, its phases' marks, its removals), keep
+        what it read and wrote. Intents are kept after a run that did not finish: one of its
+        creates may have landed without an answer."""
+        with self.transaction():
+            for table in ("matched", "landed", "problems", "removals"):
+                self._db.execute(f"DELETE FROM {table}")
+            if not keep_intents:
+                self._db.execute("DELETE FROM intents")
+            self._db.execute("DELETE FROM cursors WHERE name LIKE 'target:%:users' OR name "
+                             "LIKE 'target:%:groups' OR name LIKE 'target:%:unmapped' OR "
+                             "name = 'removals:gate'")
+
+    def mark_affected(self, user_ids: Iterable[str]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO affected VALUES (?)",
+                             [(u,) for u in user_ids])
+
+    def known_users(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of these Okta users the store holds."""
+        ids = list(user_ids)
+        return {r[0] for r in self._db.execute(
+            "SELECT id FROM okta_users WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),))}
+
+    def as_stored(self, users: Iterable[OktaUser], *,
+                  attribute_groups: Callable[[OktaUser], Sequence[AttributeGroup]]) -> set[str]:
+        """Which of these users the store already holds exactly so (re-read by an overlap,
+        or changed and changed back), attribute groups included: nothing to sync for them."""
+        by_id = {u.id: u for u in users}
+        rows = self._db.execute(
+            f"SELECT {USER_COLUMNS} FROM okta_users WHERE id IN "
+            "(SELECT value FROM json_each(?))", (json.dumps(list(by_id)),))
+        return {r[0] for r in rows
+                if OktaUser(id=r[0], login=r[1], email=r[2], first_name=r[3], last_name=r[4],
+                            display_name=r[5], status=r[6],
+                            attributes=by_id[r[0]].attributes) == by_id[r[0]]
+                and self._attribute_group_ids(r[0]) == {
+                    g.id for g in attribute_groups(by_id[r[0]])}}
+
+    def _attribute_group_ids(self, user_id: str) -> set[str]:
+        return {r[0] for r in self._db.execute(
+            "SELECT group_id FROM okta_members WHERE user_id = ? AND group_id >= ? AND "
+            "group_id < ?", (user_id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END))}
+
+    def groups_stored(self, user_id: str, group_ids: Iterable[str]) -> bool:
+        """Whether the store holds exactly these memberships (of the groups it knows)."""
+        stored = {r[0] for r in self._db.execute(
+            "SELECT group_id FROM okta_members WHERE user_id = ? AND NOT (group_id >= ? AND "
+            "group_id < ?)", (user_id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END))}
+        known = {r[0] for r in self._db.execute(
+            "SELECT id FROM okta_groups WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(group_ids)),))}
+        return stored == known
+
+    def replace_okta_users(
+        self, users: Sequence[OktaUser], namers: Sequence[Callable[[OktaUser], str]], *,
+        attribute_groups: Callable[[OktaUser], Sequence[AttributeGroup]],
+    ) -> None:
+        """Users read again: their old usernames go first (a changed login moves them), and
+        their attribute memberships are derived again (``add_okta_users``)."""
+        self._db.executemany("DELETE FROM okta_names WHERE user_id = ?",
+                             [(u.id,) for u in users])
+        self.add_okta_users(users, namers, attribute_groups=attribute_groups)
+
+    def remove_okta_users(self, user_ids: Iterable[str]) -> None:
+        """Users Okta no longer has (deleted)."""
+        rows = [(u,) for u in user_ids]
+        for table, column in (("okta_users", "id"), ("okta_names", "user_id"),
+                              ("okta_members", "user_id")):
+            self._db.executemany(f"DELETE FROM {table} WHERE {column} = ?", rows)
+
+    def set_user_groups(self, user_id: str, group_ids: Iterable[str]) -> None:
+        """A user's memberships as read again (only groups the store knows); its attribute
+        groups are not Okta's to say (``_set_attribute_memberships``)."""
+        self._db.execute("DELETE FROM okta_members WHERE user_id = ? AND NOT (group_id >= ? "
+                         "AND group_id < ?)", (user_id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END))
+        self._db.execute("INSERT OR IGNORE INTO okta_members SELECT id, ? FROM okta_groups "
+                         "WHERE id IN (SELECT value FROM json_each(?))",
+                         (user_id, json.dumps(list(group_ids))))
+
+    def group_members(self, group_id: str) -> set[str]:
+        return {r[0] for r in self._db.execute(
+            "SELECT user_id FROM okta_members WHERE group_id = ?", (group_id,))}
+
+    def okta_group_list(self) -> list[OktaGroup]:
+        """Every Okta group the store knows, in the order Okta listed them (attribute groups
+        are no Okta groups)."""
+        return [OktaGroup(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT id, name, type FROM okta_groups WHERE type != ? ORDER BY rowid",
+            (ATTRIBUTE_GROUP_TYPE,))]
+
+    def remove_okta_groups(self, group_ids: Iterable[str]) -> None:
+        rows = [(g,) for g in group_ids]
+        self._db.executemany("DELETE FROM okta_groups WHERE id = ?", rows)
+        self._db.executemany("DELETE FROM okta_members WHERE group_id = ?", rows)
+
+    def pending_users(self) -> list[str]:
+        """Users a run could not finish (a failed write or lookup): tried again next run."""
+        return [r[0] for r in self._db.execute("SELECT user_id FROM pending")]
+
+    def add_pending(self, user_ids: Iterable[str]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO pending VALUES (?)", [(u,) for u in user_ids])
+
+    def keep_pending(self) -> None:
+        """After a run: the users it failed for are the ones to try again, and only those."""
+        self._db.execute("DELETE FROM pending")
+        self._db.execute("INSERT OR IGNORE INTO pending SELECT DISTINCT okta_id FROM problems "
+                         "WHERE kind IN ('failed', 'refused') AND okta_id != ''")
+
+    # -- drift: the state store (``prev``) against what this run read ---------------------
+    def attach_previous(self, path: Path) -> None:
+        """The state store, read beside this run's read (``--reconcile``)."""
+        self._db.execute("ATTACH DATABASE ? AS prev", (str(path),))
+
+    def drifted_accounts(self, app: str, target: str
+                         ) -> Iterator[tuple[str, str | None, TargetAccount,
+                                             TargetAccount | None]]:
+        """Each account ``app`` synced on ``target``: as the store has it, as read now."""
+        for r in self._db.execute(DRIFT_ACCOUNTS_SQL, (app, target)).fetchall():
+            was = TargetAccount(r[2], r[3], r[4], _active(r[5]))
+            now = None if r[6] is None else TargetAccount(r[6], r[7], r[8], _active(r[9]))
+            yield r[0], r[1], was, now
+
+    def drifted_members(self, app: str, target: str, groups: Sequence[str]
+                        ) -> list[tuple[str, str | None, str, bool]]:
+        """(account, Okta id, group, was a member) for memberships in ``groups`` of read
+        accounts that the store and this read disagree on."""
+        return [(r[0], r[1], r[2], bool(r[3])) for r in self._db.execute(
+            DRIFT_MEMBERS_SQL, {"app": app, "target": target,
+                                "groups": json.dumps(list(groups))})]
+
+    def lookalikes(self, target: str, email: str) -> list[str]:
+        return [r[0] for r in self._db.execute(LOOKALIKE_SQL, (target, email))]
 
     # -- creates written down before they are sent --------------------------------------------
     def has_intent(self, target: str, key: str) -> bool:

@@ -744,6 +744,11 @@ class AppSettings(_Section):
         "fewer users (or in-scope group memberships) than the last complete run did, by more "
         "than this (a count, or a percentage of the last run's number), no removal is written "
         "and the run exits 3 unless forced."))
+    full_sync_threshold: Guard = Field(default="20%", description=(
+        "When an incremental sync (the default once a complete sync exists) finds more changed "
+        "users than this in Okta, it runs as a full sync instead and says why: past this, "
+        "reading everything costs less than reading each change. A count, or a percentage of "
+        "the users the last complete sync read."))
     schedule: Annotated[str, _Duration(60, "1m")] = Field(default="1h", description=(
         'Not used yet. Meant for `oktasync serve` (how often it runs a full sync, at least "1m"), '
         "which does not exist yet: each `oktasync sync` is one run, so schedule that with cron "

@@ -22,6 +22,7 @@ class Look(StrEnum):
 
     USER = "user"  # the user: profile, status, or that it is gone
     MEMBERSHIPS = "memberships"  # the user's groups
+    MEMBERS = "members"  # a group whose members changed, by an event that names the user
     GROUP = "group"  # the group: its name, or that it is gone
     SIGN_IN = "sign-in"  # the user signed in: sync that one user now (sign-in sync)
 
@@ -62,7 +63,8 @@ def signals_of(event: Mapping[str, Any]) -> list[Signal]:
     if kind in USER_EVENTS:
         return [Signal(Look.USER, u) for u in users]
     if kind in MEMBERSHIP_EVENTS:
-        return [Signal(Look.MEMBERSHIPS, u) for u in users]
+        return ([Signal(Look.MEMBERSHIPS, u) for u in users]
+                + [Signal(Look.MEMBERS, g) for g in groups])
     if kind in GROUP_EVENTS:
         return [Signal(Look.GROUP, g) for g in groups]
     return []

@@ -24,6 +24,7 @@ from oktasync.concurrency import Stopper, each_concurrently
 from oktasync.errors import ItemFailed
 from oktasync.models import (
     Claim,
+    FindingKind,
     Operation,
     OpKind,
     TargetAccount,
@@ -140,7 +141,10 @@ class TargetWriter:
             return
         key = work.desired.username
         for finding in plan.findings:
-            self.tally.found(finding, key)
+            if finding.kind is not FindingKind.DRIFT or self._shared.ownership.first_report(
+                    self._shared.app, self.name, key, finding.reason,
+                    remember=not self._shared.dry_run):
+                self.tally.found(finding, key)
         if plan.removals:
             self._store.defer(self._store.hold_removals, plan.removals)
         ok = await self._apply_grants(plan.grants, key)

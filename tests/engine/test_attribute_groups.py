@@ -51,14 +51,18 @@ def made_keys(okta: dict[str, Any], settings: oracle.Settings) -> frozenset[str]
 
 
 @pytest.mark.asyncio
-async def test_department_groups_follow_the_attribute_from_run_to_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["full", "incremental"])
+async def test_department_groups_follow_the_attribute_from_run_to_run(
+        tmp_path: Path, kind: str) -> None:
+    """Full and incremental syncs alike: an incremental run stores the changed users again,
+    which derives their attribute groups again."""
     settings = replace(SETTINGS, attribute_groups=(oracle.AttributeGroups(
         "department", "dept-{value}"),))
     async with estate(users=80, groups=6) as running:
         directory = running.okta.directory
         before = await states(running)
         people = [u for u in ordinary(before["okta"]) if u["profile"].get("department")]
-        mover, emptied, lonely = people[0], people[1], people[2]
+        mover, emptied, lonely, joiner = people[0], people[1], people[2], people[3]
         # a value only one user holds: once it moves, no user makes the group any more
         directory.update_profile(lonely["id"], {"department": "  Skunkworks "})
         config = load(write_config(tmp_path, running, extra_app=DEPARTMENTS))
@@ -75,9 +79,14 @@ async def test_department_groups_follow_the_attribute_from_run_to_run(tmp_path: 
         directory.update_profile(mover["id"], {"department": new})
         directory.update_profile(emptied["id"], {"department": None})
         directory.update_profile(lonely["id"], {"department": "Engineering"})
+        # Okta memberships read again for a user keep its attribute groups
+        okta_group = next(g for g in directory.groups.values() if g.type == "OKTA_GROUP"
+                          and joiner["id"] not in directory.member_ids(g))
+        directory.add_membership(okta_group.id, joiner["id"])
         made_before = made_keys(now["okta"], settings)
-        second = await run_sync(config, SyncOptions(), echo=quiet)
+        second = await run_sync(config, SyncOptions(full=kind == "full"), echo=quiet)
         assert second.exit_code == 0, second.summaries
+        assert second.summaries["test-app"]["kind"] == kind
         after = await assert_oracle(running, now, settings=replace(
             settings, attribute_groups_before=made_before))
         for target in TARGETS:
@@ -87,7 +96,7 @@ async def test_department_groups_follow_the_attribute_from_run_to_run(tmp_path: 
             assert "dept-skunkworks" not in member_keys(after[target], lonely)
             assert "dept-Skunkworks" in group_names(after[target])  # kept, not deleted
 
-        third = await run_sync(config, SyncOptions(), echo=quiet)
+        third = await run_sync(config, SyncOptions(full=True), echo=quiet)
         for target in TARGETS:  # nothing changed: nothing written
             written = third.summaries["test-app"]["targets"][target]["counts"]
             assert not any(n for kind, n in written.items() if kind.startswith(

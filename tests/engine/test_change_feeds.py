@@ -38,8 +38,10 @@ SIGNAL_TABLE = [
     (event("user.account.update_profile", USER), [Signal(Look.USER, "00u1")]),
     (event("user.lifecycle.create", USER), [Signal(Look.USER, "00u1")]),
     # a membership names the user and the group: the user's groups are read again
-    (event("group.user_membership.add", USER, GROUP), [Signal(Look.MEMBERSHIPS, "00u1")]),
-    (event("group.user_membership.remove", USER, GROUP), [Signal(Look.MEMBERSHIPS, "00u1")]),
+    (event("group.user_membership.add", USER, GROUP),
+     [Signal(Look.MEMBERSHIPS, "00u1"), Signal(Look.MEMBERS, "00g1")]),
+    (event("group.user_membership.remove", USER, GROUP),
+     [Signal(Look.MEMBERSHIPS, "00u1"), Signal(Look.MEMBERS, "00g1")]),
     (event("application.user_membership.add", APP, USER), [Signal(Look.MEMBERSHIPS, "00u1")]),
     (event("group.profile.update", GROUP), [Signal(Look.GROUP, "00g1")]),
     (event("group.lifecycle.delete", GROUP), [Signal(Look.GROUP, "00g1")]),
@@ -65,7 +67,8 @@ def test_an_event_delivered_twice_and_many_edits_of_one_user_ask_for_one_read() 
     edits = [event("user.account.update_profile", USER) for _ in range(10)]
     moved = event("group.user_membership.add", USER, GROUP)
     assert signals([*edits, moved, moved]) == [Signal(Look.USER, "00u1"),
-                                              Signal(Look.MEMBERSHIPS, "00u1")]
+                                              Signal(Look.MEMBERSHIPS, "00u1"),
+                                              Signal(Look.MEMBERS, "00g1")]
 
 
 # -- the feeds, against the emulator -----------------------------------------------------------
@@ -119,13 +122,15 @@ async def test_only_what_changed_is_read_and_the_log_resumes_where_it_stopped() 
         assert position is not None, "a polling read always ends with where to go on"
         assert set(signals(events)) == {
             Signal(Look.USER, suspended.id), Signal(Look.USER, edited.id),
-            Signal(Look.MEMBERSHIPS, joined.id), Signal(Look.GROUP, renamed.id)}
+            Signal(Look.MEMBERSHIPS, joined.id), Signal(Look.MEMBERS, target_group.id),
+            Signal(Look.GROUP, renamed.id)}
         again, position_again = await read_all(source.log_pages(position))
         assert again == [] and position_again is not None
 
         directory.remove_membership(target_group.id, joined.id)
         later, _ = await read_all(source.log_pages(position))
-        assert signals(later) == [Signal(Look.MEMBERSHIPS, joined.id)]
+        assert signals(later) == [Signal(Look.MEMBERSHIPS, joined.id),
+                                  Signal(Look.MEMBERS, target_group.id)]
 
 
 @pytest.mark.asyncio

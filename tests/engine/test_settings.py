@@ -99,6 +99,8 @@ COVERAGE: dict[str, tuple[str, ...]] = {
                                     "test_membership_removals_have_a_guard_of_their_own",),
     "app.max_listing_shrink": ("tests.engine.test_short_listings::"
                                "test_an_okta_user_listing_that_shrank_stops_every_removal",),
+    "app.full_sync_threshold": ("tests.engine.test_incremental::"
+                                "test_more_changes_than_the_threshold_run_a_full_sync_and_say_why",),
     "app.schedule": (S + "test_schedule_does_nothing_yet_and_says_so",
                      C + "test_schedule_minimum_and_type"),
     "app.okta_max_share": ("tests.engine.test_rate_limits::"

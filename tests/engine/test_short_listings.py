@@ -55,7 +55,7 @@ async def test_an_okta_member_listing_cut_short_is_caught_by_the_groups_member_c
 
         await break_answers(running.okta_url, "GET /api/v1/groups/{id}/users", "end-listing",
                             path=f"/api/v1/groups/{big['id']}/users")
-        cut = await run_sync(config, SyncOptions(), echo=quiet)
+        cut = await run_sync(config, SyncOptions(full=True), echo=quiet)
         after = await stats(running)
         assert after["okta"]["faults"]["altered"] == 1
         assert cut.exit_code == 4, notes(cut)
@@ -96,7 +96,7 @@ async def test_an_okta_user_listing_that_shrank_stops_every_removal(tmp_path: Pa
         before = await stats(running)
         # the second page says it is the last: 400 of 600 users
         await break_answers(running.okta_url, "GET /api/v1/users", "end-listing", skip=1)
-        shrunk = await run_sync(config, SyncOptions(), echo=quiet)
+        shrunk = await run_sync(config, SyncOptions(full=True), echo=quiet)
         assert shrunk.exit_code == 3, notes(shrunk)
         assert "max_listing_shrink" in notes(shrunk) and "600" in notes(shrunk)
         assert removal_writes(await stats(running)) == removal_writes(before)

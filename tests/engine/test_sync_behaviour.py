@@ -156,7 +156,7 @@ async def test_faults_on_every_server_still_reach_the_oracle_state_and_rerun_wri
         assert sum(result.summaries[APP]["targets"][t]["requests"]["retries"]
                    for t in TARGETS) >= lost
 
-        again = await run_sync(config, SyncOptions(), echo=quiet)
+        again = await run_sync(config, SyncOptions(full=True), echo=quiet)
         second = await stats(running)
         assert again.exit_code == 0, again.summaries[APP]["notes"]
         for target in TARGETS:
@@ -292,7 +292,7 @@ async def test_jira_9_without_user_list_uses_member_listings_and_lookups(tmp_pat
         assert status_count(first["jira"], 404, "GET /rest/api/2/user") > 50  # lookups: missing
         assert endpoint_requests(first["jira"], "GET /rest/api/2/group/member") > 0
 
-        again = await run_sync(config, SyncOptions(), echo=quiet)
+        again = await run_sync(config, SyncOptions(full=True), echo=quiet)
         second = await stats(running)
         assert again.exit_code == 0
         assert endpoint_requests(second["jira"], "GET /rest/api/2/user/list") == 0
@@ -478,7 +478,7 @@ async def test_an_okta_listing_failing_midway_removes_nothing(
 
             monkeypatch.setattr(running.okta, "_group_or_404", vanished)
             endpoint, status, said = "GET /api/v1/groups/{id}/users", 404, (victim, "E0000007")
-        stopped = await run_sync(config, SyncOptions(), echo=quiet)
+        stopped = await run_sync(config, SyncOptions(full=True), echo=quiet)
         assert stopped.exit_code == 4
         notes = " ".join(stopped.summaries[APP]["notes"])
         assert all(s in notes for s in said), notes
@@ -513,7 +513,7 @@ async def test_zero_okta_users_trips_the_guard_even_with_deactivate_missing(
         before = await stats(running)
         # Okta suddenly answers with no users at all (same groups, now empty)
         running.okta.directory = generate_directory(users=0, groups=12, seed=7)
-        stopped = await run_sync(config, SyncOptions(), echo=quiet)
+        stopped = await run_sync(config, SyncOptions(full=True), echo=quiet)
         assert stopped.exit_code == 3
         notes = " ".join(stopped.summaries[APP]["notes"])
         assert "zero users" in notes, notes

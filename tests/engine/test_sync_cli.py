@@ -75,7 +75,7 @@ async def test_secrets_appear_in_no_summary_file_or_log(
         # a rejected password is as secret as the right one
         path.write_text(config_text.replace(SECRETS["admin_password"], WRONG_PASSWORD),
                         encoding="utf-8")
-        rejected = await run_sync(load(path), SyncOptions(), echo=printed.append)
+        rejected = await run_sync(load(path), SyncOptions(full=True), echo=printed.append)
         assert rejected.exit_code == 2
         assert "confluence" in " ".join(rejected.summaries[APP]["notes"])
 

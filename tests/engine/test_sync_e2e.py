@@ -65,11 +65,18 @@ async def test_full_sync_reaches_the_oracle_state_and_a_second_run_writes_nothin
     assert collisions >= 2, "the generator makes at least one colliding pair"
 
     first = await stats(estate)
-    again = await run_sync(config, SyncOptions(), echo=quiet)
+    again = await run_sync(config, SyncOptions(full=True), echo=quiet)
     second = await stats(estate)
     for target in ("jira", "confluence"):
         assert write_requests(second[target]) == write_requests(first[target]), target
         assert read_requests(second[target]) > read_requests(first[target]), target
     assert again.exit_code == result.exit_code
+    # and the incremental sync that follows (the default now) reads no target and writes nothing
+    third = await run_sync(config, SyncOptions(), echo=quiet)
+    assert third.summaries["test-app"]["kind"] == "incremental"
+    after_third = await stats(estate)
+    for target in ("jira", "confluence"):
+        assert write_requests(after_third[target]) == write_requests(second[target]), target
+        assert read_requests(after_third[target]) == read_requests(second[target]), target
     saved = json.loads((tmp_path / "state" / "test-app" / "last-run.json").read_text())
-    assert saved["run_id"] == again.summaries["test-app"]["run_id"]
+    assert saved["run_id"] == third.summaries["test-app"]["run_id"]

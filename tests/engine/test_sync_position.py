@@ -18,8 +18,17 @@ from tests.engine.test_sync_behaviour import APP, estate, quiet
 
 
 def recorded(state_dir: Path) -> dict[str, str]:
-    with sqlite3.connect(state_dir / "state.db") as db:
-        return dict(db.execute("SELECT app, okta_time FROM sync_positions").fetchall())
+    """Okta's time as each app's state store (``<app>/mirror.db``) keeps it."""
+    found = {}
+    for mirror in state_dir.glob("*/mirror.db"):
+        db = sqlite3.connect(mirror)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'okta_time'").fetchone()
+        finally:
+            db.close()
+        if row is not None:
+            found[mirror.parent.name] = json.loads(row[0])
+    return found
 
 
 @pytest.mark.asyncio

@@ -34,7 +34,7 @@ RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\
                          "\u2066-\u2069]")
 LINE_BOUND = 2_000  # no printed line is longer than this
 
-FAKE_LINE = "app test-app: exit 0 (done), 0.1s, Okta reads 1"
+FAKE_LINE = "app test-app: exit 0 (done), full sync, 0.1s, Okta reads 1"
 CONTROL_LOGINS = [
     "esc\x1b[2J\x1b[31mred@example.com",  # clears the screen, turns the rest red
     "nul\x00byte@example.com",
