@@ -34,6 +34,7 @@ which the command line prints; it is never silently ignored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -47,11 +48,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from oktasync.models import OktaUser, name_key
 from oktasync.secrets import Secret
 from oktasync.settings import (
     APPS_MESSAGE,
     SECTIONS,
+    VALUE_FIELD,
     AppSettings,
+    AttributeGroupSettings,
     ConfigFile,
     TargetSettings,
     ValidationContext,
@@ -64,7 +68,11 @@ from oktasync.settings import (
 from oktasync.usernames import RuleError, UsernameRule, compile_java_regex
 
 __all__ = [
+    "ATTRIBUTE_GROUP_TYPE",
+    "ATTRIBUTE_ID_PREFIX",
     "AppConfig",
+    "AttributeGroup",
+    "AttributeGroupRule",
     "Config",
     "ConfigError",
     "DeactivationLimit",
@@ -134,6 +142,50 @@ class TargetConfig:
     timeout_s: float
 
 
+ATTRIBUTE_GROUP_TYPE = "ATTRIBUTE"  # the type of an attribute group in the run index
+ATTRIBUTE_ID_PREFIX = "attr:"  # never the start of an Okta id (00g..., 00u...)
+
+
+@dataclass(frozen=True)
+class AttributeGroupRule:
+    """One ``attribute_groups`` entry: which values of one profile attribute make which group.
+
+    Values are compared case-insensitively (``name_key``), as the targets compare the group
+    names they make: "Sales" and "sales" are one group, never two that clash."""
+
+    attribute: str
+    template: str  # contains "{value}"
+    values: tuple[str, ...] | None  # the allow-list as written, trimmed; None: every value
+    mapping: Mapping[str, str]  # value key -> group name (not through the template)
+
+    @functools.cached_property
+    def value_keys(self) -> frozenset[str] | None:
+        return None if self.values is None else frozenset(name_key(v) for v in self.values)
+
+    def group_name(self, value: str) -> str | None:
+        """The group a (trimmed, non-empty) value makes, before group_exclude/rename; None
+        when the allow-list leaves it out."""
+        key = name_key(value)
+        if self.value_keys is not None and key not in self.value_keys:
+            return None
+        mapped = self.mapping.get(key)
+        return mapped if mapped is not None else self.template.replace(VALUE_FIELD, value)
+
+
+@dataclass(frozen=True)
+class AttributeGroup:
+    """A group made from a profile attribute's value: synced like an in-scope Okta group,
+    under a synthetic id that stays the same from run to run (``attr:<attribute>:<value key>``)."""
+
+    id: str
+    name: str  # before group_rename (what group_exclude matched)
+    target_name: str
+
+
+def attribute_group_id(attribute: str, value: str) -> str:
+    return f"{ATTRIBUTE_ID_PREFIX}{attribute}:{name_key(value)}"
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """One ``[[app]]``: an Okta org, what to sync from it and into which targets."""
@@ -160,6 +212,7 @@ class AppConfig:
     okta_concurrency: int
     targets: tuple[str, ...]
     adopt_existing: str
+    attribute_groups: tuple[AttributeGroupRule, ...] = ()
 
     def group_in_scope(self, name: str, type_: str) -> bool:
         """Type in ``group_types``, name fully matches an include and no exclude."""
@@ -182,6 +235,47 @@ class AppConfig:
         """The group's name on the targets: its ``group_rename`` entry, or the Okta name."""
         return self.group_rename.get(okta_name, okta_name)
 
+    @property
+    def profile_attributes(self) -> tuple[str, ...]:
+        """The profile attributes the sync reads from each Okta user (only these are kept)."""
+        return tuple(rule.attribute for rule in self.attribute_groups)
+
+    @property
+    def attribute_groups_need_users(self) -> bool:
+        """Whether the attribute groups are known only once the users are read (an entry
+        without an allow-list makes a group of any value)."""
+        return any(rule.values is None for rule in self.attribute_groups)
+
+    def attribute_group(self, attribute: str, value: str) -> AttributeGroup | None:
+        """The group one value of one attribute makes (value trimmed and non-empty), after
+        group_exclude and group_rename; None when it makes none."""
+        rule = next((r for r in self.attribute_groups if r.attribute == attribute), None)
+        name = None if rule is None else rule.group_name(value)
+        if name is None or any(p.fullmatch(name) for p in self.group_exclude):
+            return None
+        return AttributeGroup(attribute_group_id(attribute, value), name,
+                              self.target_group_name(name))
+
+    def attribute_groups_of(self, user: OktaUser) -> list[AttributeGroup]:
+        """The groups a user's attribute values make: the one place they are derived."""
+        groups = (self.attribute_group(a, v) for a, v in user.attributes)
+        return [g for g in groups if g is not None]
+
+    def listed_attribute_groups(self) -> list[AttributeGroup]:
+        """The groups of the allow-listed values: known before any user is read."""
+        groups = (self.attribute_group(rule.attribute, value)
+                  for rule in self.attribute_groups for value in rule.values or ())
+        return [g for g in groups if g is not None]
+
+    def attribute_group_of_id(self, group_id: str) -> AttributeGroup | None:
+        """The group a synthetic id stands for under this configuration (its name spelt from
+        the value key); None when the id is not an attribute group's or the configuration no
+        longer makes it."""
+        if not group_id.startswith(ATTRIBUTE_ID_PREFIX):
+            return None
+        attribute, _, value = group_id.removeprefix(ATTRIBUTE_ID_PREFIX).partition(":")
+        return self.attribute_group(attribute, value) if value else None
+
     def fingerprint(self, targets: Mapping[str, TargetConfig]) -> str:
         """SHA-256 over the settings that change what a sync plans to write.
 
@@ -189,7 +283,7 @@ class AppConfig:
         rates, timeouts, schedule and guards are left out: they change how, not what. The Okta
         URL is in: another org is another source of truth.
         """
-        doc = {
+        doc: dict[str, Any] = {
             "okta_url": self.okta_url,
             "regex": self.username_rule.regex,
             "replacement": self.username_rule.replacement if self.username_rule.regex else None,
@@ -207,6 +301,10 @@ class AppConfig:
             "adopt": self.adopt_existing,
             "targets": [_target_plan_settings(name, targets.get(name)) for name in self.targets],
         }
+        if self.attribute_groups:  # left out when unset: older checkpoints still resume
+            doc["attribute_groups"] = [
+                [r.attribute, r.template, None if r.values is None else sorted(r.values),
+                 sorted(r.mapping.items())] for r in self.attribute_groups]
         blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -511,7 +609,15 @@ def _build_app(a: AppSettings) -> AppConfig:
         okta_concurrency=a.okta_concurrency,
         targets=tuple(a.targets),
         adopt_existing=a.adopt_existing,
+        attribute_groups=tuple(_attribute_rule(entry) for entry in a.attribute_groups),
     )
+
+
+def _attribute_rule(entry: AttributeGroupSettings) -> AttributeGroupRule:
+    return AttributeGroupRule(
+        attribute=entry.attribute, template=entry.group,
+        values=None if entry.values is None else tuple(v.strip() for v in entry.values),
+        mapping={name_key(k.strip()): v for k, v in entry.map.items()})
 
 
 def _build_target(name: str, t: TargetSettings) -> TargetConfig:

@@ -320,7 +320,7 @@ async def _sync_app(
                 plan_handle, writer = open_plan(plan_path)
                 target_map = {n: DryRunTarget(t, writer) for n, t in target_map.items()}
                 summary["plan_file"] = str(plan_path)
-            okta = OktaSource(okta_client)
+            okta = OktaSource(okta_client, app.profile_attributes)
             reconcile_with = _reconcile_with(app, config, options, store)
             if options.reconcile and reconcile_with is None:
                 verdict.notes.append("no state store to compare the targets with (no complete "

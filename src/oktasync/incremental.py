@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 
+import anyio
+
 from oktasync.changes import ChangeReader, Changes, Position
 from oktasync.config import AppConfig, Config
 from oktasync.errors import FullSyncNeeded, collapse
@@ -48,12 +50,13 @@ class IncrementalSync(AppSync):
         self.store.set_meta(unfinished=True)
         self._phase("reading changes")
         changes = await self._read_changes()
-        scope = self._store_changes(changes)
+        known = anyio.Event()
+        self._know_scope(self._store_changes(changes), known)
         for name in self.targets:  # from the store: no target is read
-            await self._target_then_groups(name, scope)
+            await self._target_then_groups(name, known)
         self._phase("users")
         await self._each_target(self._users_phase)
-        gate = self._gate(scope)
+        gate = self._gate(self.scope)
         for writer in self.writers.values():
             gate.plan_gone(writer, changes.gone)
         guard = await gate.write(list(self.writers.values()))
@@ -103,7 +106,8 @@ class IncrementalSync(AppSync):
             store.remove_okta_groups(changes.gone_groups)
             store.add_okta_groups(rows)
             store.remove_okta_users(changes.gone)
-            store.replace_okta_users(list(changes.users.values()), namers)
+            store.replace_okta_users(list(changes.users.values()), namers,
+                                     attribute_groups=app.attribute_groups_of)
             for user_id, group_ids in changes.groups_of.items():
                 store.set_user_groups(user_id, group_ids)
             for group_id, members in changes.members_of.items():
@@ -119,7 +123,8 @@ class IncrementalSync(AppSync):
         moved, pending from an earlier run, and every member of a group that came into scope
         or lands on another name."""
         store, app = self.store, self.app
-        same = store.as_stored(changes.users.values())  # re-read by the overlap: no change
+        # re-read by the overlap: no change (an attribute group moved is a change)
+        same = store.as_stored(changes.users.values(), attribute_groups=app.attribute_groups_of)
         moved = {u for u, groups in changes.groups_of.items()
                  if not store.groups_stored(u, groups)}
         affected = {*(set(changes.users) - same), *moved, *store.pending_users()}

@@ -7,13 +7,13 @@ resumed run continues it where it stopped; a listing that cannot be completed st
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 import structlog
 
 from oktasync.concurrency import Stopper, each_concurrently
-from oktasync.config import AppConfig
+from oktasync.config import AppConfig, AttributeGroup
 from oktasync.errors import ListingError, UsageError
 from oktasync.models import OktaGroup, OktaUser, name_key
 from oktasync.okta_source import OktaSource
@@ -29,11 +29,56 @@ START_OVER = ""
 
 @dataclass(frozen=True)
 class Scope:
-    """Okta's groups, and those the app syncs with the target group each lands on."""
+    """Okta's groups, and those the app syncs with the target group each lands on: in-scope
+    Okta groups, then (``with_attribute_groups``) the groups made from profile attributes."""
 
     okta_groups: list[OktaGroup]
-    groups: list[OktaGroup]  # in scope, in listing order
-    names: dict[str, str]  # group key -> target group name, for in-scope groups
+    groups: list[OktaGroup]  # in-scope Okta groups, in listing order (their members are read)
+    names: dict[str, str]  # group key -> target group name, for every group in scope
+    attribute_groups: tuple[AttributeGroup, ...] = ()  # made this run: created and claimed
+    # keys in scope only because this app synced them before and the configuration still
+    # makes them (a department nobody is in any more): read, members removed, never created
+    kept: frozenset[str] = field(default_factory=frozenset)
+
+    def to_create(self) -> list[str]:
+        """The target names of the groups a target must have."""
+        return [name for key, name in self.names.items() if key not in self.kept]
+
+    def with_attribute_groups(self, app: str, made: Iterable[AttributeGroup],
+                              owned: Iterable[str]) -> Scope:
+        """This scope plus the attribute groups ``made`` (derived from the users read, or
+        allow-listed) and the target names of those the app synced before that the
+        configuration still makes (``owned``). One landing on an in-scope Okta group's target
+        name, or on another attribute's, is a usage error, as two Okta groups landing on one
+        name are."""
+        names, groups = dict(self.names), list(self.attribute_groups)
+        attribute_of: dict[str, str] = {}
+        for group in made:
+            key, attribute = name_key(group.target_name), _attribute(group.id)
+            if key in self.names:
+                okta = dict(zip(self.names, self.groups, strict=True))[key]
+                raise UsageError(
+                    f"app {app}: attribute group {group.target_name!r} (from {attribute}) and "
+                    f"Okta group {okta.name!r} ({okta.id}) both land on target group "
+                    f"{names[key]!r}; fix attribute_groups (group, map) or group_rename/"
+                    "group_exclude")
+            first = attribute_of.setdefault(key, attribute)
+            if first != attribute:
+                raise UsageError(
+                    f"app {app}: attribute groups of {first} and of {attribute} both land on "
+                    f"target group {group.target_name!r}; give them different group templates "
+                    "or maps")
+            names.setdefault(key, group.target_name)
+            groups.append(group)
+        kept = {name_key(n): n for n in owned if name_key(n) not in names}
+        names.update(kept)
+        return replace(self, names=names, attribute_groups=tuple(groups),
+                       kept=frozenset(kept))
+
+
+def _attribute(group_id: str) -> str:
+    """The attribute in a synthetic id ``attr:<attribute>:<value key>``."""
+    return group_id.split(":", 2)[1]
 
 
 class Listings:
@@ -67,7 +112,8 @@ class Listings:
             if self._stopper.stopping:
                 return
             with self._store.transaction():
-                self._store.add_okta_users(page.items, namers)
+                self._store.add_okta_users(page.items, namers,
+                                           attribute_groups=self._app.attribute_groups_of)
                 self._store.set_cursor(name, page.next_url, page.next_url is None)
 
     async def okta_members(self, scope: Scope) -> None:

@@ -50,6 +50,9 @@ class OktaUser:
     first_name: str | None
     last_name: str | None
     display_name: str | None
+    # (attribute, value) of the profile attributes attribute_groups names, values trimmed and
+    # non-empty; only those (a million users' full profiles are not kept)
+    attributes: tuple[tuple[str, str], ...] = ()
 
     @property
     def active(self) -> bool:

@@ -11,7 +11,7 @@ can record where a listing stands and a resume can continue from there.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -46,7 +46,10 @@ class Page:
     next_url: str | None
 
 
-def parse_user(raw: dict[str, Any]) -> OktaUser:
+def parse_user(raw: dict[str, Any], attributes: Sequence[str] = ()) -> OktaUser:
+    """The user, with the values of ``attributes`` (the profile attributes attribute groups
+    are made from): Okta's profile attributes are strings, so an absent, empty or non-string
+    value is no value."""
     profile = raw.get("profile") or {}
     return OktaUser(
         id=raw["id"],
@@ -56,7 +59,16 @@ def parse_user(raw: dict[str, Any]) -> OktaUser:
         first_name=profile.get("firstName"),
         last_name=profile.get("lastName"),
         display_name=profile.get("displayName"),
+        attributes=_attribute_values(profile, attributes),
     )
+
+
+def _attribute_values(profile: dict[str, Any],
+                      attributes: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    # guess: a custom attribute typed number, boolean or array comes as that JSON type; it
+    # makes no group (the base attributes department, location, costCenter are strings)
+    values = ((a, profile.get(a)) for a in attributes)
+    return tuple((a, v.strip()) for a, v in values if isinstance(v, str) and v.strip())
 
 
 def parse_group(raw: dict[str, Any]) -> OktaGroup:
@@ -101,8 +113,9 @@ def _split_links(header: str) -> list[str]:
 class OktaSource:
     """Listings of one Okta org through one ``HttpClient``."""
 
-    def __init__(self, client: HttpClient) -> None:
+    def __init__(self, client: HttpClient, attributes: Sequence[str] = ()) -> None:
         self._client = client
+        self._attributes = tuple(attributes)  # profile attributes kept on each user
         # Okta's clock at this source's first answer (its ``Date``, ISO 8601): what a sync
         # read from Okta is at least as new as this, so changes are read from it next time
         self.first_answer_at: str | None = None
@@ -123,7 +136,7 @@ class OktaSource:
 
     async def user_pages(self, start_url: str | None = None) -> AsyncIterator[Page]:
         async for page in self._pages(start_url or self.first_users_url(), BUCKET_USERS, "users"):
-            yield Page([parse_user(u) for u in page.items], page.next_url)
+            yield Page([parse_user(u, self._attributes) for u in page.items], page.next_url)
 
     async def group_pages(self, start_url: str | None = None) -> AsyncIterator[Page]:
         url = start_url or self.first_groups_url()
@@ -147,7 +160,7 @@ class OktaSource:
             f"/api/v1/users?limit={USERS_PAGE}&filter="
             f"{quote(f'lastUpdated gt {_quoted(since)}')}")
         async for page in self._pages(url, BUCKET_USERS, "changed users"):
-            yield Page([parse_user(u) for u in page.items], page.next_url)
+            yield Page([parse_user(u, self._attributes) for u in page.items], page.next_url)
 
     async def changed_group_pages(self, since: str,
                                   start_url: str | None = None) -> AsyncIterator[Page]:
@@ -193,7 +206,7 @@ class OktaSource:
         """One user as Okta has it now; None when Okta no longer has it (deleted)."""
         answer = await self._get(f"/api/v1/users/{quote(user_id, safe='')}", BUCKET_USER,
                                  f"user {user_id}", dict, accept=(404,))
-        return None if answer.status == 404 else parse_user(answer.json())
+        return None if answer.status == 404 else parse_user(answer.json(), self._attributes)
 
     async def groups_of_user(self, user_id: str) -> list[str] | None:
         """The ids of every group the user is in now; None when the user is gone. Okta

@@ -29,7 +29,7 @@ from anyio.abc import ObjectSendStream
 from oktasync import drift
 from oktasync.checkpointer import Checkpointer
 from oktasync.concurrency import Stopper
-from oktasync.config import AppConfig, Config, TargetConfig
+from oktasync.config import ATTRIBUTE_ID_PREFIX, AppConfig, Config, TargetConfig
 from oktasync.drift import Drift
 from oktasync.listings import Listings, Scope
 from oktasync.models import Claim, Finding, FindingKind, name_key
@@ -82,6 +82,7 @@ class AppSync:
         self.username_rules = list(dict.fromkeys(rules.values()))
         self.rule_index = {name: self.username_rules.index(rule) for name, rule in rules.items()}
         self.writers: dict[str, TargetWriter] = {}
+        self.scope = Scope([], [], {})  # the whole scope, once known (_know_scope)
         self.okta = okta
         self.only_affected = False  # an incremental run feeds the users it marked only
         # Okta's time when this run (its first segment, if resumed) began reading Okta
@@ -97,14 +98,14 @@ class AppSync:
         if self.resumed:
             self._forget_redone()
         self._phase("reading")
-        scope = await self.listings.okta_groups()
+        okta_scope = await self.listings.okta_groups()
         self._note_okta_time()
-        await self._read_everything(scope)
+        await self._read_everything(okta_scope)
         if self.drift is not None:
-            self._find_drift(scope)
+            self._find_drift(self.scope)
         self._phase("users")
         await self._each_target(self._users_phase)
-        gate = self._gate(scope)
+        gate = self._gate(self.scope)
         for writer in self.writers.values():
             await gate.plan_unmapped(writer)
         guard = await gate.write(list(self.writers.values()))
@@ -118,19 +119,49 @@ class AppSync:
                            self.checkpoints, scope=list(scope.names), force=self.force,
                            dry_run=self.dry_run)
 
-    async def _read_everything(self, scope: Scope) -> None:
+    async def _read_everything(self, okta_scope: Scope) -> None:
         """Okta's users and members and each target's state at once; each target's group
-        creates as soon as its state is read."""
-        guarded = self.stopper.guarded
+        creates as soon as its state is read. A target is read once the whole scope is known:
+        at once, unless attribute groups come from values only the user listing shows (then
+        right after it, still while Okta's members are read)."""
+        guarded, known = self.stopper.guarded, anyio.Event()
+        after_users = self.app.attribute_groups_need_users
+        if not after_users:
+            self._know_scope(okta_scope, known)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(guarded, self.listings.okta_users, self.username_rules)
-            tg.start_soon(guarded, self.listings.okta_members, scope)
+            tg.start_soon(guarded, self._okta_users, okta_scope if after_users else None, known)
+            tg.start_soon(guarded, self.listings.okta_members, okta_scope)
             for name in self.targets:
-                tg.start_soon(guarded, self._target_then_groups, name, scope)
+                tg.start_soon(guarded, self._target_then_groups, name, known)
         self.stopper.check()
         # in the config's order, not the order the reads finished: the same run, the same words
         self.writers = {name: self.writers[name] for name in self.targets}
         log.info("listings complete", app=self.app.name, okta_users=self.store.okta_user_count())
+
+    async def _okta_users(self, okta_scope: Scope | None, known: anyio.Event) -> None:
+        """The user listing; then, when ``okta_scope`` is given, the scope it completes.
+        ``known`` is set however the listing ends: a stopped run leaves no target waiting."""
+        try:
+            await self.listings.okta_users(self.username_rules)
+            if okta_scope is not None and not self.stopper.stopping:
+                self._know_scope(okta_scope, known)
+        finally:
+            known.set()
+
+    def _know_scope(self, okta_scope: Scope, known: anyio.Event) -> None:
+        """The one place the whole scope is made: in-scope Okta groups, the attribute groups
+        (allow-listed, and those of the users read), and the attribute groups this app synced
+        before that the configuration still makes (their memberships may have to go)."""
+        made = {g.id: g for g in (*self.app.listed_attribute_groups(),
+                                  *self.store.attribute_groups())}
+        owned = {okta_id: name for target in self.targets
+                 for okta_id, (_, name) in self.ownership.groups_of(self.app.name,
+                                                                    target).items()}
+        still = [name for okta_id, name in owned.items()
+                 if (group := self.app.attribute_group_of_id(okta_id)) is not None
+                 and name_key(group.target_name) == name_key(name)]
+        self.scope = okta_scope.with_attribute_groups(self.app.name, made.values(), still)
+        known.set()
 
     def _find_drift(self, scope: Scope) -> None:
         """--reconcile: each target's read against the state store; an account renamed by
@@ -184,15 +215,18 @@ class AppSync:
                 store.forget_redone(name, mark, users_done, groups_done)
 
     # -- each target: its state, its writer, its groups ---------------------------------------
-    async def _target_then_groups(self, name: str, scope: Scope) -> None:
-        target, config = self.targets[name], self.config.targets[name]
-        wanted = [*scope.names.values(), *config.default_groups]
-        read = await self.listings.target_state(target, wanted)
+    async def _target_then_groups(self, name: str, known: anyio.Event) -> None:
+        await known.wait()
+        if self.stopper.stopping:
+            return
+        target, config, scope = self.targets[name], self.config.targets[name], self.scope
+        read = await self.listings.target_state(
+            target, [*scope.names.values(), *config.default_groups])
         writer = TargetWriter(target, target_rules(self.app, config, target, scope),
                               self.tallies[name], concurrency=config.concurrency,
                               rule=self.rule_index[name], read=read, shared=self.shared)
         self.writers[name] = writer
-        await self._groups(writer, wanted, scope)
+        await self._groups(writer, [*scope.to_create(), *config.default_groups], scope)
 
     async def _groups(self, writer: TargetWriter, wanted: list[str], scope: Scope) -> None:
         """The target's groups: those missing created, findings reported once per run."""
@@ -211,6 +245,8 @@ class AppSync:
         by_id = {g.id: g for g in scope.okta_groups}
         for okta_id, (_, synced_name) in self.ownership.groups_of(app.name, target).items():
             group = by_id.get(okta_id)
+            if okta_id.startswith(ATTRIBUTE_ID_PREFIX):
+                continue  # no Okta group: a value nobody has any more is no news
             if group is None:
                 writer.tally.found(Finding(FindingKind.NOTICE, target,
                                            f"Okta group {synced_name!r} was deleted in Okta; "
@@ -222,8 +258,10 @@ class AppSync:
                                            f"{group.name!r}; Data Center cannot rename groups"))
         if not self.dry_run:
             self.ownership.claim_groups(app.name, target, [
-                (name_key(app.target_group_name(g.name)), g.id, app.target_group_name(g.name))
-                for g in scope.groups])
+                *((name_key(app.target_group_name(g.name)), g.id,
+                   app.target_group_name(g.name)) for g in scope.groups),
+                *((name_key(g.target_name), g.id, g.target_name)
+                  for g in scope.attribute_groups)])
 
     # -- the users phase: a feed in username order, the writer's workers ----------------------
     async def _users_phase(self, writer: TargetWriter) -> None:

@@ -32,6 +32,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from oktasync.config import ATTRIBUTE_GROUP_TYPE, ATTRIBUTE_ID_PREFIX, AttributeGroup
 from oktasync.db import transaction
 from oktasync.models import (
     DELETED_REASON,
@@ -105,6 +106,8 @@ SCHEMA_VERSION = 4
 USER_COLUMNS = "id, login, email, first_name, last_name, display_name, status"
 
 
+# attribute group ids sort from ATTRIBUTE_ID_PREFIX ("attr:") up to, not including, this
+ATTRIBUTE_ID_END = ATTRIBUTE_ID_PREFIX[:-1] + chr(ord(ATTRIBUTE_ID_PREFIX[-1]) + 1)
 SEP = "\x1f"  # joins names in one column; never part of a user or group name we accept
 
 
@@ -303,9 +306,11 @@ class RunStore:
 
     # -- Okta ----------------------------------------------------------------------------
     def add_okta_users(self, users: Sequence[OktaUser],
-                       namers: Sequence[Callable[[OktaUser], str]]) -> None:
+                       namers: Sequence[Callable[[OktaUser], str]], *,
+                       attribute_groups: Callable[[OktaUser], Sequence[AttributeGroup]]) -> None:
         """A page of Okta users, with the username each of the app's username rules gives
-        them (``namers[i]`` is rule ``i``; targets with the same rule share one)."""
+        them (``namers[i]`` is rule ``i``; targets with the same rule share one), and the
+        attribute groups their profiles put them in (``AppConfig.attribute_groups_of``)."""
         self._db.executemany(
             f"INSERT OR REPLACE INTO okta_users ({USER_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
             [(u.id, u.login, u.email, u.first_name, u.last_name, u.display_name, u.status)
@@ -313,6 +318,35 @@ class RunStore:
         self._db.executemany("INSERT OR REPLACE INTO okta_names VALUES (?,?,?)",
                              [(rule, name(u), u.id) for rule, name in enumerate(namers)
                               for u in users])
+        self._set_attribute_memberships(users, attribute_groups)
+
+    def _set_attribute_memberships(
+        self, users: Sequence[OktaUser],
+        attribute_groups: Callable[[OktaUser], Sequence[AttributeGroup]],
+    ) -> None:
+        """Where attribute memberships are derived, whenever a user is stored (a full listing
+        or a user read again): the user's old attribute memberships go first, so a changed or
+        emptied department moves or ends its membership. A group's spelling is the smallest of
+        the values that make it (the same whatever order users are read in)."""
+        self._db.executemany(
+            "DELETE FROM okta_members WHERE user_id = ? AND group_id >= ? AND group_id < ?",
+            [(u.id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END) for u in users])
+        memberships = [(u.id, g) for u in users for g in attribute_groups(u)]
+        if not memberships:
+            return
+        self._db.executemany(
+            "INSERT INTO okta_groups VALUES (?,?,?,?,1) ON CONFLICT (id) DO UPDATE SET "
+            "name = excluded.name, target_name = excluded.target_name "
+            "WHERE excluded.name < okta_groups.name",
+            [(g.id, g.name, ATTRIBUTE_GROUP_TYPE, g.target_name) for _, g in memberships])
+        self._db.executemany("INSERT OR IGNORE INTO okta_members VALUES (?,?)",
+                             [(g.id, user_id) for user_id, g in memberships])
+
+    def attribute_groups(self) -> list[AttributeGroup]:
+        """The attribute groups the stored users are in, by id."""
+        return [AttributeGroup(*row) for row in self._db.execute(
+            "SELECT id, name, target_name FROM okta_groups WHERE type = ? ORDER BY id",
+            (ATTRIBUTE_GROUP_TYPE,))]
 
     def add_okta_groups(self, groups: Iterable[tuple[OktaGroup, str | None]]) -> None:
         self._db.executemany(
@@ -336,10 +370,11 @@ class RunStore:
 
     def in_scope_membership_count(self) -> int:
         """Memberships read from Okta in in-scope groups (one listing's size, for the guard
-        against listings that shrank since the last complete run)."""
+        against listings that shrank since the last complete run). Attribute groups are left
+        out: their memberships are derived from the user listing, not read."""
         return int(self._db.execute(
             "SELECT COUNT(*) FROM okta_members m JOIN okta_groups g ON g.id = m.group_id "
-            "WHERE g.in_scope = 1").fetchone()[0])
+            "WHERE g.in_scope = 1 AND g.type != ?", (ATTRIBUTE_GROUP_TYPE,)).fetchone()[0])
 
     def attach_ownership(self, path: Path) -> None:
         """Read the ownership database in the same queries as the run index (``own``)."""
@@ -493,32 +528,45 @@ class RunStore:
             "SELECT id FROM okta_users WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps(ids),))}
 
-    def as_stored(self, users: Iterable[OktaUser]) -> set[str]:
+    def as_stored(self, users: Iterable[OktaUser], *,
+                  attribute_groups: Callable[[OktaUser], Sequence[AttributeGroup]]) -> set[str]:
         """Which of these users the store already holds exactly so (re-read by an overlap,
-        or changed and changed back): nothing to sync for them."""
+        or changed and changed back), attribute groups included: nothing to sync for them."""
         by_id = {u.id: u for u in users}
         rows = self._db.execute(
             f"SELECT {USER_COLUMNS} FROM okta_users WHERE id IN "
             "(SELECT value FROM json_each(?))", (json.dumps(list(by_id)),))
-        return {r[0] for r in rows if OktaUser(id=r[0], login=r[1], email=r[2], first_name=r[3],
-                                               last_name=r[4], display_name=r[5],
-                                               status=r[6]) == by_id[r[0]]}
+        return {r[0] for r in rows
+                if OktaUser(id=r[0], login=r[1], email=r[2], first_name=r[3], last_name=r[4],
+                            display_name=r[5], status=r[6],
+                            attributes=by_id[r[0]].attributes) == by_id[r[0]]
+                and self._attribute_group_ids(r[0]) == {
+                    g.id for g in attribute_groups(by_id[r[0]])}}
+
+    def _attribute_group_ids(self, user_id: str) -> set[str]:
+        return {r[0] for r in self._db.execute(
+            "SELECT group_id FROM okta_members WHERE user_id = ? AND group_id >= ? AND "
+            "group_id < ?", (user_id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END))}
 
     def groups_stored(self, user_id: str, group_ids: Iterable[str]) -> bool:
         """Whether the store holds exactly these memberships (of the groups it knows)."""
         stored = {r[0] for r in self._db.execute(
-            "SELECT group_id FROM okta_members WHERE user_id = ?", (user_id,))}
+            "SELECT group_id FROM okta_members WHERE user_id = ? AND NOT (group_id >= ? AND "
+            "group_id < ?)", (user_id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END))}
         known = {r[0] for r in self._db.execute(
             "SELECT id FROM okta_groups WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(group_ids)),))}
         return stored == known
 
-    def replace_okta_users(self, users: Sequence[OktaUser],
-                           namers: Sequence[Callable[[OktaUser], str]]) -> None:
-        """Users read again: their old usernames go first (a changed login moves them)."""
+    def replace_okta_users(
+        self, users: Sequence[OktaUser], namers: Sequence[Callable[[OktaUser], str]], *,
+        attribute_groups: Callable[[OktaUser], Sequence[AttributeGroup]],
+    ) -> None:
+        """Users read again: their old usernames go first (a changed login moves them), and
+        their attribute memberships are derived again (``add_okta_users``)."""
         self._db.executemany("DELETE FROM okta_names WHERE user_id = ?",
                              [(u.id,) for u in users])
-        self.add_okta_users(users, namers)
+        self.add_okta_users(users, namers, attribute_groups=attribute_groups)
 
     def remove_okta_users(self, user_ids: Iterable[str]) -> None:
         """Users Okta no longer has (deleted)."""
@@ -528,8 +576,10 @@ class RunStore:
             self._db.executemany(f"DELETE FROM {table} WHERE {column} = ?", rows)
 
     def set_user_groups(self, user_id: str, group_ids: Iterable[str]) -> None:
-        """A user's memberships as read again (only groups the store knows)."""
-        self._db.execute("DELETE FROM okta_members WHERE user_id = ?", (user_id,))
+        """A user's memberships as read again (only groups the store knows); its attribute
+        groups are not Okta's to say (``_set_attribute_memberships``)."""
+        self._db.execute("DELETE FROM okta_members WHERE user_id = ? AND NOT (group_id >= ? "
+                         "AND group_id < ?)", (user_id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END))
         self._db.execute("INSERT OR IGNORE INTO okta_members SELECT id, ? FROM okta_groups "
                          "WHERE id IN (SELECT value FROM json_each(?))",
                          (user_id, json.dumps(list(group_ids))))
@@ -539,9 +589,11 @@ class RunStore:
             "SELECT user_id FROM okta_members WHERE group_id = ?", (group_id,))}
 
     def okta_group_list(self) -> list[OktaGroup]:
-        """Every Okta group the store knows, in the order Okta listed them."""
+        """Every Okta group the store knows, in the order Okta listed them (attribute groups
+        are no Okta groups)."""
         return [OktaGroup(r[0], r[1], r[2]) for r in self._db.execute(
-            "SELECT id, name, type FROM okta_groups ORDER BY rowid")]
+            "SELECT id, name, type FROM okta_groups WHERE type != ? ORDER BY rowid",
+            (ATTRIBUTE_GROUP_TYPE,))]
 
     def remove_okta_groups(self, group_ids: Iterable[str]) -> None:
         rows = [(g,) for g in group_ids]

@@ -53,7 +53,9 @@ __all__ = [
     "SECTIONS",
     "TARGET_KINDS",
     "USERNAME_SOURCES",
+    "VALUE_FIELD",
     "AppSettings",
+    "AttributeGroupSettings",
     "ConfigFile",
     "PipelineSettings",
     "SecretSetting",
@@ -452,6 +454,107 @@ class _Renames:
         return problems
 
 
+ATTRIBUTE_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_]*$"  # Okta profile attribute variable names
+VALUE_FIELD: Final = "{value}"
+
+
+class AttributeGroupSettings(BaseModel):
+    """One entry of ``attribute_groups``: a profile attribute whose values name groups."""
+
+    model_config = ConfigDict(title="attribute group", extra="forbid", frozen=True,
+                              hide_input_in_errors=True)
+    attribute: str = Field(pattern=ATTRIBUTE_PATTERN, description=(
+        'The Okta profile attribute, as Okta names it (case-sensitive), e.g. "department", '
+        '"location", "costCenter" or a custom attribute.'))
+    group: str = Field(pattern=r"\{value\}", description=(
+        'The group name: "{value}" is replaced by the attribute\'s value (trimmed).'))
+    values: tuple[str, ...] | None = Field(default=None, description=(
+        "Optional allow-list: only these values make a group (compared case-insensitively)."))
+    map: dict[str, str] = Field(default_factory=dict, description=(
+        "Value -> group name, used as is instead of the group template (compared "
+        "case-insensitively)."))
+
+
+@dataclass(frozen=True)
+class _AttributeGroups:
+    """``attribute_groups``: each entry checked here, so every problem is worded for an
+    administrator (and reported at once, by path) before pydantic builds the entries."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return _checked(self.check, handler(source))
+
+    def check(self, value: object) -> object:
+        if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+            raise _fail("must be an array of tables, e.g. "
+                        '[{ attribute = "department", group = "dept-{value}" }]')
+        problems: list[tuple[str, str]] = []
+        first_by_attribute: dict[str, int] = {}
+        for index, entry in enumerate(value):
+            problems += [(f"[{index}]{s}", m) for s, m in self.entry_problems(entry)]
+            attribute = entry.get("attribute")
+            if isinstance(attribute, str):
+                first = first_by_attribute.setdefault(attribute, index)
+                if first != index:
+                    problems.append((f"[{index}].attribute", f"{attribute!r} is listed twice "
+                                     f"(first in [{first}]): one entry per attribute"))
+        if problems:
+            raise _fail(*problems)
+        return value
+
+    @staticmethod
+    def entry_problems(entry: dict[str, Any]) -> list[tuple[str, str]]:
+        known = AttributeGroupSettings.model_fields
+        problems = [(key_path(k), "unknown setting" + hint(k, known))
+                    for k in entry if k not in known]
+        attribute, group = entry.get("attribute"), entry.get("group")
+        if "attribute" not in entry:
+            problems.append((".attribute", "is required"))
+        elif not isinstance(attribute, str) or not re.fullmatch(ATTRIBUTE_PATTERN, attribute):
+            problems.append((".attribute", "must be an Okta profile attribute name such as "
+                             f"\"department\" (a letter, then letters, digits or _), got "
+                             f"{shown(attribute)}"))
+        if "group" not in entry:
+            problems.append((".group", "is required"))
+        elif not isinstance(group, str) or VALUE_FIELD not in group:
+            problems.append((".group", 'must be a string containing "{value}" (where the '
+                             f"attribute's value goes), got {shown(group)}"))
+        problems += _value_list_problems(entry.get("values", []))
+        problems += _value_map_problems(entry.get("map", {}))
+        return problems
+
+
+def _value_list_problems(values: object) -> list[tuple[str, str]]:
+    if not isinstance(values, list):
+        return [(".values", f"must be an array of strings, got {shown(values)}")]
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for index, v in enumerate(values):
+        if not isinstance(v, str) or not v.strip():
+            problems.append((f".values[{index}]", f"must be a non-empty string, got {shown(v)}"))
+        elif v.strip().lower() in seen:
+            problems.append((f".values[{index}]", f"{shown(v)} is listed twice (values are "
+                             "compared case-insensitively)"))
+        else:
+            seen.add(v.strip().lower())
+    return problems
+
+
+def _value_map_problems(mapping: object) -> list[tuple[str, str]]:
+    if not isinstance(mapping, dict):
+        return [(".map", f"must be a table of value = group name, got {shown(mapping)}")]
+    problems = [(".map" + key_path(k), f"must be a non-empty string, got {shown(v)}")
+                for k, v in mapping.items() if not isinstance(v, str) or not v.strip()]
+    seen: set[str] = set()
+    for k in mapping:
+        if not k.strip():
+            problems.append((".map", "keys must not be empty"))
+        elif k.strip().lower() in seen:
+            problems.append((".map" + key_path(k), "is listed twice (values are compared "
+                             "case-insensitively)"))
+        seen.add(k.strip().lower())
+    return problems
+
+
 @dataclass(frozen=True)
 class _Table:
     """A section that must be a TOML table; ``message`` says how to write it."""
@@ -614,6 +717,19 @@ class AppSettings(_Section):
             'chain or swap ("A" -> "B" with "B" -> "C"). Collisions with Okta groups that are '
             "not renamed can only be seen at run time, where they are reported as configuration "
             "errors too."))
+    attribute_groups: Annotated[tuple[AttributeGroupSettings, ...], _AttributeGroups()] = Field(
+        default=(), description=(
+            "Groups made from Okta profile attributes: each entry's attribute (e.g. "
+            '"department", "location", "costCenter" or any profile attribute) makes, for each '
+            'value a user has, the group named by its group template ("{value}" is the value, '
+            "trimmed); an absent, empty or non-string value makes no group. values: an optional "
+            "allow-list (only these values make a group). map: value -> group name, used as is "
+            "(not through the template). Values are compared case-insensitively (two spellings "
+            "are one group). The names then go through group_exclude and group_rename like Okta "
+            "group names (group_include and group_types do not apply). Such groups are created, "
+            "their memberships added and removed like those of in-scope Okta groups; one landing "
+            "on the target name of an in-scope Okta group, or of another attribute's group, is "
+            "a configuration error reported at run time."))
     max_deactivations: Guard = Field(default="10%", description=(
         "Safety guard: a run that would deactivate more than this writes no deactivation and "
         "exits 3 unless forced. A count (integer >= 0) or a percentage of the app's synced "
@@ -813,4 +929,6 @@ def _toml_value(value: object) -> str:
         inner = ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {_toml_value(v)}"
                           for k, v in value.items())
         return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, BaseModel):  # an inline table: its settings that are set
+        return _toml_value({k: v for k, v in value.model_dump().items() if v is not None})
     raise TypeError(f"no TOML form for {type(value).__name__}")

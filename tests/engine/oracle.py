@@ -25,6 +25,16 @@ def username_of(login: str, regex: str | None, replacement: str) -> str:
 
 
 @dataclass
+class AttributeGroups:
+    """One ``attribute_groups`` entry, as issue 11 and the README describe it."""
+
+    attribute: str
+    group: str  # "{value}" is the trimmed value
+    values: tuple[str, ...] | None = None  # allow-list, compared case-insensitively
+    map: dict[str, str] = field(default_factory=dict)  # value -> group name, used as is
+
+
+@dataclass
 class Settings:
     regex: str | None = "(.*)@.*"
     replacement: str = "$1"
@@ -37,6 +47,10 @@ class Settings:
     deactivate_missing: bool = False
     # a target's own username rule: (profile field "login" | "email", regex, replacement)
     target_rules: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
+    attribute_groups: tuple[AttributeGroups, ...] = ()
+    # keys of attribute groups made in earlier runs (their members are removed like those of
+    # in-scope groups while the configuration still makes them)
+    attribute_groups_before: frozenset[str] = frozenset()
 
 
 def target_username(user: dict[str, Any], target: str, s: Settings) -> str:
@@ -81,6 +95,24 @@ def in_scope(group: dict[str, Any], s: Settings) -> bool:
     return (group["type"] in s.group_types
             and any(re.fullmatch(p, name) for p in s.include)
             and not any(re.fullmatch(p, name) for p in s.exclude))
+
+
+def attribute_group_keys(profile: dict[str, Any], s: Settings) -> set[str]:
+    """The attribute groups a profile puts its user in (keys): a string value, trimmed, not
+    empty, allowed, mapped or put in the template; then group_exclude like Okta names."""
+    keys = set()
+    for entry in s.attribute_groups:
+        value = profile.get(entry.attribute)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        value = value.strip()
+        if entry.values is not None and value.lower() not in {v.lower() for v in entry.values}:
+            continue
+        mapped = {k.lower(): v for k, v in entry.map.items()}.get(value.lower())
+        name = mapped if mapped is not None else entry.group.replace("{value}", value)
+        if not any(re.fullmatch(p, name) for p in s.exclude):
+            keys.add(name.lower())
+    return keys
 
 
 def display_name(profile: dict[str, Any]) -> str:
@@ -157,7 +189,11 @@ def expected_accounts(
         if gid in scoped:
             for uid in members:
                 member_of.setdefault(uid, set()).add(scoped[gid].lower())
-    scope_keys = {n.lower() for n in scoped.values()}
+    for user in okta["users"]:
+        made = {k for k in attribute_group_keys(user["profile"], s) if not GROUP_FORBIDS[target](k)}
+        member_of.setdefault(user["id"], set()).update(made)
+    scope_keys = {n.lower() for n in scoped.values()} | set(s.attribute_groups_before)
+    scope_keys |= {k for u in okta["users"] for k in attribute_group_keys(u["profile"], s)}
     defaults = {g.lower() for g in s.default_groups.get(target, ())}
     names = {u["id"]: target_username(u, target, s) for u in okta["users"]}
     counts = Counter(names.values())

@@ -86,6 +86,14 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "app.group_exclude": (S + "test_group_types_include_and_exclude_decide_the_groups_in_scope",),
     "app.group_rename": (S + "test_group_rename_gives_the_target_group_its_new_name",
                          C + "test_rename_collisions"),
+    "app.attribute_groups": (
+        "tests.engine.test_attribute_groups::"
+        "test_department_groups_follow_the_attribute_from_run_to_run",
+        "tests.engine.test_attribute_groups::test_an_allow_list_and_a_map_choose_the_groups",
+        "tests.engine.test_attribute_groups::"
+        "test_an_attribute_group_on_an_okta_groups_name_is_a_usage_error",
+        "tests.engine.test_attribute_groups::test_a_mistake_in_attribute_groups_is_named_and_"
+        "exits_2"),
     "app.max_deactivations": (B + "test_max_deactivations_stops_every_deactivation_until_forced",),
     "app.max_membership_removals": ("tests.engine.test_short_listings::"
                                     "test_membership_removals_have_a_guard_of_their_own",),
