@@ -7,7 +7,7 @@ resumed run continues it where it stopped; a listing that cannot be completed st
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -16,8 +16,8 @@ from oktasync.concurrency import Stopper, each_concurrently
 from oktasync.config import AppConfig, AttributeGroup
 from oktasync.errors import ListingError, UsageError
 from oktasync.models import OktaGroup, OktaUser, name_key
-from oktasync.okta_source import OktaSource
-from oktasync.runstore import RunStore, cursor_name
+from oktasync.okta_source import OktaSource, Page
+from oktasync.runstore import RunStore, app_criterion, cursor_name, filter_criterion
 from oktasync.targets.base import ReadSummary, Target
 from oktasync.usernames import UsernameRule
 
@@ -126,6 +126,41 @@ class Listings:
                 await self._stopper.guarded(self._members_of, group)
 
         await each_concurrently(todo, read, self._app.okta_concurrency)
+
+    async def user_scopes(self, filters: Iterable[str], app_ids: Iterable[str],
+                          required: Iterable[OktaGroup], scope: Scope) -> None:
+        """Who each user scope criterion selects, into ``user_scope`` (filters evaluated by
+        Okta's ``search``, app assignments), and the members of required groups outside the
+        group scope (``okta_members``, as in-scope groups' are): the feed decides from them."""
+        in_scope = {g.id for g in scope.groups}
+        extra = [g for g in dict.fromkeys(required) if g.id not in in_scope
+                 and not self._done(cursor_name("okta", "members", g.id))]
+        await self._criterion(filter_criterion, filters, self._okta.matching_user_pages)
+        await self._criterion(app_criterion, app_ids, self._okta.app_user_pages)
+
+        async def read(group: OktaGroup) -> None:
+            if not self._stopper.stopping:
+                await self._stopper.guarded(self._members_of, group)
+
+        await each_concurrently(extra, read, self._app.okta_concurrency)
+
+    async def _criterion(self, key: Callable[[str], str], values: Iterable[str],
+                         pages: Callable[[str, str | None], AsyncIterator[Page]]) -> None:
+        """One listing per criterion value, page by page with its cursor."""
+        for value in dict.fromkeys(values):
+            criterion = key(value)
+            name = cursor_name("okta", "scope", criterion)
+            start, done = self._store.cursor(name)
+            if done:
+                continue
+            if start is None:
+                self._store.forget_in_scope(criterion)
+            async for page in pages(value, start):
+                if self._stopper.stopping:
+                    return
+                with self._store.transaction():
+                    self._store.add_in_scope(criterion, page.items)
+                    self._store.set_cursor(name, page.next_url, page.next_url is None)
 
     async def _members_of(self, group: OktaGroup) -> None:
         """One group's members, page by page with the cursor; the listing is done only once
