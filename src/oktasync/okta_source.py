@@ -194,6 +194,18 @@ class OktaSource:
             url = next_link(answer)
         return found
 
+    async def assigned_to_app(self, app_id: str, user_ids: Sequence[str]) -> set[str]:
+        """Which of a handful of users are assigned to an Okta app instance now (one
+        ``GET /api/v1/apps/{id}/users/{userId}`` each; 404: not assigned)."""
+        assigned: set[str] = set()
+        for user_id in user_ids:
+            answer = await self._get(
+                f"/api/v1/apps/{quote(app_id, safe='')}/users/{quote(user_id, safe='')}",
+                BUCKET_APPS, f"user {user_id} of app {app_id}", dict, accept=(404,))
+            if answer.status != 404:
+                assigned.add(user_id)
+        return assigned
+
     async def app_user_pages(self, app_id: str,
                              start_url: str | None = None) -> AsyncIterator[Page]:
         """The ids of the users assigned to an Okta app instance; an id Okta does not know

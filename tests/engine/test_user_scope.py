@@ -231,9 +231,10 @@ async def test_a_target_filter_overrides_the_apps(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_filter_judges_a_handful_of_users_in_one_search() -> None:
+async def test_a_handful_of_users_are_judged_by_okta() -> None:
     """``OktaSource.users_matching``: the filter for a few ids (what an incremental run asks
-    of changed users), evaluated by Okta in one request, deprovisioned users included."""
+    of changed users), evaluated by Okta in one request, deprovisioned users included;
+    ``assigned_to_app``: one assignment read per user, 404 when not assigned."""
     from oktasync.errors import RetryPolicy
     from oktasync.http import HttpClient, make_session
     from oktasync.okta_source import OktaSource
@@ -255,7 +256,12 @@ async def test_a_filter_judges_a_handful_of_users_in_one_search() -> None:
             found = await source.users_matching('profile.department eq "Engineering"',
                                                 [u["id"] for u in picked])
             after = (await stats(running))["okta"]["requests"]
+            app = running.okta.directory.add_app("Jira DC")
+            active = [u for u in picked if u["status"] == "ACTIVE"]
+            running.okta.directory.assign_app(app.id, active[0]["id"])
+            on_app = await source.assigned_to_app(app.id, [u["id"] for u in active[:3]])
         finally:
             await session.close()
     assert found == expected
+    assert on_app == {active[0]["id"]}
     assert after - before == 1  # one search (stats reads are not counted)
