@@ -142,8 +142,16 @@ class OktaSource:
         return self._client.url(
             f"/api/v1/groups/{quote(group_id, safe='')}/users?limit={MEMBERS_PAGE}")
 
-    async def user_pages(self, start_url: str | None = None) -> AsyncIterator[Page]:
-        async for page in self._pages(start_url or self.first_users_url(), BUCKET_USERS, "users"):
+    async def user_pages(self, start_url: str | None = None,
+                         search: str | None = None) -> AsyncIterator[Page]:
+        """Every user, or (``search``: a ``user_filter`` every target shares) only those the
+        filter selects, of every status."""
+        if search is not None:
+            async for page in self._search_pages(search, start_url):
+                yield Page([parse_user(u, self._attributes) for u in page.items], page.next_url)
+            return
+        async for page in self._pages(start_url or self.first_users_url(), BUCKET_USERS,
+                                      "users"):
             yield Page([parse_user(u, self._attributes) for u in page.items], page.next_url)
 
     async def group_pages(self, start_url: str | None = None) -> AsyncIterator[Page]:
@@ -166,8 +174,14 @@ class OktaSource:
     async def matching_user_pages(self, expression: str,
                                   start_url: str | None = None) -> AsyncIterator[Page]:
         """The ids of the users a ``user_filter`` selects, evaluated by Okta (``search``:
-        eventually consistent, so a profile changed seconds ago may still count as before).
-        An expression Okta refuses is the administrator's to fix."""
+        eventually consistent, so a profile changed seconds ago may still count as before)."""
+        async for page in self._search_pages(expression, start_url):
+            yield Page([u["id"] for u in page.items], page.next_url)
+
+    async def _search_pages(self, expression: str,
+                            start_url: str | None) -> AsyncIterator[Page]:
+        """The users a ``user_filter`` selects, page by page; an expression Okta refuses
+        (400) is the administrator's to fix."""
         url: str | None = start_url or self.first_search_url(expression)
         while url is not None:
             self._check_origin(url, "user_filter search")
@@ -175,7 +189,9 @@ class OktaSource:
             if answer.status == 400:
                 raise UsageError(f"user_filter {expression!r}: Okta refused it as a search "
                                  f"expression ({_error_summary(answer)}); fix user_filter")
-            yield Page(_ids(answer.json(), url), url := next_link(answer))
+            items = answer.json()
+            _ids(items, url)  # every entry has an id
+            yield Page(items, url := next_link(answer))
 
     async def users_matching(self, expression: str, user_ids: Sequence[str]) -> set[str]:
         """Which of a handful of users a ``user_filter`` selects now (one search; for an

@@ -170,6 +170,7 @@ class AppSync:
         at once, unless attribute groups come from values only the user listing shows (then
         right after it, still while Okta's members are read)."""
         guarded, known, scoped = self.stopper.guarded, anyio.Event(), anyio.Event()
+        started = anyio.Event()  # Okta answered the user listing's first page
         self.scope_keys, required = scope_keys(self.app.name, self.user_scopes,
                                                okta_scope.okta_groups)
         scopes = self.user_scopes.values()
@@ -177,10 +178,12 @@ class AppSync:
         if not after_users:
             self._know_scope(okta_scope, known)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(guarded, self._okta_users, okta_scope if after_users else None, known)
+            tg.start_soon(guarded, self._okta_users, okta_scope if after_users else None, known,
+                          started)
             tg.start_soon(guarded, self.listings.okta_members, okta_scope)
-            tg.start_soon(guarded, self._user_scopes, scoped,
-                          [s.user_filter for s in scopes if s.user_filter],
+            tg.start_soon(guarded, self._user_scopes, scoped, started,
+                          [s.user_filter for s in scopes
+                           if s.user_filter and s.user_filter != self.shared_filter],
                           [s.okta_app_id for s in scopes if s.okta_app_id], required,
                           okta_scope)
             for name in self.targets:
@@ -190,22 +193,34 @@ class AppSync:
         self.writers = {name: self.writers[name] for name in self.targets}
         log.info("listings complete", app=self.app.name, okta_users=self.store.okta_user_count())
 
-    async def _okta_users(self, okta_scope: Scope | None, known: anyio.Event) -> None:
+    @property
+    def shared_filter(self) -> str | None:
+        """The ``user_filter`` every target has, if one does: then the user listing itself
+        is that filter's ``search`` (only the users it selects are read, plus those the app
+        synced that it leaves out), not a listing of everyone and one of the filter."""
+        filters = {s.user_filter for s in self.user_scopes.values()}
+        return filters.pop() if len(filters) == 1 else None
+
+    async def _okta_users(self, okta_scope: Scope | None, known: anyio.Event,
+                          started: anyio.Event) -> None:
         """The user listing; then, when ``okta_scope`` is given, the scope it completes.
         ``known`` is set however the listing ends: a stopped run leaves no target waiting."""
         try:
-            await self.listings.okta_users(self.username_rules)
+            await self.listings.okta_users(self.username_rules, self.shared_filter, started)
             if okta_scope is not None and not self.stopper.stopping:
                 self._know_scope(okta_scope, known)
         finally:
             known.set()
 
-    async def _user_scopes(self, scoped: anyio.Event, *args: Any) -> None:
+    async def _user_scopes(self, scoped: anyio.Event, started: anyio.Event,
+                           *args: Any) -> None:
         """Who each user scope criterion selects (``Listings.user_scopes``). Targets wait for
-        it (``scoped``), so an ``okta_app_id`` or ``user_filter`` Okta refuses stops the run
-        before anything is written; set however the listing ends."""
+        it and for the user listing's first answer (``scoped``), so an ``okta_app_id`` or
+        ``user_filter`` Okta refuses stops the run before anything is written; set however
+        the listings end."""
         try:
             await self.listings.user_scopes(*args)
+            await started.wait()
         finally:
             scoped.set()
 

@@ -51,6 +51,7 @@ from oktasync.ownership import (
     FEED_OWNER_JOIN,
     LOOKALIKE_SQL,
     OWNED_MEMBERSHIPS_SQL,
+    OWNED_UNLISTED_SQL,
     OWNED_UNMATCHED_SQL,
     attach,
 )
@@ -512,6 +513,10 @@ class RunStore:
             "WHERE m.target = a.target AND m.key = a.key) ORDER BY key", (target,))
         for row in rows:
             yield TargetAccount(row[0], row[1], row[2], _active(row[3]))
+
+    def owned_unlisted(self, app: str) -> list[str]:
+        """Okta users ``app`` synced that the user listing did not return."""
+        return [r[0] for r in self._db.execute(OWNED_UNLISTED_SQL, (app,))]
 
     def owned_unmatched(self, app: str, target: str) -> Iterator[tuple[str, bool]]:
         """Accounts ``app`` synced on ``target`` that no Okta user of this run maps to, each

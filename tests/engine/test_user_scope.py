@@ -13,11 +13,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from oktasync.engine import SyncOptions, run_sync
-from tests.engine.harness import load, states, stats, write_config
+from oktasync.errors import Backoff, RetryPolicy
+from oktasync.http import HttpClient, make_session
+from oktasync.okta_source import OktaSource
+from oktasync.ratelimit import OktaLimiter
+from tests.engine.harness import break_answers, load, states, stats, write_config
 from tests.engine.test_config import app_with, problems
+from tests.engine.test_config import load as load_text
 from tests.engine.test_sync_behaviour import (
     SETTINGS,
     account_json,
@@ -34,6 +40,12 @@ REQUIRED = "jira-access"
 def members(okta: dict[str, Any], name: str) -> frozenset[str]:
     group = next(g for g in okta["groups"] if g["profile"]["name"] == name)
     return frozenset(okta["memberships"].get(group["id"], []))
+
+
+async def running_stats_reset(running: Any) -> None:
+    async with aiohttp.ClientSession() as session, session.post(
+            running.okta_url + "/_emulator/stats/reset") as response:
+        response.raise_for_status()
 
 
 def plan_rows(path: str) -> list[dict[str, str]]:
@@ -122,16 +134,39 @@ async def test_user_filter_is_evaluated_by_okta(tmp_path: Path) -> None:
         chosen = frozenset(u["id"] for u in okta["users"]
                            if u["profile"].get("department") == "Engineering")
         assert 0 < len(chosen) < len(okta["users"]) // 2
-        config = load(write_config(tmp_path, running,
-                                   extra_app=f"user_filter = '{expression}'"))
+        config = load(write_config(
+            tmp_path, running, extra_app=f"user_filter = '{expression}'\nmax_deactivations = 5\n"
+                                         "max_listing_shrink = \"50%\""))
         result = await run_sync(config, SyncOptions(), echo=quiet)
         assert result.exit_code == 0, result.summaries
         await assert_oracle(running, before, settings=replace(
             SETTINGS, user_scope={"jira": chosen, "confluence": chosen}))
         users = (await stats(running))["okta"]["by_endpoint"]["GET /api/v1/users"]
-        # the full listing (every user, for the accounts that must be deactivated) and the
-        # filter's: exactly the users it selects, not everyone filtered here
-        assert users["items"] == len(okta["users"]) + len(chosen), users
+        assert users["items"] == len(chosen), users  # only those it selects are read
+
+        # a synced user who no longer matches is read on its own (it is not in the filter's
+        # listing) and deactivated as out of scope, not as deleted in Okta
+        mover, gone = [u for u in ordinary(okta) if u["id"] in chosen][:2]
+        running.okta.directory.update_profile(mover["id"], {"department": "Sales"})
+        running.okta.directory.delete_user(gone["id"])  # deactivated,
+        running.okta.directory.delete_user(gone["id"])  # then deleted
+        await running_stats_reset(running)
+        planned = await run_sync(config, SyncOptions(full=True, dry_run=True), echo=quiet)
+        rows = plan_rows(planned.summaries["test-app"]["plan_file"])
+        assert sorted((r["target"], r["username"], r["reason"]) for r in rows
+                      if r["operation"] == "deactivate_user") == [
+            (t, name, reason) for t in ("confluence", "jira") for name, reason in sorted([
+                (username(mover), "out of the app's user scope: does not match user_filter "
+                 f"{expression!r}"),
+                (username(gone), "the Okta user it was synced for was deleted in Okta")])]
+        read = (await stats(running))["okta"]["by_endpoint"]
+        assert read["GET /api/v1/users"]["items"] == len(chosen) - 2
+        assert read["GET /api/v1/users/{idOrLogin}"]["requests"] == 2  # the two left out
+        again = await run_sync(config, SyncOptions(full=True), echo=quiet)
+        assert again.exit_code == 0, again.summaries
+        now = await states(running)
+        assert active_on(now["jira"], mover) is False
+        assert active_on(now["confluence"], mover) is False
 
 
 @pytest.mark.asyncio
@@ -157,8 +192,11 @@ async def test_okta_app_assignments_per_target(tmp_path: Path) -> None:
             "confluence": frozenset(u["id"] for u in people[10:25])}))
 
         directory.unassign_app(app.id, people[0]["id"])
-        again = await run_sync(config, SyncOptions(full=True), echo=quiet)
+        again = await run_sync(config, SyncOptions(), echo=quiet)  # not incremental, yet
         assert again.exit_code == 0, again.summaries
+        summary = again.summaries["test-app"]
+        assert summary["kind"] == "full", summary
+        assert "user scope" in summary["full_because"], summary
         now = await states(running)
         assert active_on(now["jira"], people[0]) is False
         assert active_on(now["confluence"], people[10]) is True
@@ -192,7 +230,6 @@ def test_an_empty_filter_is_a_configuration_error(tmp_path: Path) -> None:
 
 
 def test_the_fingerprint_follows_the_scope(tmp_path: Path) -> None:
-    from tests.engine.test_config import load as load_text
     plain = load_text(tmp_path, app_with())
     scoped = load_text(tmp_path, app_with(required_groups='["x"]'))
     app, other = plain.apps[0], scoped.apps[0]
@@ -235,11 +272,6 @@ async def test_a_handful_of_users_are_judged_by_okta() -> None:
     """``OktaSource.users_matching``: the filter for a few ids (what an incremental run asks
     of changed users), evaluated by Okta in one request, deprovisioned users included;
     ``assigned_to_app``: one assignment read per user, 404 when not assigned."""
-    from oktasync.errors import RetryPolicy
-    from oktasync.http import HttpClient, make_session
-    from oktasync.okta_source import OktaSource
-    from oktasync.ratelimit import OktaLimiter
-
     async with estate(users=60, groups=3) as running:
         okta = (await states(running))["okta"]
         picked = okta["users"][:12]
@@ -265,3 +297,37 @@ async def test_a_handful_of_users_are_judged_by_okta() -> None:
     assert found == expected
     assert on_app == {active[0]["id"]}
     assert after - before == 1  # one search (stats reads are not counted)
+
+
+@pytest.mark.asyncio
+async def test_an_app_listing_that_fails_midway_resumes_from_its_cursor(tmp_path: Path) -> None:
+    """The app's users are a checkpointed listing like the others: a failure on its second
+    page stops the run with nothing removed (exit 4); the resumed run continues from the page
+    it stopped at and reaches the oracle's state."""
+    quick = RetryPolicy(max_attempts=2, backoff=Backoff(0.01, 2.0, 0.05),
+                        unavailable_backoff=Backoff(0.01, 2.0, 0.05))
+    async with estate(users=700, groups=3) as running:
+        directory = running.okta.directory
+        before = await states(running)
+        people = ordinary(before["okta"])
+        assert len(people) > 520
+        app = directory.add_app("Jira DC")
+        for user in people[:520]:  # two pages of 500
+            directory.assign_app(app.id, user["id"])
+        config = load(write_config(tmp_path, running, extra_app=f'okta_app_id = "{app.id}"\n'
+                                   'max_deactivations = "100%"'))
+        endpoint = "GET /api/v1/apps/{appId}/users"
+        await break_answers(running.okta_url, endpoint, "html", skip=1, times=None)
+        cut = await run_sync(config, SyncOptions(retry=quick), echo=quiet)
+        assert cut.exit_code == 4, cut.summaries
+        async with aiohttp.ClientSession() as session, session.delete(
+                running.okta_url + "/_emulator/answers") as response:
+            response.raise_for_status()
+        first_pages = (await stats(running))["okta"]["by_endpoint"][endpoint]["items"]
+        resumed = await run_sync(config, SyncOptions(resume=True), echo=quiet)
+        assert resumed.exit_code == 0, resumed.summaries
+        read = (await stats(running))["okta"]["by_endpoint"][endpoint]["items"]
+        assert read - first_pages == 20  # only the second page
+        await assert_oracle(running, before, settings=replace(SETTINGS, user_scope={
+            "jira": frozenset(u["id"] for u in people[:520]),
+            "confluence": frozenset(u["id"] for u in people[:520])}))
