@@ -140,6 +140,28 @@ class TargetConfig:
     username_from: str
     username_rule: UsernameRule | None  # the target's own rule; None: the app's
     timeout_s: float
+    # the target's own user scope settings; None: the app's
+    user_filter: str | None = None
+    required_groups: tuple[str, ...] | None = None
+    okta_app_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UserScope:
+    """Who gets an account on one target: each criterion set must hold (``user_filter``: an
+    Okta search expression; ``required_groups``: in at least one, by Okta name;
+    ``okta_app_id``: assigned to that app instance). Nothing set: every user."""
+
+    user_filter: str | None = None
+    required_groups: tuple[str, ...] = ()
+    okta_app_id: str | None = None
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.user_filter or self.required_groups or self.okta_app_id)
+
+    def plan_settings(self) -> list[Any]:
+        return [self.user_filter, sorted(self.required_groups), self.okta_app_id]
 
 
 ATTRIBUTE_GROUP_TYPE = "ATTRIBUTE"  # the type of an attribute group in the run index
@@ -213,6 +235,17 @@ class AppConfig:
     targets: tuple[str, ...]
     adopt_existing: str
     attribute_groups: tuple[AttributeGroupRule, ...] = ()
+    user_scope: UserScope = UserScope()
+
+    def scope_for(self, target: TargetConfig) -> UserScope:
+        """Who gets an account on ``target``: each of the target's own scope settings where
+        set, else the app's (the one place the override is decided)."""
+        own = self.user_scope
+        return UserScope(
+            user_filter=target.user_filter or own.user_filter,
+            required_groups=(own.required_groups if target.required_groups is None
+                             else target.required_groups),
+            okta_app_id=target.okta_app_id or own.okta_app_id)
 
     def group_in_scope(self, name: str, type_: str) -> bool:
         """Type in ``group_types``, name fully matches an include and no exclude."""
@@ -305,6 +338,10 @@ class AppConfig:
             doc["attribute_groups"] = [
                 [r.attribute, r.template, None if r.values is None else sorted(r.values),
                  sorted(r.mapping.items())] for r in self.attribute_groups]
+        scopes = {name: self.scope_for(t).plan_settings() for name in self.targets
+                  if (t := targets.get(name)) is not None and self.scope_for(t).restricted}
+        if scopes or self.user_scope.restricted:  # left out when unset, as above
+            doc["user_scope"] = [self.user_scope.plan_settings(), sorted(scopes.items())]
         blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -610,6 +647,8 @@ def _build_app(a: AppSettings) -> AppConfig:
         targets=tuple(a.targets),
         adopt_existing=a.adopt_existing,
         attribute_groups=tuple(_attribute_rule(entry) for entry in a.attribute_groups),
+        user_scope=UserScope(a.user_filter and a.user_filter.strip(), tuple(a.required_groups),
+                             a.okta_app_id and a.okta_app_id.strip()),
     )
 
 
@@ -637,4 +676,7 @@ def _build_target(name: str, t: TargetSettings) -> TargetConfig:
         username_rule=(None if t.username_regex is None
                        else _rule(t.username_regex, t.username_replacement, t.username_from)),
         timeout_s=t.timeout_s,
+        user_filter=t.user_filter and t.user_filter.strip(),
+        required_groups=None if t.required_groups is None else tuple(t.required_groups),
+        okta_app_id=t.okta_app_id and t.okta_app_id.strip(),
     )

@@ -7,17 +7,18 @@ resumed run continues it where it stopped; a listing that cannot be completed st
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+import anyio
 import structlog
 
 from oktasync.concurrency import Stopper, each_concurrently
 from oktasync.config import AppConfig, AttributeGroup
 from oktasync.errors import ListingError, UsageError
 from oktasync.models import OktaGroup, OktaUser, name_key
-from oktasync.okta_source import OktaSource
-from oktasync.runstore import RunStore, cursor_name
+from oktasync.okta_source import OktaSource, Page
+from oktasync.runstore import RunStore, app_criterion, cursor_name, filter_criterion
 from oktasync.targets.base import ReadSummary, Target
 from oktasync.usernames import UsernameRule
 
@@ -101,20 +102,53 @@ class Listings:
             self._store.add_okta_groups(rows)
         return scope
 
-    async def okta_users(self, username_rules: Sequence[UsernameRule]) -> None:
-        """Every Okta user, with the username each rule gives it."""
+    async def okta_users(self, username_rules: Sequence[UsernameRule],
+                         search: str | None = None, started: anyio.Event | None = None,
+                         ) -> None:
+        """Every Okta user, with the username each rule gives it; with ``search`` (the
+        ``user_filter`` of every target) only those it selects, each stored as in its scope,
+        then the users the app synced that it left out (``_outsiders``). ``started`` is set
+        once Okta answered the first page (it took the filter)."""
+        namers = [functools.partial(_username, rule) for rule in username_rules]
+        try:
+            await self._user_listing(namers, search, started)
+        finally:
+            if started is not None:
+                started.set()
+        if search is not None and not self._stopper.stopping:
+            await self._outsiders(namers)
+
+    async def _user_listing(self, namers: Sequence[Callable[[OktaUser], str]],
+                            search: str | None, started: anyio.Event | None) -> None:
         name = cursor_name("okta", "users")
         start, done = self._store.cursor(name)
         if done:
             return
-        namers = [functools.partial(_username, rule) for rule in username_rules]
-        async for page in self._okta.user_pages(start):
+        async for page in self._okta.user_pages(start, search):
+            if started is not None:
+                started.set()
             if self._stopper.stopping:
                 return
             with self._store.transaction():
                 self._store.add_okta_users(page.items, namers,
                                            attribute_groups=self._app.attribute_groups_of)
+                if search is not None:
+                    self._store.add_in_scope(filter_criterion(search),
+                                             [u.id for u in page.items])
                 self._store.set_cursor(name, page.next_url, page.next_url is None)
+
+    async def _outsiders(self, namers: Sequence[Callable[[OktaUser], str]]) -> None:
+        """The users the app synced that a filtered listing left out, read one by one: one
+        Okta still has left the filter's scope (stored, outside it: deactivated as such, not
+        as deleted); one it does not have was deleted (left to the removal gate)."""
+        for user_id in self._store.owned_unlisted(self._app.name):
+            if self._stopper.stopping:
+                return
+            user = await self._okta.user(user_id)
+            if user is not None:
+                with self._store.transaction():
+                    self._store.add_okta_users([user], namers,
+                                               attribute_groups=self._app.attribute_groups_of)
 
     async def okta_members(self, scope: Scope) -> None:
         """The members of every in-scope group, ``okta_concurrency`` groups at a time."""
@@ -126,6 +160,41 @@ class Listings:
                 await self._stopper.guarded(self._members_of, group)
 
         await each_concurrently(todo, read, self._app.okta_concurrency)
+
+    async def user_scopes(self, filters: Iterable[str], app_ids: Iterable[str],
+                          required: Iterable[OktaGroup], scope: Scope) -> None:
+        """Who each user scope criterion selects, into ``user_scope`` (filters evaluated by
+        Okta's ``search``, app assignments), and the members of required groups outside the
+        group scope (``okta_members``, as in-scope groups' are): the feed decides from them."""
+        in_scope = {g.id for g in scope.groups}
+        extra = [g for g in dict.fromkeys(required) if g.id not in in_scope
+                 and not self._done(cursor_name("okta", "members", g.id))]
+        await self._criterion(filter_criterion, filters, self._okta.matching_user_pages)
+        await self._criterion(app_criterion, app_ids, self._okta.app_user_pages)
+
+        async def read(group: OktaGroup) -> None:
+            if not self._stopper.stopping:
+                await self._stopper.guarded(self._members_of, group)
+
+        await each_concurrently(extra, read, self._app.okta_concurrency)
+
+    async def _criterion(self, key: Callable[[str], str], values: Iterable[str],
+                         pages: Callable[[str, str | None], AsyncIterator[Page]]) -> None:
+        """One listing per criterion value, page by page with its cursor."""
+        for value in dict.fromkeys(values):
+            criterion = key(value)
+            name = cursor_name("okta", "scope", criterion)
+            start, done = self._store.cursor(name)
+            if done:
+                continue
+            if start is None:
+                self._store.forget_in_scope(criterion)
+            async for page in pages(value, start):
+                if self._stopper.stopping:
+                    return
+                with self._store.transaction():
+                    self._store.add_in_scope(criterion, page.items)
+                    self._store.set_cursor(name, page.next_url, page.next_url is None)
 
     async def _members_of(self, group: OktaGroup) -> None:
         """One group's members, page by page with the cursor; the listing is done only once

@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from oktasync.errors import Context, FullSyncNeeded, ListingError
+from oktasync.errors import Context, FullSyncNeeded, ListingError, UsageError
 from oktasync.http import Answer, HttpClient
 from oktasync.models import ALL_STATUSES, OktaGroup, OktaUser
 
@@ -28,6 +28,7 @@ BUCKET_USER = "GET /api/v1/users/{id}"
 BUCKET_GROUPS = "GET /api/v1/groups"
 BUCKET_GROUP = "GET /api/v1/groups/{id}"
 BUCKET_LOGS = "GET /api/v1/logs"
+BUCKET_APPS = "GET /api/v1/apps"
 
 # `filter` on status includes DEPROVISIONED users (a plain listing omits them) and, unlike
 # `search`, is not eventually consistent: a sync must see changes it was told about.
@@ -36,6 +37,13 @@ USERS_PAGE = 200  # Okta's maximum for /api/v1/users
 MEMBERS_PAGE = 1000  # Okta's maximum for /api/v1/groups/{id}/users
 GROUPS_PAGE = 1000
 LOGS_PAGE = 1000  # Okta's maximum for /api/v1/logs
+APP_USERS_PAGE = 500  # guess: Okta documents 50 by default; 500 is the emulator's maximum
+
+
+def scope_search(expression: str) -> str:
+    """A ``user_filter`` as the ``search`` Okta evaluates: the administrator's expression,
+    with every status named so that DEPROVISIONED users are listed as well."""
+    return f"({expression}) and ({ALL_USERS_FILTER})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +142,16 @@ class OktaSource:
         return self._client.url(
             f"/api/v1/groups/{quote(group_id, safe='')}/users?limit={MEMBERS_PAGE}")
 
-    async def user_pages(self, start_url: str | None = None) -> AsyncIterator[Page]:
-        async for page in self._pages(start_url or self.first_users_url(), BUCKET_USERS, "users"):
+    async def user_pages(self, start_url: str | None = None,
+                         search: str | None = None) -> AsyncIterator[Page]:
+        """Every user, or (``search``: a ``user_filter`` every target shares) only those the
+        filter selects, of every status."""
+        if search is not None:
+            async for page in self._search_pages(search, start_url):
+                yield Page([parse_user(u, self._attributes) for u in page.items], page.next_url)
+            return
+        async for page in self._pages(start_url or self.first_users_url(), BUCKET_USERS,
+                                      "users"):
             yield Page([parse_user(u, self._attributes) for u in page.items], page.next_url)
 
     async def group_pages(self, start_url: str | None = None) -> AsyncIterator[Page]:
@@ -150,6 +166,77 @@ class OktaSource:
         url = start_url or self.first_members_url(group_id)
         async for page in self._pages(url, BUCKET_GROUP, f"members of group {group_id}"):
             yield Page([u["id"] for u in page.items], page.next_url)
+
+    def first_search_url(self, expression: str) -> str:
+        return self._client.url(
+            f"/api/v1/users?limit={USERS_PAGE}&search={quote(scope_search(expression))}")
+
+    async def matching_user_pages(self, expression: str,
+                                  start_url: str | None = None) -> AsyncIterator[Page]:
+        """The ids of the users a ``user_filter`` selects, evaluated by Okta (``search``:
+        eventually consistent, so a profile changed seconds ago may still count as before)."""
+        async for page in self._search_pages(expression, start_url):
+            yield Page([u["id"] for u in page.items], page.next_url)
+
+    async def _search_pages(self, expression: str,
+                            start_url: str | None) -> AsyncIterator[Page]:
+        """The users a ``user_filter`` selects, page by page; an expression Okta refuses
+        (400) is the administrator's to fix."""
+        url: str | None = start_url or self.first_search_url(expression)
+        while url is not None:
+            self._check_origin(url, "user_filter search")
+            answer = await self._get(url, BUCKET_USERS, "user_filter search", accept=(400,))
+            if answer.status == 400:
+                raise UsageError(f"user_filter {expression!r}: Okta refused it as a search "
+                                 f"expression ({_error_summary(answer)}); fix user_filter")
+            items = answer.json()
+            _ids(items, url)  # every entry has an id
+            yield Page(items, url := next_link(answer))
+
+    async def users_matching(self, expression: str, user_ids: Sequence[str]) -> set[str]:
+        """Which of a handful of users a ``user_filter`` selects now (one search; for an
+        incremental run's changed users)."""
+        if not user_ids:
+            return set()
+        ids = " or ".join(f"id eq {_quoted(u)}" for u in user_ids)
+        url: str | None = self._client.url(
+            f"/api/v1/users?limit={USERS_PAGE}&search="
+            f"{quote(f'({scope_search(expression)}) and ({ids})')}")
+        found: set[str] = set()
+        while url is not None:
+            self._check_origin(url, "user_filter search")
+            answer = await self._get(url, BUCKET_USERS, "user_filter search")
+            found.update(_ids(answer.json(), url))
+            url = next_link(answer)
+        return found
+
+    async def assigned_to_app(self, app_id: str, user_ids: Sequence[str]) -> set[str]:
+        """Which of a handful of users are assigned to an Okta app instance now (one
+        ``GET /api/v1/apps/{id}/users/{userId}`` each; 404: not assigned)."""
+        assigned: set[str] = set()
+        for user_id in user_ids:
+            answer = await self._get(
+                f"/api/v1/apps/{quote(app_id, safe='')}/users/{quote(user_id, safe='')}",
+                BUCKET_APPS, f"user {user_id} of app {app_id}", dict, accept=(404,))
+            if answer.status != 404:
+                assigned.add(user_id)
+        return assigned
+
+    async def app_user_pages(self, app_id: str,
+                             start_url: str | None = None) -> AsyncIterator[Page]:
+        """The ids of the users assigned to an Okta app instance; an id Okta does not know
+        (404) is the administrator's to fix (``okta_app_id``)."""
+        url: str | None = start_url or self._client.url(
+            f"/api/v1/apps/{quote(app_id, safe='')}/users?limit={APP_USERS_PAGE}")
+        while url is not None:
+            self._check_origin(url, f"users of app {app_id}")
+            answer = await self._get(url, BUCKET_APPS, f"users of app {app_id}",
+                                     accept=(404,))
+            if answer.status == 404:
+                raise UsageError(f"okta_app_id {app_id!r}: Okta has no app instance with this "
+                                 "id; copy the id (0oa...) from the app's page in the Okta "
+                                 "admin console")
+            yield Page(_ids(answer.json(), url), url := next_link(answer))
 
     async def changed_user_pages(self, since: str,
                                  start_url: str | None = None) -> AsyncIterator[Page]:
@@ -269,6 +356,14 @@ class OktaSource:
             raise ListingError(
                 f"Okta {what} listing: refusing to follow a link to {parts.scheme}://"
                 f"{parts.netloc} (configured Okta is {self._origin[0]}://{self._origin[1]})")
+
+
+def _ids(items: Any, url: str) -> list[str]:
+    """The ``id`` of each entry of a listing page (a user's, an app user's)."""
+    if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("id"), str) for i in items):
+        raise ListingError(f"Okta listing: an entry without an id on {_path_of(url)}")
+    return [i["id"] for i in items]
 
 
 def _error_summary(answer: Answer) -> str:

@@ -49,6 +49,11 @@ OWNED_UNMATCHED_SQL = (
     "AND NOT EXISTS (SELECT 1 FROM matched m WHERE m.target = o.target AND "
     "m.key = o.key) ORDER BY o.key")
 # memberships the accounts an app synced hold in the given groups
+# Okta users an app synced (on any target) that this run's user listing did not return: with
+# a user_filter on the listing, those who left the filter's scope, or were deleted in Okta
+OWNED_UNLISTED_SQL = (
+    "SELECT DISTINCT o.okta_id FROM own.owned_users o WHERE o.app = ? AND o.okta_id IS NOT "
+    "NULL AND NOT EXISTS (SELECT 1 FROM okta_users u WHERE u.id = o.okta_id) ORDER BY 1")
 OWNED_MEMBERSHIPS_SQL = (
     "SELECT COUNT(*) FROM target_members tm JOIN own.owned_users o ON o.target = "
     "tm.target AND o.key = tm.user_key WHERE tm.target = ? AND o.app = ? AND "

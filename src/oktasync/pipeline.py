@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -29,16 +30,23 @@ from anyio.abc import ObjectSendStream
 from oktasync import drift
 from oktasync.checkpointer import Checkpointer
 from oktasync.concurrency import Stopper
-from oktasync.config import ATTRIBUTE_ID_PREFIX, AppConfig, Config, TargetConfig
+from oktasync.config import ATTRIBUTE_ID_PREFIX, AppConfig, Config, TargetConfig, UserScope
 from oktasync.drift import Drift
+from oktasync.errors import UsageError
 from oktasync.listings import Listings, Scope
-from oktasync.models import Claim, Finding, FindingKind, name_key
+from oktasync.models import Claim, Finding, FindingKind, OktaGroup, name_key
 from oktasync.okta_source import OktaSource
 from oktasync.ownership import Ownership
 from oktasync.planner import Current, Desired, TargetRules, plan_collision, plan_groups
 from oktasync.removals import RemovalGate
 from oktasync.report import TargetTally
-from oktasync.runstore import RunStore, cursor_name
+from oktasync.runstore import (
+    RunStore,
+    ScopeKeys,
+    app_criterion,
+    cursor_name,
+    filter_criterion,
+)
 from oktasync.targets.base import Target
 from oktasync.writer import CreateIntents, Shared, TargetWriter, UserWork
 
@@ -59,6 +67,40 @@ def target_rules(app: AppConfig, config: TargetConfig, target: Target,
         can_update_profile=target.capabilities.can_update_profile,
         forbidden_username=target.forbidden_username, forbidden_group=target.forbidden_group,
         scope=frozenset(scope.names), group_names=scope.names)
+
+
+def scope_keys(app: str, scopes: dict[str, UserScope], okta_groups: list[OktaGroup],
+               ) -> tuple[dict[str, ScopeKeys], list[OktaGroup]]:
+    """How the feed asks the run index about each target's user scope, and the required
+    groups (whose members must be read). A required group Okta does not have is the
+    administrator's to fix (a name is matched exactly, as Okta spells it)."""
+    by_name = {g.name: g for g in okta_groups}
+    keys: dict[str, ScopeKeys] = {}
+    required: list[OktaGroup] = []
+    for target, scope in scopes.items():
+        missing = [n for n in scope.required_groups if n not in by_name]
+        if missing:
+            raise UsageError(
+                f"app {app}, target {target}: required_groups names "
+                f"{', '.join(repr(n) for n in missing)}, which Okta has no group called; "
+                "write each name exactly as Okta spells it (case included)")
+        groups = [by_name[n] for n in scope.required_groups]
+        required += groups
+        keys[target] = ScopeKeys(
+            filter=None if scope.user_filter is None else filter_criterion(scope.user_filter),
+            app_users=None if scope.okta_app_id is None else app_criterion(scope.okta_app_id),
+            groups=tuple(g.id for g in groups) if groups else None)
+    return keys, required
+
+
+def out_of_scope(scope: UserScope, passes: tuple[bool, bool, bool]) -> str | None:
+    """Why a user is outside a target's user scope (each criterion it fails), or None."""
+    in_filter, in_groups, in_app = passes
+    why = [*([f"does not match user_filter {scope.user_filter!r}"] if not in_filter else []),
+           *([f"not in required groups {', '.join(scope.required_groups)}"]
+             if not in_groups else []),
+           *([f"not assigned to Okta app {scope.okta_app_id}"] if not in_app else [])]
+    return f"out of the app's user scope: {'; '.join(why)}" if why else None
 
 
 class AppSync:
@@ -82,6 +124,9 @@ class AppSync:
         self.username_rules = list(dict.fromkeys(rules.values()))
         self.rule_index = {name: self.username_rules.index(rule) for name, rule in rules.items()}
         self.writers: dict[str, TargetWriter] = {}
+        # who gets an account on each target (user_filter, required_groups, okta_app_id)
+        self.user_scopes = {name: app.scope_for(config.targets[name]) for name in targets}
+        self.scope_keys: dict[str, ScopeKeys] = {}  # each target's, once Okta's groups are known
         self.scope = Scope([], [], {})  # the whole scope, once known (_know_scope)
         self.okta = okta
         self.only_affected = False  # an incremental run feeds the users it marked only
@@ -124,29 +169,60 @@ class AppSync:
         creates as soon as its state is read. A target is read once the whole scope is known:
         at once, unless attribute groups come from values only the user listing shows (then
         right after it, still while Okta's members are read)."""
-        guarded, known = self.stopper.guarded, anyio.Event()
+        guarded, known, scoped = self.stopper.guarded, anyio.Event(), anyio.Event()
+        started = anyio.Event()  # Okta answered the user listing's first page
+        self.scope_keys, required = scope_keys(self.app.name, self.user_scopes,
+                                               okta_scope.okta_groups)
+        scopes = self.user_scopes.values()
         after_users = self.app.attribute_groups_need_users
         if not after_users:
             self._know_scope(okta_scope, known)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(guarded, self._okta_users, okta_scope if after_users else None, known)
+            tg.start_soon(guarded, self._okta_users, okta_scope if after_users else None, known,
+                          started)
             tg.start_soon(guarded, self.listings.okta_members, okta_scope)
+            tg.start_soon(guarded, self._user_scopes, scoped, started,
+                          [s.user_filter for s in scopes
+                           if s.user_filter and s.user_filter != self.shared_filter],
+                          [s.okta_app_id for s in scopes if s.okta_app_id], required,
+                          okta_scope)
             for name in self.targets:
-                tg.start_soon(guarded, self._target_then_groups, name, known)
+                tg.start_soon(guarded, self._target_then_groups, name, known, scoped)
         self.stopper.check()
         # in the config's order, not the order the reads finished: the same run, the same words
         self.writers = {name: self.writers[name] for name in self.targets}
         log.info("listings complete", app=self.app.name, okta_users=self.store.okta_user_count())
 
-    async def _okta_users(self, okta_scope: Scope | None, known: anyio.Event) -> None:
+    @property
+    def shared_filter(self) -> str | None:
+        """The ``user_filter`` every target has, if one does: then the user listing itself
+        is that filter's ``search`` (only the users it selects are read, plus those the app
+        synced that it leaves out), not a listing of everyone and one of the filter."""
+        filters = {s.user_filter for s in self.user_scopes.values()}
+        return filters.pop() if len(filters) == 1 else None
+
+    async def _okta_users(self, okta_scope: Scope | None, known: anyio.Event,
+                          started: anyio.Event) -> None:
         """The user listing; then, when ``okta_scope`` is given, the scope it completes.
         ``known`` is set however the listing ends: a stopped run leaves no target waiting."""
         try:
-            await self.listings.okta_users(self.username_rules)
+            await self.listings.okta_users(self.username_rules, self.shared_filter, started)
             if okta_scope is not None and not self.stopper.stopping:
                 self._know_scope(okta_scope, known)
         finally:
             known.set()
+
+    async def _user_scopes(self, scoped: anyio.Event, started: anyio.Event,
+                           *args: Any) -> None:
+        """Who each user scope criterion selects (``Listings.user_scopes``). Targets wait for
+        it and for the user listing's first answer (``scoped``), so an ``okta_app_id`` or
+        ``user_filter`` Okta refuses stops the run before anything is written; set however
+        the listings end."""
+        try:
+            await self.listings.user_scopes(*args)
+            await started.wait()
+        finally:
+            scoped.set()
 
     def _know_scope(self, okta_scope: Scope, known: anyio.Event) -> None:
         """The one place the whole scope is made: in-scope Okta groups, the attribute groups
@@ -215,8 +291,11 @@ class AppSync:
                 store.forget_redone(name, mark, users_done, groups_done)
 
     # -- each target: its state, its writer, its groups ---------------------------------------
-    async def _target_then_groups(self, name: str, known: anyio.Event) -> None:
+    async def _target_then_groups(self, name: str, known: anyio.Event,
+                                  scoped: anyio.Event | None = None) -> None:
         await known.wait()
+        if scoped is not None:
+            await scoped.wait()
         if self.stopper.stopping:
             return
         target, config, scope = self.targets[name], self.config.targets[name], self.scope
@@ -284,8 +363,9 @@ class AppSync:
         """Each username once, in order, with what the run index knows of its account; a
         username several Okta users map to is a collision, reported and never written."""
         target, watermark = writer.name, writer.progress.watermark
+        user_scope = self.user_scopes[target]
         for batch in self.store.feed(target, self.app.name, writer.rule, after,
-                                     self.only_affected):
+                                     self.only_affected, self.scope_keys.get(target)):
             if self.stopper.stopping:
                 return
             username = batch[0].username
@@ -304,7 +384,8 @@ class AppSync:
             at_name = None if row.account is None else Current(
                 row.account, row.account_groups,
                 None if row.owner is None else Claim(*row.owner))
+            desired = Desired(row.user, username, row.groups,
+                              out_of_scope(user_scope, row.passes))
             known = (row.account is not None or writer.read.all_accounts
-                     or (writer.read.active_listed and not row.user.active))
-            await send.send(UserWork(seq, Desired(row.user, username, row.groups), at_name,
-                                     known, previous))
+                     or (writer.read.active_listed and not desired.wanted))
+            await send.send(UserWork(seq, desired, at_name, known, previous))

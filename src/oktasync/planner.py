@@ -73,6 +73,21 @@ class Desired:
     user: OktaUser
     username: str  # after the username rule: NFC + lower-case
     groups: tuple[str, ...]  # target names of the user's in-scope Okta groups
+    # why the user is outside this target's user scope (user_filter, required_groups,
+    # okta_app_id), None when inside: such a user is planned like a deactivated Okta user
+    out_of_scope: str | None = None
+
+    @property
+    def wanted(self) -> bool:
+        """Whether the user should have an active account here: active in Okta and in scope."""
+        return self.user.active and self.out_of_scope is None
+
+    @property
+    def why_not_wanted(self) -> str:
+        """The reason a deactivation gives: the user's Okta status, or the scope it left."""
+        if self.out_of_scope is not None and self.user.active:
+            return self.out_of_scope
+        return f"Okta status {self.user.status}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +179,7 @@ def plan_user(
     plan.claim = current.account.key
     _plan_profile(desired, current.account, rules, plan)
     _plan_status(desired, current.account, rules, plan)
-    if desired.user.active:
+    if desired.wanted:
         _plan_memberships(desired, current, rules, plan)
     return plan
 
@@ -229,7 +244,7 @@ def _follow_login_change(
 
 def _plan_create(desired: Desired, rules: TargetRules, plan: UserPlan) -> None:
     user = desired.user
-    if not user.active or not rules.import_users:
+    if not desired.wanted or not rules.import_users:
         return
     if not user.email:
         plan.findings.append(_finding(FindingKind.SKIPPED, desired, rules,
@@ -374,14 +389,14 @@ def _plan_status(
     # enable and disable are safe to repeat, and guessing "active" would leave a returning
     # user locked out (or a leaver with access).
     shown = {True: "active", False: "inactive", None: "unknown"}[account.active]
-    if user.active and account.active is not True:
+    if desired.wanted and account.active is not True:
         plan.grants.append(Operation(
             OpKind.ACTIVATE_USER, rules.target, username=account.username, okta_id=user.id,
             before=shown, after="active", reason=f"Okta status {user.status}"))
-    elif not user.active and account.active is not False:
+    elif not desired.wanted and account.active is not False:
         plan.removals.append(Operation(
             OpKind.DEACTIVATE_USER, rules.target, username=account.username, okta_id=user.id,
-            before=shown, after="inactive", reason=f"Okta status {user.status}"))
+            before=shown, after="inactive", reason=desired.why_not_wanted))
 
 
 def _wanted_groups(desired: Desired, rules: TargetRules) -> list[str]:

@@ -51,6 +51,7 @@ from oktasync.ownership import (
     FEED_OWNER_JOIN,
     LOOKALIKE_SQL,
     OWNED_MEMBERSHIPS_SQL,
+    OWNED_UNLISTED_SQL,
     OWNED_UNMATCHED_SQL,
     attach,
 )
@@ -93,6 +94,9 @@ CREATE TABLE IF NOT EXISTS problems (
     okta_id TEXT NOT NULL, login TEXT NOT NULL, grp TEXT NOT NULL, reason TEXT NOT NULL,
     UNIQUE (target, kind, operation, username, okta_id, grp, reason));
 CREATE TABLE IF NOT EXISTS pending (user_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_scope (
+    criterion TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (criterion, user_id))
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS removals (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, kind TEXT NOT NULL,
     username TEXT NOT NULL, okta_id TEXT, grp TEXT NOT NULL, grp_key TEXT NOT NULL,
@@ -101,8 +105,9 @@ CREATE TABLE IF NOT EXISTS removals (
 
 # 2: removals are unique on the group key, not its spelling; 3: an account's status may be
 # unknown (NULL), create intents, landed writes and problems are kept; 4: kept after a complete
-# run as the state store, with the users an incremental run must try again (``pending``)
-SCHEMA_VERSION = 4
+# run as the state store, with the users an incremental run must try again (``pending``);
+# 5: who is in each user scope criterion (``user_scope``)
+SCHEMA_VERSION = 5
 USER_COLUMNS = "id, login, email, first_name, last_name, display_name, status"
 
 
@@ -126,6 +131,9 @@ class FeedRow:
     account_groups: frozenset[str]  # its group keys
     owner: tuple[str, str | None] | None  # (app, Okta id) that owns ``username`` here
     synced_as: str | None  # the username this app last synced this Okta user as
+    # (user_filter, required_groups, okta_app_id): whether the user passes each on this
+    # target (True where the target does not restrict by it)
+    passes: tuple[bool, bool, bool] = (True, True, True)
 
 
 FEED_SQL = f"""
@@ -135,7 +143,13 @@ SELECT u.id, n.username, u.login, u.email, u.first_name, u.last_name, u.display_
   a.username, a.email, a.display_name, a.active,
   (SELECT group_concat(tm.group_key, '{SEP}') FROM target_members tm
      WHERE tm.target = :target AND tm.user_key = n.username),
-  {FEED_OWNER_COLUMNS}
+  {FEED_OWNER_COLUMNS},
+  (:filter IS NULL OR EXISTS (SELECT 1 FROM user_scope s
+     WHERE s.criterion = :filter AND s.user_id = u.id)),
+  (:groups IS NULL OR EXISTS (SELECT 1 FROM okta_members m WHERE m.user_id = u.id
+     AND m.group_id IN (SELECT value FROM json_each(:groups)))),
+  (:app_users IS NULL OR EXISTS (SELECT 1 FROM user_scope s
+     WHERE s.criterion = :app_users AND s.user_id = u.id))
 FROM okta_names n
 JOIN okta_users u ON u.id = n.user_id
 LEFT JOIN target_accounts a ON a.target = :target AND a.key = n.username
@@ -178,7 +192,28 @@ def _feed_row(r: Sequence[Any]) -> FeedRow:
         account=account,
         account_groups=frozenset(r[13].split(SEP)) if r[13] else frozenset(),
         owner=None if r[14] is None else (r[14], r[15]),
-        synced_as=r[16])
+        synced_as=r[16], passes=(bool(r[17]), bool(r[18]), bool(r[19])))
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeKeys:
+    """One target's user scope as the feed asks the run index: the ``user_scope`` criterion
+    of its filter and of its app's users, the Okta ids of its required groups (None: not
+    restricted by it)."""
+
+    filter: str | None = None
+    app_users: str | None = None
+    groups: tuple[str, ...] | None = None
+
+
+def filter_criterion(expression: str) -> str:
+    """The ``user_scope`` rows of the users a ``user_filter`` selects."""
+    return f"filter:{expression}"
+
+
+def app_criterion(app_id: str) -> str:
+    """The ``user_scope`` rows of the users assigned to an Okta app instance."""
+    return f"app:{app_id}"
 
 
 def cursor_name(*parts: str) -> str:
@@ -357,6 +392,22 @@ class RunStore:
         self._db.executemany("INSERT OR IGNORE INTO okta_members VALUES (?,?)",
                              [(group_id, u) for u in user_ids])
 
+    def add_in_scope(self, criterion: str, user_ids: Sequence[str]) -> None:
+        """Users a scope criterion selects (a page of its listing)."""
+        self._db.executemany("INSERT OR IGNORE INTO user_scope VALUES (?,?)",
+                             [(criterion, u) for u in user_ids])
+
+    def set_in_scope(self, criterion: str, user_ids: Iterable[str], selected: set[str]) -> None:
+        """A criterion evaluated again for a few users (an incremental run): in when selected."""
+        ids = list(user_ids)
+        self._db.executemany("DELETE FROM user_scope WHERE criterion = ? AND user_id = ?",
+                             [(criterion, u) for u in ids])
+        self.add_in_scope(criterion, [u for u in ids if u in selected])
+
+    def forget_in_scope(self, criterion: str) -> None:
+        """A criterion's listing read again from its start."""
+        self._db.execute("DELETE FROM user_scope WHERE criterion = ?", (criterion,))
+
     def okta_member_count(self, group_id: str) -> int:
         """Members read of one group (a scan of every membership: only when a listing is
         resumed in its middle)."""
@@ -381,14 +432,18 @@ class RunStore:
         attach(self._db, path)
 
     def feed(self, target: str, app: str, rule: int, after: str | None,
-             only_affected: bool = False) -> Iterator[list[FeedRow]]:
+             only_affected: bool = False, scope: ScopeKeys | None = None,
+             ) -> Iterator[list[FeedRow]]:
         """The users phase's input for one target (whose usernames come from ``rule``),
         grouped by username, in username order, in one streaming query: no per-user round
         trips, and nothing held in memory. A group of two or more rows is a collision.
         ``only_affected``: the usernames of the affected users (``mark_affected``) only,
         with every other Okta user on the same username (a collision stays one)."""
-        rows = self._db.execute(FEED_SQL, {"target": target, "app": app, "rule": rule,
-                                           "after": after, "only": int(only_affected)})
+        keys = scope or ScopeKeys()
+        rows = self._db.execute(FEED_SQL, {
+            "target": target, "app": app, "rule": rule, "after": after,
+            "only": int(only_affected), "filter": keys.filter, "app_users": keys.app_users,
+            "groups": None if keys.groups is None else json.dumps(list(keys.groups))})
         batch: list[FeedRow] = []
         for raw in rows:
             row = _feed_row(raw)
@@ -458,6 +513,10 @@ class RunStore:
             "WHERE m.target = a.target AND m.key = a.key) ORDER BY key", (target,))
         for row in rows:
             yield TargetAccount(row[0], row[1], row[2], _active(row[3]))
+
+    def owned_unlisted(self, app: str) -> list[str]:
+        """Okta users ``app`` synced that the user listing did not return."""
+        return [r[0] for r in self._db.execute(OWNED_UNLISTED_SQL, (app,))]
 
     def owned_unmatched(self, app: str, target: str) -> Iterator[tuple[str, bool]]:
         """Accounts ``app`` synced on ``target`` that no Okta user of this run maps to, each

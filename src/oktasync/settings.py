@@ -730,6 +730,23 @@ class AppSettings(_Section):
             "their memberships added and removed like those of in-scope Okta groups; one landing "
             "on the target name of an in-scope Okta group, or of another attribute's group, is "
             "a configuration error reported at run time."))
+    user_filter: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "Optional. Default: none, every user may get an account. Who gets an account: an Okta "
+        'search expression (e.g. \'profile.department eq "Engineering"\'), sent to Okta and '
+        "evaluated there (Okta's search is eventually consistent: a user changed seconds ago "
+        "may be judged by its previous profile until the next run). A synced user who no "
+        "longer matches is deactivated like a deactivated Okta user; one who never matched "
+        "gets no account. A target may override it."))
+    required_groups: Strings = Field(default=(), description=(
+        "Optional. Default: none. Who gets an account: a user must be in at least one of these "
+        "Okta groups (by name, exactly as Okta spells it; the groups need not be in the "
+        "sync's group scope). A name Okta does not know stops the run with a configuration "
+        "error. Combined with user_filter and okta_app_id: a user must pass each one set. A "
+        "target may override it."))
+    okta_app_id: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "Optional. Default: none. Who gets an account: only users assigned to this Okta app "
+        "instance (its id, 0oa..., from the app's URL in the Okta admin console; direct "
+        "assignments, as /api/v1/apps/{id}/users lists them). A target may override it."))
     max_deactivations: Guard = Field(default="10%", description=(
         "Safety guard: a run that would deactivate more than this writes no deactivation and "
         "exits 3 unless forced. A count (integer >= 0) or a percentage of the app's synced "
@@ -814,6 +831,17 @@ class TargetSettings(_Section):
     username_replacement: Annotated[str | None, _Text(empty_ok=True)] = Field(
         default=None, description=(
         'Default "$1" when this target\'s username_regex is set, as for the app.'))
+    user_filter: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "Optional. Default: the app's user_filter. This target's own user_filter, for every "
+        "app writing to it (an app's user scope on this target: this target's user_filter, "
+        "required_groups and okta_app_id where set, else the app's)."))
+    required_groups: Annotated[tuple[Annotated[str, _Text()], ...] | None, _Array()] = Field(
+        default=None, description=(
+            "Optional. Default: the app's required_groups. This target's own, for every app "
+            "writing to it; [] lifts the app's on this target."))
+    okta_app_id: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "Optional. Default: the app's okta_app_id. This target's own, for every app writing "
+        "to it."))
     timeout_s: Annotated[float, _Number(0, lo_open=True)] = Field(default=60.0, description=(
         "Seconds one attempt at a request may wait for its answer (a number > 0). A request is "
         "tried up to 8 times and gives up after 8 × timeout_s in total, backoff and Retry-After "

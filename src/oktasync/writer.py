@@ -154,7 +154,7 @@ class TargetWriter:
     async def _plan(self, work: UserWork) -> UserPlan:
         # An active Okta user missing from a complete listing of active accounts is new or
         # deactivated here: try the create first and look the account up only on "exists".
-        optimistic = (not work.known and self.read.active_listed and work.desired.user.active
+        optimistic = (not work.known and self.read.active_listed and work.desired.wanted
                       and work.previous_key is None)
         at_name = (work.at_name if work.known or optimistic
                    else await self.lookup(work.desired.username))

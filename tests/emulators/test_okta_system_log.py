@@ -635,3 +635,20 @@ async def test_deleting_a_group_removes_it_everywhere_and_only_okta_groups_go() 
     assert group.id not in {g["id"] for g in listed} and len(listed) == 16
     assert [r[0] for r in refused] == [400, 400]
     assert member.last_updated == member_updated
+
+
+@pytest.mark.asyncio
+async def test_one_app_assignment_is_read_or_404() -> None:
+    emulator = make_okta(users=30, groups=2)
+    directory = emulator.directory
+    assigned, other = [u for u in directory.iter_users() if u.status == "ACTIVE"][:2]
+    async with serve(emulator) as (session, _):
+        app = await control(session, "POST", "/_emulator/apps", json={"label": "Jira DC"})
+        await control(session, "POST", f"/_emulator/apps/{app['id']}/users/{assigned.id}")
+        found = await call(session, "GET", f"/api/v1/apps/{app['id']}/users/{assigned.id}")
+        missing = await call(session, "GET", f"/api/v1/apps/{app['id']}/users/{other.id}")
+        no_app = await call(session, "GET", f"/api/v1/apps/0oanosuchapp/users/{assigned.id}")
+    assert found[0] == 200 and found[1]["id"] == assigned.id and found[1]["scope"] == "USER"
+    for status, body, _ in (missing, no_app):
+        assert status == 404
+        assert_error(body, "E0000007")

@@ -51,6 +51,11 @@ class Settings:
     # keys of attribute groups made in earlier runs (their members are removed like those of
     # in-scope groups while the configuration still makes them)
     attribute_groups_before: frozenset[str] = frozenset()
+    # issue 11, "who gets an account": per target, the Okta user ids its user scope lets in
+    # (the test works them out from Okta's state: the filter's meaning, the required groups'
+    # members, the app's assignments); a target not named here lets every user in. A user
+    # outside it is treated like a deactivated Okta user: never created, deactivated if synced.
+    user_scope: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def target_username(user: dict[str, Any], target: str, s: Settings) -> str:
@@ -204,7 +209,8 @@ def expected_accounts(
                 or not profile.get("email") or name in foreign):
             continue
         email_fits = java_length(profile["email"]) <= NAME_MAX  # never shortened
-        active = user["status"] in ACTIVE
+        allowed = s.user_scope.get(target)
+        active = user["status"] in ACTIVE and (allowed is None or user["id"] in allowed)
         old = synced_as.get(user["id"])
         if old is not None and old != name and old in after and name not in after:
             if CAN_RENAME[target]:

@@ -121,8 +121,9 @@ def test_config_check_prints_every_setting_resolved_with_secrets_masked() -> Non
     printed = tomllib.loads(out)  # the output is a TOML file itself
     app, jira = printed["app"][0], printed["target"]["jira"]
     # every setting that has a value, defaults filled in; the unset ones as comments
-    assert set(app) == set(SECTIONS["app"].model_fields)
-    assert set(jira) | {"username", "password", "username_regex", "username_replacement"} == \
+    assert set(app) | {"user_filter", "okta_app_id"} == set(SECTIONS["app"].model_fields)
+    assert set(jira) | {"username", "password", "username_regex", "username_replacement",
+                        "user_filter", "required_groups", "okta_app_id"} == \
         set(SECTIONS["target"].model_fields)
     assert "# username: not set" in out
     assert (app["okta_concurrency"], app["schedule"], jira["timeout_s"]) == (8, "1h", 60.0)

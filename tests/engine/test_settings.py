@@ -86,6 +86,19 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "app.group_exclude": (S + "test_group_types_include_and_exclude_decide_the_groups_in_scope",),
     "app.group_rename": (S + "test_group_rename_gives_the_target_group_its_new_name",
                          C + "test_rename_collisions"),
+    "app.user_filter": (
+        "tests.engine.test_user_scope::test_user_filter_is_evaluated_by_okta",
+        "tests.engine.test_user_scope::test_an_empty_filter_is_a_configuration_error",
+    ),
+    "app.required_groups": (
+        "tests.engine.test_user_scope::test_users_leaving_the_scope_count_against_max_deactivations",
+        "tests.engine.test_user_scope::test_scope_mistakes_stop_the_run_before_writing",
+    ),
+    "app.okta_app_id": ("tests.engine.test_user_scope::test_okta_app_assignments_per_target",),
+    "target.user_filter": (
+        "tests.engine.test_user_scope::test_a_target_filter_overrides_the_apps",),
+    "target.required_groups": ("tests.engine.test_user_scope::test_required_groups_on_jira_only",),
+    "target.okta_app_id": ("tests.engine.test_user_scope::test_okta_app_assignments_per_target",),
     "app.attribute_groups": (
         "tests.engine.test_attribute_groups::"
         "test_department_groups_follow_the_attribute_from_run_to_run",

@@ -42,6 +42,8 @@ CONTROL_PREFIX = "/_emulator/"
 UNAVAILABLE_KEY = web.RequestKey("oktasync_unavailable", bool)
 APPLIED_KEY = web.RequestKey("oktasync_applied", bool)
 LOST_ANSWER_KEY = web.RequestKey("oktasync_lost_answer", bool)
+# how many entries a listing page returned (counted as ``items`` in the stats)
+ITEMS_KEY = web.ResponseKey("oktasync_items", int)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -69,11 +71,13 @@ class Counters:
     unavailable: int = 0
     lost_answer: int = 0
     altered: int = 0
+    items: int = 0  # entries that listing pages returned (users, members, ...)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "reads": self.reads,
+            "items": self.items,
             "writes_applied": self.writes_applied,
             "status": {str(code): n for code, n in sorted(self.status.items())},
             "rate_limited": self.rate_limited,
@@ -106,9 +110,11 @@ class Stats:
         unavailable: bool = False,
         lost_answer: bool = False,
         altered: bool = False,
+        items: int = 0,
     ) -> None:
         for c in self._both(endpoint):
             c.requests += 1
+            c.items += items
             c.status[status] += 1
             if not is_write:
                 c.reads += 1
@@ -363,6 +369,7 @@ def build_app(
             unavailable=bool(request.get(UNAVAILABLE_KEY) or request.get("unavailable")),
             lost_answer=lost,
             altered=altered is not None,
+            items=int(response.get(ITEMS_KEY, 0)),
         )
         return response
 

@@ -31,6 +31,7 @@ from aiohttp import web
 
 from oktasync_emulators.common import (
     CONTROL_PREFIX,
+    ITEMS_KEY,
     WRITE_METHODS,
     FaultConfig,
     Handler,
@@ -531,6 +532,7 @@ def link_headers(
 
 def paged_response(request: web.Request, body: Any, links: list[str]) -> web.Response:
     response = json_response(body)
+    response[ITEMS_KEY] = len(body)  # the stats count the entries a listing returned
     for link in links:
         response.headers.add("Link", link)  # one header line per relation, as Okta sends
     return response
@@ -961,6 +963,7 @@ class OktaEmulator:
         add("/api/v1/groups/{id}/users", _okta_errors(self.group_users))
         add("/api/v1/logs", _okta_errors(self.list_logs))
         add("/api/v1/apps/{appId}/users", _okta_errors(self.app_users))
+        add("/api/v1/apps/{appId}/users/{userId}", _okta_errors(self.app_user))
 
     def _user_picker(self, request: web.Request) -> tuple[Callable[[str], User | None], bool]:
         """Which users a listing shows, and whether it is a sortable search."""
@@ -1171,6 +1174,20 @@ class OktaEmulator:
         body = [app_user_json(app, u, self.directory, origin, flags, embed) for u in assigned]
         next_cursor = encode_cursor(scope, more) if more else None
         return paged_response(request, body, link_headers(request, limit, next_cursor))
+
+    async def app_user(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/v1/apps/{appId}/users/{userId}``: one assignment; 404 when the app is
+        unknown or the user is not assigned to it directly."""
+        wanted, user_id = request.match_info["appId"], request.match_info["userId"]
+        app = self.directory.apps.get(wanted)
+        if app is None:
+            raise not_found(wanted, "AppInstance")
+        user = self.directory.users.get(user_id)
+        if user is None or user_id not in app.members:
+            raise not_found(user_id, "AppUser")  # guess: Okta's kind name for an assignment
+        embed = "user" in request.query.get("expand", "").split(",")
+        return json_response(app_user_json(app, user, self.directory, origin_of(request),
+                                           response_flags(request), embed))
 
     # -- control endpoints (/_emulator/) -----------------------------------------------------
 
