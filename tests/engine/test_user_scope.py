@@ -102,6 +102,19 @@ async def test_required_groups_on_jira_only(tmp_path: Path) -> None:
         jira = second.summaries["test-app"]["targets"]["jira"]["counts"]
         assert jira.get("users_deactivated") == 1, jira
 
+        # and in an incremental run: the membership event names the user, its groups are
+        # read again, the required group is gone from them
+        another = people[1]
+        directory.remove_membership(group.id, another["id"])
+        third = await run_sync(config, SyncOptions(), echo=quiet)
+        summary = third.summaries["test-app"]
+        assert third.exit_code == 0 and summary["kind"] == "incremental", summary
+        okta = (await states(running))["okta"]
+        last = await assert_oracle(running, after, settings=replace(
+            settings, user_scope={"jira": members(okta, REQUIRED)}))
+        assert active_on(last["jira"], another) is False
+        assert active_on(last["confluence"], another) is True
+
 
 @pytest.mark.asyncio
 async def test_users_leaving_the_scope_count_against_max_deactivations(tmp_path: Path) -> None:
@@ -168,6 +181,20 @@ async def test_user_filter_is_evaluated_by_okta(tmp_path: Path) -> None:
         assert active_on(now["jira"], mover) is False
         assert active_on(now["confluence"], mover) is False
 
+        # incremental: one that leaves the filter is deactivated, one that joins it is
+        # created; Okta judges both (a search for the changed users), nobody else is read
+        leaver = [u for u in ordinary(okta) if u["id"] in chosen][2]
+        joiner = next(u for u in ordinary(okta) if u["id"] not in chosen)
+        running.okta.directory.update_profile(leaver["id"], {"department": "Sales"})
+        running.okta.directory.update_profile(joiner["id"], {"department": "Engineering"})
+        third = await run_sync(config, SyncOptions(), echo=quiet)
+        summary = third.summaries["test-app"]
+        assert third.exit_code == 0 and summary["kind"] == "incremental", summary
+        last = await states(running)
+        for target in ("jira", "confluence"):
+            assert active_on(last[target], leaver) is False, target
+            assert active_on(last[target], joiner) is True, target
+
 
 @pytest.mark.asyncio
 async def test_okta_app_assignments_per_target(tmp_path: Path) -> None:
@@ -192,13 +219,15 @@ async def test_okta_app_assignments_per_target(tmp_path: Path) -> None:
             "confluence": frozenset(u["id"] for u in people[10:25])}))
 
         directory.unassign_app(app.id, people[0]["id"])
-        again = await run_sync(config, SyncOptions(), echo=quiet)  # not incremental, yet
+        directory.assign_app(app.id, people[40]["id"])
+        again = await run_sync(config, SyncOptions(), echo=quiet)
         assert again.exit_code == 0, again.summaries
         summary = again.summaries["test-app"]
-        assert summary["kind"] == "full", summary
-        assert "user scope" in summary["full_because"], summary
+        assert summary["kind"] == "incremental", summary
         now = await states(running)
         assert active_on(now["jira"], people[0]) is False
+        assert active_on(now["jira"], people[40]) is True
+        assert active_on(now["confluence"], people[40]) is None  # not assigned to its app
         assert active_on(now["confluence"], people[10]) is True
 
 
