@@ -23,11 +23,14 @@ from oktasync.listings import Scope, scope_of
 from oktasync.models import OktaGroup, OktaUser
 from oktasync.okta_source import OktaSource
 from oktasync.ownership import Ownership
-from oktasync.pipeline import AppSync
+from oktasync.pipeline import AppSync, scope_keys
 from oktasync.report import TargetTally
-from oktasync.runstore import RunStore
+from oktasync.runstore import RunStore, app_criterion, filter_criterion
 from oktasync.targets.base import Target
 from oktasync.usernames import UsernameRule
+
+# users judged by one user_filter search: ``id eq "00u..."`` is ~30 characters in the URL
+SEARCH_BATCH = 50
 
 
 class IncrementalSync(AppSync):
@@ -43,6 +46,7 @@ class IncrementalSync(AppSync):
         self.position = position
         self.only_affected = True
         self.changed = 0  # users synced again, for the summary
+        self.affected: list[str] = []  # their Okta ids
 
     async def run(self) -> str | None:
         """The phases (see the module docstring); returns why a guard held removals back."""
@@ -52,6 +56,7 @@ class IncrementalSync(AppSync):
         changes = await self._read_changes()
         known = anyio.Event()
         self._know_scope(self._store_changes(changes), known)
+        await self._judge_user_scopes()
         for name in self.targets:  # from the store: no target is read
             await self._target_then_groups(name, known)
         self._phase("users")
@@ -97,7 +102,9 @@ class IncrementalSync(AppSync):
         groups = {g.id: g for g in stored if g.id not in changes.gone_groups}
         groups.update(changes.groups)
         scope, rows = scope_of(app, list(groups.values()))
-        affected = self._affected(changes, before, scope)
+        self.scope_keys = scope_keys(app.name, self.user_scopes, list(groups.values()))[0]
+        tracked = self._tracked(scope)
+        affected = self._affected(changes, before, scope, tracked)
         if len(affected) + len(changes.gone) > self._limit():
             raise FullSyncNeeded(f"{len(affected) + len(changes.gone)} users to sync again, "
                                  f"more than full_sync_threshold allows ({self._limit()})")
@@ -109,24 +116,61 @@ class IncrementalSync(AppSync):
             store.replace_okta_users(list(changes.users.values()), namers,
                                      attribute_groups=app.attribute_groups_of)
             for user_id, group_ids in changes.groups_of.items():
-                store.set_user_groups(user_id, group_ids)
+                store.set_user_groups(user_id, group_ids, tracked)
             for group_id, members in changes.members_of.items():
                 store.forget_okta_members(group_id)
                 store.add_okta_members(group_id, members)
             store.mark_affected(affected)
             store.add_pending(affected)
         self.changed = len(affected) + len(changes.gone)
+        self.affected = sorted(affected)
         return scope
 
-    def _affected(self, changes: Changes, before: Scope, scope: Scope) -> set[str]:
+    async def _judge_user_scopes(self) -> None:
+        """The user scopes of the users synced again, as Okta judges them now: each
+        ``user_filter`` by a search for them (a batch per request), each ``okta_app_id`` by
+        their assignments; ``required_groups`` need nothing more (their memberships are
+        stored). Written in one transaction; a run killed before it has them pending."""
+        scopes = self.user_scopes.values()
+        filters = sorted({s.user_filter for s in scopes if s.user_filter})
+        app_ids = sorted({s.okta_app_id for s in scopes if s.okta_app_id})
+        ids, judged = self.affected, list[tuple[str, set[str]]]()
+        for expression in filters:
+            selected: set[str] = set()
+            for start in range(0, len(ids), SEARCH_BATCH):
+                selected |= await self.okta.users_matching(expression,
+                                                           ids[start:start + SEARCH_BATCH])
+            judged.append((filter_criterion(expression), selected))
+        for app_id in app_ids:
+            judged.append((app_criterion(app_id),
+                           await self.okta.assigned_to_app(app_id, ids)))
+        with self.store.transaction():
+            for criterion, selected in judged:
+                self.store.set_in_scope(criterion, ids, selected)
+
+    @property
+    def _scopes_ask_okta(self) -> bool:
+        return any(s.user_filter or s.okta_app_id for s in self.user_scopes.values())
+
+    def _tracked(self, scope: Scope) -> set[str]:
+        """The groups whose members a full run reads (and the store holds): those in scope
+        and those a user scope requires."""
+        required = {g for keys in self.scope_keys.values() for g in keys.groups or ()}
+        return {g.id for g in scope.groups} | required
+
+    def _affected(self, changes: Changes, before: Scope, scope: Scope,
+                  tracked: set[str]) -> set[str]:
         """The users to sync again: read again and not as the store has them, whose groups
         moved, pending from an earlier run, and every member of a group that came into scope
         or lands on another name."""
         store, app = self.store, self.app
-        # re-read by the overlap: no change (an attribute group moved is a change)
-        same = store.as_stored(changes.users.values(), attribute_groups=app.attribute_groups_of)
+        # re-read by the overlap: no change (an attribute group moved is a change) — unless
+        # a user scope asks Okta (a filter on any attribute, an app assignment): then Okta
+        # judges every user read again
+        same = set() if self._scopes_ask_okta else store.as_stored(
+            changes.users.values(), attribute_groups=app.attribute_groups_of)
         moved = {u for u, groups in changes.groups_of.items()
-                 if not store.groups_stored(u, groups)}
+                 if not store.groups_stored(u, groups, tracked)}
         affected = {*(set(changes.users) - same), *moved, *store.pending_users()}
         for group_id, members in changes.members_of.items():
             affected |= store.group_members(group_id) ^ set(members)

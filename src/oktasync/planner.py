@@ -172,6 +172,8 @@ def plan_user(
     elif at_name is None:
         _plan_create(desired, rules, plan)
         return plan
+    elif desired.out_of_scope is not None and not _synced_by_us(desired, at_name, rules):
+        return plan  # "who gets an account" decides nothing about accounts this app never made
     else:
         current = at_name if _owned_or_adopted(desired, at_name, rules, plan) else None
     if current is None:
@@ -262,6 +264,12 @@ def _plan_create(desired: Desired, rules: TargetRules, plan: UserPlan) -> None:
     for group in _wanted_groups(desired, rules):
         plan.grants.append(_member_op(OpKind.ADD_MEMBER, desired.username, group, desired, rules,
                                       "new account"))
+
+
+def _synced_by_us(desired: Desired, current: Current, rules: TargetRules) -> bool:
+    claim = current.claim
+    return (claim is not None and claim.app == rules.app
+            and claim.okta_id in (None, desired.user.id))
 
 
 def _owned_or_adopted(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
@@ -607,15 +607,13 @@ class RunStore:
             "SELECT group_id FROM okta_members WHERE user_id = ? AND group_id >= ? AND "
             "group_id < ?", (user_id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END))}
 
-    def groups_stored(self, user_id: str, group_ids: Iterable[str]) -> bool:
-        """Whether the store holds exactly these memberships (of the groups it knows)."""
+    def groups_stored(self, user_id: str, group_ids: Iterable[str],
+                      tracked: Collection[str]) -> bool:
+        """Whether the store holds exactly these memberships among the ``tracked`` groups
+        (those a full run reads the members of: in scope, or required by a user scope)."""
         stored = {r[0] for r in self._db.execute(
-            "SELECT group_id FROM okta_members WHERE user_id = ? AND NOT (group_id >= ? AND "
-            "group_id < ?)", (user_id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END))}
-        known = {r[0] for r in self._db.execute(
-            "SELECT id FROM okta_groups WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(group_ids)),))}
-        return stored == known
+            "SELECT group_id FROM okta_members WHERE user_id = ?", (user_id,))}
+        return stored & set(tracked) == set(group_ids) & set(tracked)
 
     def replace_okta_users(
         self, users: Sequence[OktaUser], namers: Sequence[Callable[[OktaUser], str]], *,
@@ -634,14 +632,15 @@ class RunStore:
                               ("okta_members", "user_id")):
             self._db.executemany(f"DELETE FROM {table} WHERE {column} = ?", rows)
 
-    def set_user_groups(self, user_id: str, group_ids: Iterable[str]) -> None:
-        """A user's memberships as read again (only groups the store knows); its attribute
-        groups are not Okta's to say (``_set_attribute_memberships``)."""
+    def set_user_groups(self, user_id: str, group_ids: Iterable[str],
+                        tracked: Collection[str]) -> None:
+        """A user's memberships as read again, among the ``tracked`` groups (as a full run
+        stores them); its attribute groups are not Okta's to say
+        (``_set_attribute_memberships``)."""
         self._db.execute("DELETE FROM okta_members WHERE user_id = ? AND NOT (group_id >= ? "
                          "AND group_id < ?)", (user_id, ATTRIBUTE_ID_PREFIX, ATTRIBUTE_ID_END))
-        self._db.execute("INSERT OR IGNORE INTO okta_members SELECT id, ? FROM okta_groups "
-                         "WHERE id IN (SELECT value FROM json_each(?))",
-                         (user_id, json.dumps(list(group_ids))))
+        self._db.executemany("INSERT OR IGNORE INTO okta_members VALUES (?,?)",
+                             [(g, user_id) for g in set(group_ids) & set(tracked)])
 
     def group_members(self, group_id: str) -> set[str]:
         return {r[0] for r in self._db.execute(

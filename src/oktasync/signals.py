@@ -37,11 +37,10 @@ USER_EVENTS = frozenset({
     "user.lifecycle.create", "user.lifecycle.activate", "user.lifecycle.deactivate",
     "user.lifecycle.reactivate", "user.lifecycle.suspend", "user.lifecycle.unsuspend",
     "user.lifecycle.delete.initiated", "user.account.update_profile", "user.account.lock",
-    "user.account.unlock",
+    "user.account.unlock", "application.user_membership.add",
+    "application.user_membership.remove",  # an app assignment: the user's scope (okta_app_id)
 })
-MEMBERSHIP_EVENTS = frozenset({"group.user_membership.add", "group.user_membership.remove",
-                               "application.user_membership.add",
-                               "application.user_membership.remove"})
+MEMBERSHIP_EVENTS = frozenset({"group.user_membership.add", "group.user_membership.remove"})
 GROUP_EVENTS = frozenset({"group.lifecycle.create", "group.lifecycle.delete",
                           "group.profile.update"})
 SIGN_IN_EVENTS = frozenset({"user.session.start", "user.authentication.sso"})

@@ -74,11 +74,6 @@ def choose(app: AppConfig, config: Config, *, full: bool,
     if meta.get("app") != app.name:
         raise UsageError(f"state store {path} belongs to app {meta.get('app')!r}; run "
                          "`oktasync sync --full` to rebuild it")
-    if any(app.scope_for(config.targets[t]).restricted for t in app.targets):
-        # incremental runs do not evaluate user scopes yet: the users they feed would be
-        # judged without it
-        return Full("a user scope (user_filter, required_groups, okta_app_id) is evaluated "
-                    "by full syncs only, for now")
     if meta.get("fingerprint") != app.fingerprint(config.targets):
         return Full("the settings changed since the last complete sync")
     okta_time = meta.get("okta_time")

@@ -42,7 +42,9 @@ SIGNAL_TABLE = [
      [Signal(Look.MEMBERSHIPS, "00u1"), Signal(Look.MEMBERS, "00g1")]),
     (event("group.user_membership.remove", USER, GROUP),
      [Signal(Look.MEMBERSHIPS, "00u1"), Signal(Look.MEMBERS, "00g1")]),
-    (event("application.user_membership.add", APP, USER), [Signal(Look.MEMBERSHIPS, "00u1")]),
+    # an app assignment moves no group: the user is read again (its user scope is judged)
+    (event("application.user_membership.add", APP, USER), [Signal(Look.USER, "00u1")]),
+    (event("application.user_membership.remove", APP, USER), [Signal(Look.USER, "00u1")]),
     (event("group.profile.update", GROUP), [Signal(Look.GROUP, "00g1")]),
     (event("group.lifecycle.delete", GROUP), [Signal(Look.GROUP, "00g1")]),
     # a sign-in's user is its actor; the event has no user target

@@ -1097,3 +1097,33 @@ def test_every_write_names_its_target_account_and_okta_user() -> None:
             assert op.group if op.kind is OpKind.CREATE_GROUP else op.username, case_id
             if case_id in user_ids:
                 assert op.okta_id == ALICE_ID, case_id
+
+
+# --------------------------------------------------------------------------------------------
+# user scope (issue 11): a synced user who falls out of scope is deactivated like a
+# deactivated Okta user; an account this app never synced is not adopted for one
+
+OUT = "out of the app's user scope: not in required groups jira-access"
+SCOPE_CASES = [
+    pytest.param(UserCase(
+        replace(want(), out_of_scope=OUT), has(claim=MINE), removals=(deactivate("alice"),),
+        claim="alice",
+    ), id="synced-user-out-of-scope-deactivated"),
+    pytest.param(UserCase(
+        replace(want(), out_of_scope=OUT), has(claim=None),
+    ), id="unsynced-account-of-out-of-scope-user-left-alone"),
+    pytest.param(UserCase(
+        replace(want(), out_of_scope=OUT), has(claim=None), rules=_adopt("always"),
+    ), id="not-adopted-even-with-always"),
+    pytest.param(UserCase(replace(want(), out_of_scope=OUT)), id="out-of-scope-never-created"),
+]
+
+
+@pytest.mark.parametrize("case", SCOPE_CASES)
+def test_user_scope(case: UserCase) -> None:
+    check_user(case)
+
+
+def test_an_out_of_scope_deactivation_says_why() -> None:
+    plan = plan_user(replace(want(), out_of_scope=OUT), has(claim=MINE), JIRA)
+    assert [op.reason for op in plan.removals] == [OUT]
