@@ -132,8 +132,21 @@ def _check(config: Config, running: Any) -> bool:
     return ok
 
 
+def _change_a_few(running: Any) -> str:
+    """What an administrator does in Okta between two syncs; the second sync reads only
+    these changes (an incremental sync), and the check judges the whole directory again."""
+    directory = running.okta.directory
+    active = [u for u in directory.state_json()["users"] if u["status"] == "ACTIVE"]
+    directory.set_status(active[0]["id"], "SUSPENDED")
+    directory.update_profile(active[1]["id"], {"displayName": "Renamed In Okta"})
+    directory.add_user({"login": "new.hire@example.com", "email": "new.hire@example.com",
+                        "firstName": "New", "lastName": "Hire"})
+    return "1 user suspended, 1 display name changed, 1 user added"
+
+
 async def run_demo(users: int, groups: int, keep_running: bool) -> int:
-    """Emulators up, sync, summary, check; 0 when both targets match Okta."""
+    """Emulators up, a full sync, a check; a few changes in Okta, an incremental sync, a
+    check; 0 when both targets match Okta both times."""
     ports = DEFAULT_PORTS if keep_running else (0, 0, 0)
     options = EmulatorOptions(users=users, groups=groups, ports=ports, okta_rate_scale=0)
     print(f"starting emulators: Okta with {users} users and {groups} groups, Jira, Confluence")
@@ -145,6 +158,12 @@ async def run_demo(users: int, groups: int, keep_running: bool) -> int:
             print(f"full sync finished in {time.monotonic() - started:.1f}s, "
                   f"exit code {result.exit_code}")
             ok = _check(config, running)
+            print(f"in Okta meanwhile: {_change_a_few(running)}")
+            started = time.monotonic()
+            again = await run_sync(config, SyncOptions())
+            print(f"incremental sync finished in {time.monotonic() - started:.1f}s, "
+                  f"exit code {again.exit_code}")
+            ok = _check(config, running) and ok and again.exit_code in (0, 1)
             if keep_running:
                 print(f"emulators keep running: {running.info()}\n"
                       "point a config at them (see config/demo.toml) and run "
