@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "left there, repairs what changed behind its back and writes a "
                            "drift report")
 
+    serve = sub.add_parser("serve", help="keep syncing: each app on its schedule, with "
+                                         "/healthz and /metrics ([serve] listen)")
+    serve.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+
     status = sub.add_parser("status", help="the last run of each app, and any interrupted one")
     status.add_argument("--config", required=True, type=Path)
 
@@ -171,6 +175,8 @@ def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
         return _run_until_signal(lambda: _sync(args, interrupt), interrupt)
     if args.command == "status":
         return _status(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "config":
         return _config_check(args) if args.config_command == "check" else _config_schema()
     if args.command == "emulate":
@@ -272,6 +278,15 @@ def _config_schema() -> int:
 
     print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Until SIGTERM or SIGINT, which it handles itself (exit 0): see ``serve.py``."""
+    from oktasync.serve import Service
+
+    config = _load(args.config)
+    return anyio.run(lambda: Service(config).serve(
+        on_ready=lambda line: print(line, flush=True)))
 
 
 async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:

@@ -381,6 +381,7 @@ class Config:
     state_dir: Path
     pipeline: PipelineConfig
     warnings: tuple[str, ...] = ()  # settings that are valid but do nothing yet, by path
+    listen: tuple[str, int] = ("127.0.0.1", 8787)  # [serve] listen
 
     def app(self, name: str) -> AppConfig:
         """The app called ``name``; a ConfigError (not KeyError) that lists the apps otherwise."""
@@ -599,15 +600,18 @@ def _build(file: ConfigFile, path: Path, raw: dict[str, Any]) -> Config:
         pipeline=PipelineConfig(queue_size=file.pipeline.queue_size,
                                 max_in_flight=file.pipeline.max_in_flight),
         warnings=tuple(_warnings(raw)),
+        listen=_listen(file.serve.listen),
     )
 
 
 def _warnings(raw: dict[str, Any]) -> list[str]:
-    """Valid settings that have no effect yet; the command line prints them."""
-    return [f"{_app_where(index, raw)}.schedule: has no effect yet: it is for `oktasync serve`, "
-            "which does not exist yet; each `oktasync sync` is one run, so schedule that with "
-            "cron or a systemd timer (remove the setting to silence this warning)"
-            for index, table in enumerate(raw["app"]) if "schedule" in table]
+    """Valid settings that have no effect yet; the command line prints them (none now)."""
+    return []
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _rule(regex: str | None, replacement: str | None, source: str = "login") -> UsernameRule:

@@ -304,6 +304,22 @@ class _Duration:
         return value
 
 
+@dataclass(frozen=True)
+class _Listen:
+    """``HOST:PORT``: a host name or address, and a port 1 to 65535."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return _checked(self.check, core_schema.str_schema(pattern=r"^.+:[0-9]+$"))
+
+    def check(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise _fail(f"must be HOST:PORT such as '127.0.0.1:8787', got {shown(value)}")
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise _fail(f"must be HOST:PORT with a port 1 to 65535, got {value!r}")
+        return value
+
+
 _PERCENT = r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$"
 
 
@@ -767,10 +783,9 @@ class AppSettings(_Section):
         "reading everything costs less than reading each change. A count, or a percentage of "
         "the users the last complete sync read."))
     schedule: Annotated[str, _Duration(60, "1m")] = Field(default="1h", description=(
-        'Not used yet. Meant for `oktasync serve` (how often it runs a full sync, at least "1m"), '
-        "which does not exist yet: each `oktasync sync` is one run, so schedule that with cron "
-        "or a systemd timer. Setting it is accepted (so a file written for `serve` stays valid) "
-        "with a warning that it has no effect."))
+        'How often `oktasync serve` syncs this app (at least "1m"): incremental where it can be, '
+        "full where it must (an interrupted full sync is resumed). `oktasync sync` is one run "
+        "and ignores it."))
     okta_max_share: Annotated[float, _Number(0, 1, lo_open=True)] = Field(default=0.5, description=(
         "The share of Okta's rate limit this app may use, greater than 0 and at most 1: leave "
         "room for the other integrations that call the same org."))
@@ -869,6 +884,15 @@ class PipelineSettings(_Section):
         "concurrency limits."))
 
 
+class ServeSettings(_Section):
+    """``[serve]``: the long-running service (``oktasync serve``)."""
+
+    model_config = ConfigDict(title="[serve]")
+    listen: Annotated[str, _Listen()] = Field(default="127.0.0.1:8787", description=(
+        "HOST:PORT where `oktasync serve` answers /healthz and /metrics; loopback by "
+        "default."))
+
+
 class ConfigFile(_Section):
     """The whole file: its sections in the order problems are reported."""
 
@@ -887,11 +911,13 @@ class ConfigFile(_Section):
         default=StateSettings(), description="Where the state lives.")
     pipeline: Annotated[PipelineSettings, _Table("must be a table, got {got}")] = Field(
         default=PipelineSettings(), description="Bounds on queued and in-flight work.")
+    serve: Annotated[ServeSettings, _Table("must be a table, got {got}")] = Field(
+        default=ServeSettings(), description="The service (oktasync serve).")
 
 
 SECTIONS: Final[Mapping[str, type[BaseModel]]] = {
     "": ConfigFile, "app": AppSettings, "target": TargetSettings, "state": StateSettings,
-    "pipeline": PipelineSettings}
+    "pipeline": PipelineSettings, "serve": ServeSettings}
 
 
 def json_schema() -> dict[str, Any]:

@@ -15,7 +15,7 @@ import oktasync
 LAYERS: list[set[str]] = [
     {"__main__"},
     {"cli"},
-    {"demo"},
+    {"demo", "serve"},
     {"engine"},
     {"incremental"},
     {"pipeline"},

@@ -114,8 +114,12 @@ COVERAGE: dict[str, tuple[str, ...]] = {
                                "test_an_okta_user_listing_that_shrank_stops_every_removal",),
     "app.full_sync_threshold": ("tests.engine.test_incremental::"
                                 "test_more_changes_than_the_threshold_run_a_full_sync_and_say_why",),
-    "app.schedule": (S + "test_schedule_does_nothing_yet_and_says_so",
+    "app.schedule": (S + "test_schedule_is_how_often_serve_syncs_and_warns_no_more",
+                     "tests.engine.test_serve::test_healthz_turns_unhealthy_after_three_"
+                     "intervals_without_success",
                      C + "test_schedule_minimum_and_type"),
+    "serve.listen": ("tests.engine.test_serve::test_serve_syncs_at_start_reports_health_and_"
+                     "metrics_and_stops_on_sigterm",),
     "app.okta_max_share": ("tests.engine.test_rate_limits::"
                            "test_okta_share_is_never_exceeded_and_no_429",),
     "app.okta_concurrency": (S + "test_okta_concurrency_caps_requests_to_okta",),
@@ -171,7 +175,7 @@ def documented_settings() -> dict[str, str]:
     found: dict[str, str] = {}
     section, comments = "", []
     for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
-        header = re.fullmatch(r"\[\[?(app|target|state|pipeline)[.\w-]*\]\]?", line.strip())
+        header = re.fullmatch(r"\[\[?(app|target|state|pipeline|serve)[.\w-]*\]\]?", line.strip())
         key = re.match(r"#? ?([a-z_]+) = ", line)
         if header:
             section, comments = header.group(1), []
@@ -459,22 +463,19 @@ async def test_a_targets_adopt_existing_overrides_the_apps(tmp_path: Path) -> No
 # -- app: schedule ------------------------------------------------------------------------------
 
 
-def test_schedule_does_nothing_yet_and_says_so(tmp_path: Path) -> None:
+def test_schedule_is_how_often_serve_syncs_and_warns_no_more(tmp_path: Path) -> None:
+    """`schedule` is read (``oktasync serve`` uses it: tests.engine.test_serve) and is no
+    longer a setting that "has no effect yet"."""
     text = (REPO / "config" / "demo.toml").read_text(encoding="utf-8")
     path = tmp_path / "oktasync.toml"
     path.write_text(text.replace('targets = ["jira", "confluence"]',
                                  'targets = ["jira", "confluence"]\nschedule = "15m"'), "utf-8")
     config = load_config(path, env={})
-    assert config.apps[0].schedule_s == 900
-    (warning,) = config.warnings
-    assert warning.startswith("app[0] (demo-okta).schedule: has no effect yet")
-    assert load_config(REPO / "config" / "demo.toml", env={}).warnings == ()
-    for command in (["config", "check", "--config", str(path)], ["status", "--config", str(path)]):
-        done = subprocess.run([sys.executable, "-m", "oktasync", *command], capture_output=True,
-                              text=True, timeout=60, check=False,
-                              env={"PATH": os.environ.get("PATH", "")})
-        assert done.returncode == 0, done.stderr
-        assert f"oktasync: warning: {warning}" in done.stderr
+    assert config.apps[0].schedule_s == 900 and config.warnings == ()
+    done = subprocess.run([sys.executable, "-m", "oktasync", "config", "check", "--config",
+                           str(path)], capture_output=True, text=True, timeout=60, check=False,
+                          env={"PATH": os.environ.get("PATH", "")})
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
 
 
 # -- the pace: okta_concurrency, concurrency, max_in_flight, max_rps ------------------------------
