@@ -43,12 +43,14 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from oktasync.models import OktaUser, name_key
+from oktasync.schedules import CRON, Schedule
 from oktasync.secrets import Secret
 from oktasync.settings import (
     APPS_MESSAGE,
@@ -229,7 +231,8 @@ class AppConfig:
     max_membership_removals: DeactivationLimit
     max_listing_shrink: DeactivationLimit
     full_sync_threshold: DeactivationLimit
-    schedule_s: float
+    schedule_s: float  # the interval between runs (for a cron schedule: around now)
+    schedule: Schedule
     okta_max_share: float
     okta_concurrency: int
     targets: tuple[str, ...]
@@ -609,6 +612,12 @@ def _warnings(raw: dict[str, Any]) -> list[str]:
     return []
 
 
+def _schedule(text: str, zone: str) -> Schedule:
+    if text.startswith(CRON):
+        return Schedule(cron=text[len(CRON):].strip(), zone=zone)
+    return Schedule(every_s=parse_duration(text), zone=zone)
+
+
 def _listen(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
@@ -645,7 +654,8 @@ def _build_app(a: AppSettings) -> AppConfig:
         max_membership_removals=_limit(a.max_membership_removals),
         max_listing_shrink=_limit(a.max_listing_shrink),
         full_sync_threshold=_limit(a.full_sync_threshold),
-        schedule_s=parse_duration(a.schedule),
+        schedule_s=_schedule(a.schedule, a.timezone).period_s(datetime.now(UTC)),
+        schedule=_schedule(a.schedule, a.timezone),
         okta_max_share=a.okta_max_share,
         okta_concurrency=a.okta_concurrency,
         targets=tuple(a.targets),

@@ -1,14 +1,15 @@
 """``oktasync serve``: one long-running process that syncs each app on its ``schedule`` and
 says how that goes (``/healthz``, ``/metrics``).
 
-First part of issue 12: interval schedules, each app synced at start and then every
-``schedule`` (incremental where it can be, full where it must; an interrupted full sync is
-resumed by itself rather than waiting for ``--resume``); one run at a time, because the
-state directory takes one run at a time (``state.StateLock``), so a CLI ``sync`` meanwhile is
-refused with the lock holder named; a failed run is tried again at the app's next tick and
-shows in ``/healthz``; SIGTERM or SIGINT stops the service after the run in progress has
-saved its checkpoint (exit 0). Event hooks, the System Log poller, sign-in syncs, cron
-schedules and per-app locks are still to come.
+First part of issue 12. Each app is synced on its schedule (``schedules.Schedule``: every
+interval from each run's start, the first at once, or a cron expression's times in the app's
+zone): incremental where it can be, full where it must, an interrupted full sync resumed by
+itself rather than waiting for ``--resume``. One run at a time, because the state directory
+takes one run at a time (``state.StateLock``), so a CLI ``sync`` meanwhile is refused with the
+lock holder named. A failed run is tried again at the app's next time and shows in
+``/healthz``. SIGTERM or SIGINT stops the service after the run in progress has saved its
+checkpoint (exit 0). Event hooks, the System Log poller, sign-in syncs and per-app locks are
+still to come.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -89,11 +91,15 @@ class Service:
                 return
 
     async def _schedule(self, app: AppConfig) -> None:
-        """At start, then every ``schedule``, measured from each run's start."""
+        """At the times ``schedules.Schedule`` gives: an interval from each run's start (the
+        first at once), or a cron expression's times in the app's zone."""
+        last_start: datetime | None = None
         while True:
-            started = anyio.current_time()
+            now = datetime.now(UTC)
+            due = app.schedule.next_run(now, last_start)
+            await anyio.sleep(max(0.0, (due - now).total_seconds()))
+            last_start = datetime.now(UTC)
             await self.run_once(app)
-            await anyio.sleep_until(started + app.schedule_s)
 
     async def run_once(self, app: AppConfig) -> None:
         """One sync of one app, however it ends: recorded, never raised."""
@@ -130,7 +136,8 @@ class Service:
     def healthy(self, app: AppConfig, now: float) -> bool:
         """A success within the last three schedule intervals (or the service younger)."""
         since = self.health[app.name].last_success or self.started
-        return now - since <= UNHEALTHY_AFTER * app.schedule_s
+        period = app.schedule.period_s(datetime.fromtimestamp(now, UTC))
+        return now - since <= UNHEALTHY_AFTER * period
 
     async def _healthz(self, request: web.Request) -> web.Response:
         now = time.time()

@@ -42,6 +42,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+from oktasync.schedules import CRON, cron_problem, zone_problem
 from oktasync.secrets import Secret, SecretError, resolve_secret
 from oktasync.usernames import RuleError, compile_java_regex
 
@@ -301,6 +302,36 @@ class _Duration:
             raise _fail(str(exc)) from None
         if seconds < self.min_s:
             raise _fail(f"must be at least {self.min_text}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """A duration of at least a minute, or ``cron:`` and a five-field cron expression."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return _checked(self.check, core_schema.str_schema())
+
+    def check(self, value: object) -> str:
+        if isinstance(value, str) and value.startswith(CRON):
+            problem = cron_problem(value)
+            if problem is not None:
+                raise _fail(problem)
+            return value
+        return _Duration(60, "1m").check(value)
+
+
+@dataclass(frozen=True)
+class _Zone:
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return _checked(self.check, core_schema.str_schema())
+
+    def check(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise _fail(f"must be a time zone name such as 'Europe/Berlin', got {shown(value)}")
+        problem = zone_problem(value)
+        if problem is not None:
+            raise _fail(problem)
         return value
 
 
@@ -782,10 +813,14 @@ class AppSettings(_Section):
         "users than this in Okta, it runs as a full sync instead and says why: past this, "
         "reading everything costs less than reading each change. A count, or a percentage of "
         "the users the last complete sync read."))
-    schedule: Annotated[str, _Duration(60, "1m")] = Field(default="1h", description=(
-        'How often `oktasync serve` syncs this app (at least "1m"): incremental where it can be, '
-        "full where it must (an interrupted full sync is resumed). `oktasync sync` is one run "
-        "and ignores it."))
+    schedule: Annotated[str, _Schedule()] = Field(default="1h", description=(
+        'When `oktasync serve` syncs this app: a duration (at least "1m"; from each run\'s '
+        'start, the first at once) or a cron expression, "cron:*/15 * * * *" (minute hour '
+        "day month weekday, in `timezone`). Incremental where it can be, full where it must (an "
+        "interrupted full sync is resumed). `oktasync sync` is one run and ignores it."))
+    timezone: Annotated[str, _Zone()] = Field(default="UTC", description=(
+        'The time zone of a cron `schedule` (an IANA name such as "Europe/Berlin"); daylight '
+        "saving moves the runs as the zone does."))
     okta_max_share: Annotated[float, _Number(0, 1, lo_open=True)] = Field(default=0.5, description=(
         "The share of Okta's rate limit this app may use, greater than 0 and at most 1: leave "
         "room for the other integrations that call the same org."))

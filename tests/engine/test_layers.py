@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"http", "ownership", "planner", "state", "config"},
     {"settings"},
     {"ratelimit", "secrets", "db", "errors", "models", "text", "usernames", "signals", "__init__",
+     "schedules",
      "targets.__init__"},
 ]
 ROOT = Path(oktasync.__file__).parent

@@ -117,7 +117,11 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "app.schedule": (S + "test_schedule_is_how_often_serve_syncs_and_warns_no_more",
                      "tests.engine.test_serve::test_healthz_turns_unhealthy_after_three_"
                      "intervals_without_success",
-                     C + "test_schedule_minimum_and_type"),
+                     C + "test_schedule_minimum_and_type",
+                     "tests.engine.test_schedules::test_a_cron_expression_fires_at_its_"
+                     "minutes_never_at_once"),
+    "app.timezone": ("tests.engine.test_schedules::test_cron_follows_the_zones_daylight_saving",
+                     "tests.engine.test_schedules::test_cron_and_zone_settings_are_checked"),
     "serve.listen": ("tests.engine.test_serve::test_serve_syncs_at_start_reports_health_and_"
                      "metrics_and_stops_on_sigterm",),
     "app.okta_max_share": ("tests.engine.test_rate_limits::"
