@@ -8,8 +8,9 @@ itself rather than waiting for ``--resume``. One run at a time, because the stat
 takes one run at a time (``state.StateLock``), so a CLI ``sync`` meanwhile is refused with the
 lock holder named. A failed run is tried again at the app's next time and shows in
 ``/healthz``. SIGTERM or SIGINT stops the service after the run in progress has saved its
-checkpoint (exit 0). Event hooks, the System Log poller, sign-in syncs and per-app locks are
-still to come.
+checkpoint (exit 0); SIGHUP reads the configuration again (a bad file is refused and the
+running one kept, the reason in ``/healthz``). Event hooks, the System Log poller, sign-in
+syncs and per-app locks are still to come.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Any
 import anyio
 import structlog
 from aiohttp import web
+from anyio.abc import TaskGroup
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from oktasync.checkpoint import checkpoint_path
-from oktasync.config import AppConfig, Config
+from oktasync.config import AppConfig, Config, ConfigError, load_config
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.errors import EXIT_OK, EXIT_WRITES_FAILED, SyncError
 
@@ -56,6 +58,9 @@ class Service:
         self.started = time.time()
         self.health = {app.name: AppHealth() for app in config.apps}
         self.one_run = anyio.Lock()  # the state directory takes one run at a time
+        self.loaded_at = self.started
+        self.reload_error: str | None = None  # why the last SIGHUP kept the old configuration
+        self.reloaded = anyio.Event()  # set (and replaced) by each reload: schedules wake
         self.registry = CollectorRegistry()
         self.runs = Counter("oktasync_runs", "Sync runs by app, kind and outcome",
                             ["app", "kind", "outcome"], registry=self.registry)
@@ -75,31 +80,64 @@ class Service:
                  f"apps: {', '.join(self.health)}")
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._until_signalled, tg.cancel_scope)
+                tg.start_soon(self._until_signalled, tg)
                 for app in self.config.apps:
-                    tg.start_soon(self._schedule, app)
+                    tg.start_soon(self._schedule, app.name)
         finally:
             with anyio.CancelScope(shield=True):
                 await runner.cleanup()
         return 0
 
-    async def _until_signalled(self, scope: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    async def _until_signalled(self, tg: TaskGroup) -> None:
+        """SIGTERM or SIGINT: stop. SIGHUP: read the configuration again."""
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT,
+                                        signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload(tg)
+                    continue
                 log.info("stopping", signal=signal.Signals(signum).name)
-                scope.cancel()
+                tg.cancel_scope.cancel()
                 return
 
-    async def _schedule(self, app: AppConfig) -> None:
+    def reload(self, tg: TaskGroup) -> None:
+        """The file as it is now, if it is valid and keeps the state directory and the
+        address; otherwise the running configuration stays and ``/healthz`` says why."""
+        try:
+            config = load_config(self.config.path)
+            if (config.state_dir, config.listen) != (self.config.state_dir, self.config.listen):
+                raise ConfigError(["[state] dir and [serve] listen change only with a restart"])
+        except (ConfigError, SyncError, OSError) as exc:
+            self.reload_error = f"configuration not reloaded, the running one is kept: {exc}"
+            log.error("reload refused", reason=self.reload_error)
+            return
+        new = [a.name for a in config.apps if a.name not in self.health]
+        self.config, self.loaded_at, self.reload_error = config, time.time(), None
+        for name in new:
+            self.health[name] = AppHealth()
+            tg.start_soon(self._schedule, name)
+        self.reloaded.set()
+        self.reloaded = anyio.Event()
+        log.info("configuration reloaded", apps=[a.name for a in config.apps])
+
+    def _app(self, name: str) -> AppConfig | None:
+        return next((a for a in self.config.apps if a.name == name), None)
+
+    async def _schedule(self, name: str) -> None:
         """At the times ``schedules.Schedule`` gives: an interval from each run's start (the
-        first at once), or a cron expression's times in the app's zone."""
+        first at once), or a cron expression's times in the app's zone. A reload wakes it
+        (the next time is taken from the new schedule); an app a reload removed stops."""
         last_start: datetime | None = None
-        while True:
+        while (app := self._app(name)) is not None:
             now = datetime.now(UTC)
             due = app.schedule.next_run(now, last_start)
-            await anyio.sleep(max(0.0, (due - now).total_seconds()))
-            last_start = datetime.now(UTC)
-            await self.run_once(app)
+            woken = False
+            with anyio.move_on_after(max(0.0, (due - now).total_seconds())):
+                await self.reloaded.wait()
+                woken = True
+            if not woken:
+                last_start = datetime.now(UTC)
+                await self.run_once(app)
 
     async def run_once(self, app: AppConfig) -> None:
         """One sync of one app, however it ends: recorded, never raised."""
@@ -144,8 +182,9 @@ class Service:
         apps = {a.name: {**asdict(self.health[a.name]), "healthy": self.healthy(a, now)}
                 for a in self.config.apps}
         ok = all(entry["healthy"] for entry in apps.values())
-        return web.json_response({"status": "ok" if ok else "unhealthy", "apps": apps},
-                                 status=200 if ok else 503)
+        config = {"loaded_at": self.loaded_at, "reload_error": self.reload_error}
+        return web.json_response({"status": "ok" if ok else "unhealthy", "apps": apps,
+                                  "config": config}, status=200 if ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.registry),

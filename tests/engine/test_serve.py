@@ -62,9 +62,35 @@ async def test_serve_syncs_at_start_reports_health_and_metrics_and_stops_on_sigt
         assert status == 200
         assert f'oktasync_runs_total{{app="{APP}",kind="full",outcome="ok"}} 1.0' in metrics
         assert "oktasync_last_success_timestamp_seconds" in metrics
+
+        # SIGHUP: a broken file is refused and the running configuration kept, said in
+        # /healthz; a good one is taken
+        good = path.read_text()
+        path.write_text(good.replace('schedule = "1m"', 'schedule = "1 minute"'))
+        service.send_signal(signal.SIGHUP)
+        health = await until(base, lambda h: h["config"]["reload_error"] is not None)
+        assert "schedule" in health["config"]["reload_error"], health
+        assert list(health["apps"]) == [APP] and health["status"] == "ok"
+        loaded = health["config"]["loaded_at"]
+        path.write_text(good.replace('schedule = "1m"', 'schedule = "2m"'))
+        service.send_signal(signal.SIGHUP)
+        health = await until(base, lambda h: h["config"]["loaded_at"] != loaded)
+        assert health["config"]["reload_error"] is None, health
+        assert health["apps"][APP]["runs"] == 1  # a reload is no run
+
         service.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(service.communicate(), timeout=30)
         assert service.returncode == 0, err.decode()[-2000:]
+
+
+async def until(base: str, ready: Any) -> Any:
+    """/healthz once ``ready`` says so (10 s at most)."""
+    for _ in range(100):
+        _, health = await get(base + "/healthz")
+        if ready(health):
+            return health
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/healthz never got there: {health}")
 
 
 def test_healthz_turns_unhealthy_after_three_intervals_without_success(tmp_path: Path) -> None:
