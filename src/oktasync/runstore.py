@@ -742,3 +742,16 @@ class RunStore:
     def count_removals(self, target: str, kind: OpKind) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM removals WHERE target = ? AND "
                                     "kind = ?", (target, kind.value)).fetchone()[0])
+
+
+def users_named(path: Path, username: str) -> list[str]:
+    """The Okta users a state store maps to ``username`` (a name key) under any rule: read
+    only, without the checks of opening a run index (the login hook answers in time)."""
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in db.execute(
+            "SELECT DISTINCT user_id FROM okta_names WHERE username = ?", (username,))]
+    except sqlite3.Error:
+        return []
+    finally:
+        db.close()
