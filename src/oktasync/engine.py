@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +45,12 @@ from oktasync.http import HttpClient, make_session
 from oktasync.incremental import EventSync, IncrementalSync
 from oktasync.models import name_key
 from oktasync.okta_source import OktaSource
-from oktasync.ownership import Ownership
+from oktasync.ownership import Held, Ownership
 from oktasync.pipeline import AppSync
 from oktasync.ratelimit import AtlassianLimiter, InFlight, OktaLimiter
 from oktasync.report import TargetTally, format_summary, write_findings
 from oktasync.runstore import SCHEMA_VERSION, RunStore, users_named
+from oktasync.signals import local_sign_in
 from oktasync.state import (
     StateLock,
     ensure_state_dir,
@@ -164,6 +166,50 @@ async def sync_events(config: Config, app: AppConfig, events: list[dict[str, Any
             ownership.close()
     finally:
         lock.release()
+
+
+async def sync_user(config: Config, app: AppConfig, who: str) -> dict[str, Any] | None:
+    """A single-user sync (sync-semantics.md): the Okta user ``who`` names (``find_user``)
+    synced now, as a sign-in would have it; None when the app has no such user."""
+    user_id = await find_user(config, app, who)
+    if user_id is None:
+        return None
+    event = local_sign_in(f"sync-user-{uuid.uuid4()}", user_id)
+    try:
+        return await sync_events(config, app, [event])
+    except NoStateStore:
+        raise UsageError(f"app {app.name!r} has no complete sync yet: run `oktasync sync "
+                         f"--app {app.name}` first, which syncs every user") from None
+
+
+def held(config: Config, app: AppConfig) -> list[Held]:
+    """The deactivations held for an administrator (``oktasync held``)."""
+    ownership = Ownership(ensure_state_dir(config.state_dir) / "state.db")
+    try:
+        return ownership.held(app.name)
+    finally:
+        ownership.close()
+
+
+async def release_held(config: Config, app: AppConfig) -> dict[str, Any] | None:
+    """``oktasync held --release``: the held deactivations no longer held, and their users
+    synced now, past the guards (what Okta says now decides: a user reactivated meanwhile
+    is not deactivated). None when nothing was held. If the sync cannot start, they stay
+    held."""
+    ownership = Ownership(ensure_state_dir(config.state_dir) / "state.db")
+    try:
+        released = ownership.release(app.name)
+        users = sorted({h.okta_id for h in released if h.okta_id})
+        if not released:
+            return None
+        events = [local_sign_in(f"release-{uuid.uuid4()}", user) for user in users]
+        try:
+            return await sync_events(config, app, events, SyncOptions(app=app.name, force=True))
+        except BaseException:
+            ownership.hold(app.name, released)
+            raise
+    finally:
+        ownership.close()
 
 
 def _basic(username: str, password: str) -> str:
@@ -427,6 +473,12 @@ async def _sync_app(
                 summary["users_changed"] = sync.changed
             if isinstance(sync, EventSync):
                 summary["users_synced"] = sync.affected
+                if sync.gate is not None and sync.gate.held_now:
+                    summary["held"] = sync.gate.held_now
+                    verdict.notes.append(
+                        f"{sync.gate.held_now} deactivations held for an administrator: more "
+                        "than max_deactivations allows within deactivation_window (see "
+                        "`oktasync held`)")
             if not guard and not options.dry_run and sync.okta_time is not None \
                     and not isinstance(kind, FromEvents):
                 summary["okta_time"] = sync.okta_time  # as the state store records it
@@ -558,5 +610,15 @@ def _finish(
     }
 
 
-__all__ = ["EXIT_USAGE", "NoStateStore", "RunResult", "SyncOptions", "run_app", "run_sync",
-           "sync_events"]
+__all__ = [
+    "EXIT_USAGE",
+    "NoStateStore",
+    "RunResult",
+    "SyncOptions",
+    "held",
+    "release_held",
+    "run_app",
+    "run_sync",
+    "sync_events",
+    "sync_user",
+]

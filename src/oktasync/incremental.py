@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from typing import Any
 
 import anyio
@@ -26,6 +27,7 @@ from oktasync.models import OktaGroup, OktaUser
 from oktasync.okta_source import OktaSource
 from oktasync.ownership import Ownership
 from oktasync.pipeline import AppSync, scope_keys
+from oktasync.removals import RemovalGate
 from oktasync.report import TargetTally
 from oktasync.runstore import RunStore, app_criterion, filter_criterion
 from oktasync.targets.base import Target
@@ -214,6 +216,7 @@ class EventSync(IncrementalSync):
     def __init__(self, *args: Any, events: list[dict[str, Any]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.events = events
+        self.gate: RemovalGate | None = None
 
     async def _read_changes(self) -> Changes:
         try:
@@ -223,6 +226,14 @@ class EventSync(IncrementalSync):
 
     def _limit(self) -> int:
         return sys.maxsize
+
+    def _gate(self, scope: Scope) -> RemovalGate:
+        """Deactivations count over ``deactivation_window``; the excess is held."""
+        gate = super()._gate(scope)
+        gate.window_used = self.ownership.event_deactivations(
+            self.app.name, time.time() - self.app.deactivation_window_s)
+        self.gate = gate
+        return gate
 
     def _advance(self, changes: Changes) -> None:
         """Done: the users it failed for stay pending; the position does not move."""

@@ -739,6 +739,15 @@ class RunStore:
         return int(self._db.execute(OWNED_MEMBERSHIPS_SQL,
                                     (target, app, json.dumps(list(groups)))).fetchone()[0])
 
+    def removals_of(self, target: str, kind: OpKind) -> list[tuple[int, str, str | None]]:
+        """(row number, username, Okta id) of the held removals of one kind, in plan order."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT seq, username, okta_id FROM removals WHERE target = ? AND kind = ? "
+            "ORDER BY seq", (target, kind.value))]
+
+    def drop_removals(self, seqs: Iterable[int]) -> None:
+        self._db.executemany("DELETE FROM removals WHERE seq = ?", [(s,) for s in seqs])
+
     def count_removals(self, target: str, kind: OpKind) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM removals WHERE target = ? AND "
                                     "kind = ?", (target, kind.value)).fetchone()[0])

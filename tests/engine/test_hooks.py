@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +236,60 @@ async def test_the_poller_catches_up_with_what_changed_while_the_service_was_dow
             health = await svc.health()
             assert health["apps"][APP]["runs"] == 0, health  # the poller did it, no run
             await svc.stop()
+
+
+def deactivated(user_id: str) -> dict[str, Any]:
+    """A ``user.lifecycle.deactivate`` LogEvent naming the user as its target."""
+    return {"uuid": str(uuid.uuid4()), "published": "2026-12-03T10:00:00.000Z",
+            "eventType": "user.lifecycle.deactivate", "version": "0", "severity": "INFO",
+            "actor": {"id": "00uadmin", "type": "User"}, "outcome": {"result": "SUCCESS"},
+            "target": [{"id": user_id, "type": "User"}]}
+
+
+async def cli(path: Path, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oktasync", *args, "--config", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode() + err.decode()
+
+
+@pytest.mark.asyncio
+async def test_deactivations_from_events_past_the_window_are_held_until_released(
+    tmp_path: Path,
+) -> None:
+    """max_deactivations = 2 over the window: five deactivations arriving one by one, two
+    land, three are held; `oktasync held` lists them, `--release` lands them."""
+    async with estate(users=60) as running:
+        port = free_port()
+        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS + (
+            '\nmax_deactivations = 2\ndeactivation_window = "1h"')), port)
+        await synced_once(path)
+        before = await states(running)
+        leavers = [u for u in before["okta"]["users"] if u["status"] == "ACTIVE"
+                   and u["profile"]["login"].split("@")[0].lower() in accounts(before, "jira")
+                   ][:5]
+        names = {u["profile"]["login"].split("@")[0].lower() for u in leavers}
+        async with service(path, port) as svc:
+            for user in leavers:
+                running.okta.directory.set_status(user["id"], "DEPROVISIONED")
+                status, _ = await svc.post(f"/hooks/okta/{APP}", headers=hook_headers(),
+                                           data=json.dumps(delivery(deactivated(user["id"]))))
+                assert status == 200
+                await svc.until(lambda h: h["apps"][APP]["inbox_depth"] == 0)
+            await svc.until(lambda h: h["apps"][APP]["events_synced"] == 5)
+            await svc.stop()
+        now = await states(running)
+        for target in TARGETS:
+            inactive = {n for n in names if not accounts(now, target)[n]["active"]}
+            assert len(inactive) == 2, (target, inactive)
+        code, out = await cli(path, "held")
+        assert code == 0 and "3 users' deactivations held (6 accounts)" in out, out
+        code, out = await cli(path, "held", "--release")
+        assert code == 0, out
+        now = await states(running)
+        for target in TARGETS:
+            assert not any(accounts(now, target)[n]["active"] for n in names), target
+        code, out = await cli(path, "held")
+        assert code == 0 and "nothing held" in out, out
