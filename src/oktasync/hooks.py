@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -165,7 +166,31 @@ def _events_of(body: Any) -> list[dict[str, Any]]:
     return events
 
 
+class _RefusalLog:
+    """One log line per kind of refusal per ``EVERY_S``, with how many were not logged: a
+    flood of forged requests must not become a flood of log lines (a full disk)."""
+
+    EVERY_S = 10.0
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int], float] = {}
+        self._quiet: dict[tuple[str, int], int] = {}
+
+    def say(self, request: web.Request, refusal: Refused) -> None:
+        key = (request.path.rpartition("/")[0], refusal.status)  # not the app: bounded
+        now = time.monotonic()
+        if now - self._last.get(key, -self.EVERY_S) < self.EVERY_S:
+            self._quiet[key] = self._quiet.get(key, 0) + 1
+            return
+        self._last[key] = now
+        log.warning("hook request refused", path=request.path, status=refusal.status,
+                    reason=refusal.reason, remote=request.remote,
+                    not_logged_since=self._quiet.pop(key, 0))
+
+
+_refusals = _RefusalLog()
+
+
 def _refused(request: web.Request, refusal: Refused) -> web.Response:
-    log.warning("hook request refused", path=request.path, status=refusal.status,
-                reason=refusal.reason, remote=request.remote)
+    _refusals.say(request, refusal)
     return web.json_response({"error": refusal.reason}, status=refusal.status)

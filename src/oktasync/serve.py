@@ -28,6 +28,7 @@ import signal
 import ssl
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +57,7 @@ LOGIN_WAIT_S = 10.0  # how long the login hook waits for its user's sync before 
 DRAIN_S = 20.0  # SIGTERM: how long an event batch in flight may take to finish
 BACKOFF_BASE_S, BACKOFF_MAX_S = 60.0, 3600.0  # after failed runs: 1 min, 2, 4, ... 1 h
 WAIT_FOR_STORE_S = 5.0  # events, but no complete sync yet: look again this often
+HISTORY = 50  # runs /healthz lists
 
 
 @dataclass
@@ -77,6 +79,17 @@ class AppHealth:
     poller_error: str | None = None
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of an app, as ``/healthz`` lists the latest (``recent_runs``)."""
+
+    app: str
+    kind: str  # full, incremental, reconcile, events
+    started: float
+    finished: float
+    exit_code: int
+
+
 class Service:
     """The apps' schedules, inboxes, pollers and runs, and what they report."""
 
@@ -93,6 +106,7 @@ class Service:
         self.reloaded = anyio.Event()  # set (and replaced) by each reload: schedules wake
         self.stopping = anyio.Event()
         self.metrics = Metrics()
+        self.history: deque[RunRecord] = deque(maxlen=HISTORY)  # the latest runs, any kind
 
     # -- lifetime ----------------------------------------------------------------------------
     async def serve(self, *, on_ready: Any = print) -> int:
@@ -254,6 +268,8 @@ class Service:
                 health.last_success = health.last_finished
             self.metrics.run(app.name, kind, code, health.last_finished - health.last_started,
                              summary, success=ok)
+            self.history.append(RunRecord(app.name, kind, health.last_started,
+                                          health.last_finished, code))
             log.info("run finished", app=app.name, exit_code=code, kind=kind)
         self.wake[app.name].set()  # events that waited for a complete sync
 
@@ -302,7 +318,8 @@ class Service:
             except SyncError as exc:
                 log.warning("event sync could not start", app=app.name, reason=str(exc))
                 return False
-        code = int(summary.get("exit_code", 5))
+            code = int(summary.get("exit_code", 5))
+            self.history.append(RunRecord(app.name, "events", started, time.time(), code))
         self.metrics.run(app.name, "events", code, time.time() - started, summary,
                          success=code in (EXIT_OK, EXIT_WRITES_FAILED))
         if code not in (EXIT_OK, EXIT_WRITES_FAILED, EXIT_GUARD):
@@ -359,8 +376,10 @@ class Service:
                 for a in self.config.apps}
         ok = all(entry["healthy"] for entry in apps.values())
         config = {"loaded_at": self.loaded_at, "reload_error": self.reload_error}
+        recent = [asdict(r) for r in self.history]
         return web.json_response({"status": "ok" if ok else "unhealthy", "apps": apps,
-                                  "config": config}, status=200 if ok else 503)
+                                  "config": config, "recent_runs": recent},
+                                 status=200 if ok else 503)
 
     def _poller_lag(self, app: AppConfig, now: float) -> float | None:
         """Seconds since the poller last read the System Log to its end (None: no poller)."""

@@ -825,7 +825,7 @@ class AppSettings(_Section):
     reconcile_schedule: Annotated[str, _Schedule()] = Field(default="1d", description=(
         "When `oktasync serve` runs a reconcile of this app (a full read of Okta and of every "
         "target, repairing changes made by hand): a duration or a cron expression, like "
-        "`schedule`. Default: daily."))
+        "`schedule`."))
     changes: Annotated[str, _Choice(CHANGE_MODES)] = Field(default="poll", description=(
         'How `oktasync serve` learns of changes between scheduled runs: "poll" reads Okta\'s '
         'System Log every poll_interval (works behind a firewall); "hooks" takes Okta event '

@@ -30,6 +30,7 @@ def free_port() -> int:
 class Running:
     base: str
     process: asyncio.subprocess.Process
+    stderr: Path  # a file: a pipe nobody reads would stop the service once it is full
 
     async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as session, \
@@ -58,9 +59,10 @@ class Running:
     async def stop(self) -> str:
         """SIGTERM; the exit code must be 0. Returns stderr."""
         self.process.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(self.process.communicate(), timeout=60)
-        assert self.process.returncode == 0, err.decode()[-3000:]
-        return err.decode()
+        await asyncio.wait_for(self.process.communicate(), timeout=60)
+        err = self.stderr.read_text(encoding="utf-8", errors="replace")
+        assert self.process.returncode == 0, err[-3000:]
+        return err
 
 
 async def _body(response: aiohttp.ClientResponse) -> Any:
@@ -78,18 +80,20 @@ def with_serve(path: Path, port: int, extra: str = "") -> Path:
 async def service(path: Path, port: int) -> AsyncIterator[Running]:
     """The service on ``path`` (whose [serve] listens on ``port``), killed if still running
     when the block ends."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oktasync", "serve", "--config", str(path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stderr = path.with_name(f"serve-{port}-{time.monotonic_ns()}.log")
+    with open(stderr, "wb") as err:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "oktasync", "serve", "--config", str(path),
+            stdout=asyncio.subprocess.PIPE, stderr=err)
     assert process.stdout is not None
     try:
         ready = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-        assert f"127.0.0.1:{port}" in ready.decode(), ready
-        yield Running(f"http://127.0.0.1:{port}", process)
+        assert f"127.0.0.1:{port}" in ready.decode(), (ready, stderr.read_text())
+        yield Running(f"http://127.0.0.1:{port}", process, stderr)
     finally:
         if process.returncode is None:
             process.kill()
-            await process.communicate()
+        await process.communicate()
 
 
 def delivery(*events: dict[str, Any]) -> dict[str, Any]:

@@ -11,9 +11,11 @@ import json
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from oktasync.engine import SyncOptions, run_sync
@@ -21,6 +23,7 @@ from oktasync_emulators.runner import RunningEmulators
 from tests.engine.harness import (
     endpoint_requests,
     load,
+    read_requests,
     states,
     stats,
     write_config,
@@ -293,3 +296,83 @@ async def test_deactivations_from_events_past_the_window_are_held_until_released
             assert not any(accounts(now, target)[n]["active"] for n in names), target
         code, out = await cli(path, "held")
         assert code == 0 and "nothing held" in out, out
+
+
+def profile_updated(user_id: str) -> dict[str, Any]:
+    return {**deactivated(user_id), "uuid": str(uuid.uuid4()),
+            "eventType": "user.account.update_profile"}
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.asyncio
+async def test_a_sign_in_jumps_the_queue_of_other_events(tmp_path: Path) -> None:
+    """1,000 profile events queued, then a sign-in: the new hire's account exists while
+    most of the backlog is still waiting (the priority lane)."""
+    async with estate(users=200, latency_ms=20) as running:
+        port = free_port()
+        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS), port)
+        await synced_once(path)
+        ids = list(running.okta.directory.users)
+        backlog = [profile_updated(ids[i % len(ids)]) for i in range(1000)]
+        async with service(path, port) as svc:
+            status, _ = await svc.post(f"/hooks/okta/{APP}", headers=hook_headers(),
+                                       data=json.dumps(delivery(*backlog)))
+            assert status == 200
+            user_id = new_hire(running, "first.day@example.com")
+            status, _ = await svc.post(f"/hooks/okta/{APP}", headers=hook_headers(),
+                                       data=json.dumps(delivery(sign_in(
+                                           user_id, "first.day@example.com"))))
+            assert status == 200
+            waited = await wait_for_account(running, "first.day", within_s=5)
+            health = await svc.health()
+            assert health["apps"][APP]["inbox_depth"] >= 500, (waited, health)
+            await svc.until(lambda h: h["apps"][APP]["inbox_depth"] == 0, within_s=120)
+            await svc.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_flood_of_forged_deliveries_is_bounded_and_syncs_nothing(
+    tmp_path: Path,
+) -> None:
+    """10,000 deliveries with a wrong secret, 8 KB each, 50 at a time: all 401, the
+    service's memory stays within 40 MB of where it was, nothing is read or written; and a
+    delivery bigger than the inbox's room is refused whole with 503."""
+    async with estate(users=40) as running:
+        port = free_port()
+        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS), port,
+                          "inbox_capacity = 100")
+        await synced_once(path)
+        ids = list(running.okta.directory.users)
+        async with service(path, port) as svc:
+            await svc.health()
+            before_rss, before = rss_kb(svc.process.pid), await stats(running)
+            body = json.dumps(delivery(*[profile_updated(ids[0]) for _ in range(30)]))
+            assert len(body) > 8000
+            statuses: Counter[int] = Counter()
+            limit = asyncio.Semaphore(50)
+            async with aiohttp.ClientSession() as http:
+                async def forge() -> None:
+                    async with limit, http.post(f"{svc.base}/hooks/okta/{APP}", data=body,
+                                                headers=hook_headers("forged")) as answer:
+                        statuses[answer.status] += 1
+                await asyncio.gather(*(forge() for _ in range(10_000)))
+            assert statuses == Counter({401: 10_000})
+            grown = rss_kb(svc.process.pid) - before_rss
+            assert grown < 40_000, f"RSS grew by {grown} KB"
+            status, _ = await svc.post(f"/hooks/okta/{APP}", headers=hook_headers(),
+                                       data=json.dumps(delivery(*[
+                                           profile_updated(u) for u in ids[:40]] * 3)))
+            assert status == 503
+            health = await svc.health()
+            assert health["apps"][APP]["inbox_depth"] == 0, health
+            after = await stats(running)
+            assert read_requests(after["okta"]) == read_requests(before["okta"])
+            for target in TARGETS:
+                assert write_requests(after[target]) == write_requests(before[target])
+            await svc.stop()
