@@ -56,7 +56,10 @@ COALESCE_S = 0.05  # events arriving this close together are synced as one batch
 LOGIN_WAIT_S = 10.0  # how long the login hook waits for its user's sync before answering 202
 DRAIN_S = 20.0  # SIGTERM: how long an event batch in flight may take to finish
 BACKOFF_BASE_S, BACKOFF_MAX_S = 60.0, 3600.0  # after failed runs: 1 min, 2, 4, ... 1 h
-WAIT_FOR_STORE_S = 5.0  # events, but no complete sync yet: look again this often
+# events that could not be synced are tried again after this many seconds, or as soon as a
+# scheduled run has finished: no complete sync yet; the app's lock held by a CLI run; a sync
+# that failed (Okta or a target unreachable: the scheduled run's backoff is the one to follow)
+WAIT_FOR_STORE_S, LOCKED_RETRY_S, FAILED_RETRY_S = 30.0, 1.0, 30.0
 HISTORY = 50  # runs /healthz lists
 
 
@@ -98,7 +101,8 @@ class Service:
         self.started = time.time()
         self.health = {app.name: AppHealth() for app in config.apps}
         self.inboxes: dict[str, Inbox] = {}
-        self.wake: dict[str, anyio.Event] = {}
+        self.wake: dict[str, anyio.Event] = {}  # new events in an app's inbox
+        self.ran: dict[str, anyio.Event] = {}  # a scheduled run of an app finished
         self.runs: dict[str, anyio.Lock] = {}  # one run of an app at a time
         self.synced: dict[str, anyio.Event] = {}  # a login hook's event uuid -> its sync done
         self.loaded_at = self.started
@@ -142,6 +146,7 @@ class Service:
         self.health.setdefault(name, AppHealth())
         self.runs.setdefault(name, anyio.Lock())
         self.wake.setdefault(name, anyio.Event())
+        self.ran.setdefault(name, anyio.Event())
         if name not in self.inboxes:
             (self.config.state_dir / name).mkdir(parents=True, exist_ok=True)
             self.inboxes[name] = Inbox(inbox_path(self.config.state_dir, name),
@@ -189,6 +194,8 @@ class Service:
             self._start_app(tg, name)
         self.reloaded.set()
         self.reloaded = anyio.Event()
+        for event in self.wake.values():  # an app removed: its event worker ends
+            event.set()
         log.info("configuration reloaded", apps=[a.name for a in config.apps])
 
     def app(self, name: str) -> AppConfig | None:
@@ -271,7 +278,8 @@ class Service:
             self.history.append(RunRecord(app.name, kind, health.last_started,
                                           health.last_finished, code))
             log.info("run finished", app=app.name, exit_code=code, kind=kind)
-        self.wake[app.name].set()  # events that waited for a complete sync
+        self.ran[app.name].set()  # events that waited for a complete sync
+        self.ran[app.name] = anyio.Event()
 
     # -- events ------------------------------------------------------------------------------
     def accepted(self, name: str, new: int) -> None:
@@ -298,26 +306,28 @@ class Service:
                 continue
             await anyio.sleep(COALESCE_S)
             batch = await inbox.atake(BATCH)
-            if batch and not await self._sync_batch(app, inbox, batch):
-                with anyio.move_on_after(WAIT_FOR_STORE_S):
-                    await self.wake[name].wait()
-                self.wake[name] = anyio.Event()
+            retry_in = await self._sync_batch(app, inbox, batch) if batch else None
+            if retry_in is not None:
+                with anyio.move_on_after(retry_in):  # or when a scheduled run has finished
+                    await self.ran[name].wait()
 
-    async def _sync_batch(self, app: AppConfig, inbox: Inbox, batch: list[Any]) -> bool:
-        """One event sync; False when the events must wait (no complete sync yet, the app's
-        lock taken by a CLI run, a run that could not finish): they stay in the inbox."""
+    async def _sync_batch(self, app: AppConfig, inbox: Inbox,
+                          batch: list[Any]) -> float | None:
+        """One event sync. When the events must wait (no complete sync yet, the app's lock
+        held by a CLI run, a run that could not finish), they stay in the inbox and this says
+        in how many seconds to try again; None when they are done."""
         async with self.runs[app.name]:
             if self.stopping.is_set():
-                return True
+                return None
             started = time.time()
             try:
                 summary = await sync_events(self.config, app, [e.event for e in batch])
             except NoStateStore as exc:
                 log.info("events wait", app=app.name, reason=str(exc), pending=inbox.depth)
-                return False
+                return WAIT_FOR_STORE_S
             except SyncError as exc:
                 log.warning("event sync could not start", app=app.name, reason=str(exc))
-                return False
+                return LOCKED_RETRY_S
             code = int(summary.get("exit_code", 5))
             self.history.append(RunRecord(app.name, "events", started, time.time(), code))
         self.metrics.run(app.name, "events", code, time.time() - started, summary,
@@ -325,7 +335,7 @@ class Service:
         if code not in (EXIT_OK, EXIT_WRITES_FAILED, EXIT_GUARD):
             log.warning("event sync failed; its events stay in the inbox", app=app.name,
                         exit_code=code, outcome=summary.get("outcome"))
-            return False
+            return FAILED_RETRY_S
         await inbox.adone([e.uuid for e in batch])
         now = time.time()
         for entry in batch:
@@ -335,7 +345,7 @@ class Service:
         health = self.health[app.name]
         health.events_synced += len(batch)
         health.last_event_sync, health.inbox_depth = now, inbox.depth
-        return True
+        return None
 
     async def sync_one(self, app: AppConfig, who: str) -> tuple[int, dict[str, Any]]:
         """The login hook: ``who``'s Okta user synced ahead of queued work; answered when it
