@@ -1028,7 +1028,8 @@ def render_toml(file: ConfigFile, state_dir: Path) -> list[str]:
     for name, target in file.target.items():
         lines += [f"[target{key_path(name)}]", *_render_section(target), ""]
     lines += ["[state]", f"dir = {_toml_value(str(state_dir))}", ""]
-    lines += ["[pipeline]", *_render_section(file.pipeline)]
+    lines += ["[pipeline]", *_render_section(file.pipeline), ""]
+    lines += ["[serve]", *_render_section(file.serve)]
     return lines
 
 
