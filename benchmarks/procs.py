@@ -182,6 +182,11 @@ class Spawned:
     def running(self) -> bool:
         return self._reaper.result is None
 
+    def terminate(self) -> None:
+        """SIGTERM: the child stops as it would under systemd."""
+        if self.running:
+            self._proc.send_signal(signal.SIGTERM)
+
     def kill(self) -> None:
         """SIGKILL, as ``kill -9`` would: no handler in the child runs."""
         if self.running:

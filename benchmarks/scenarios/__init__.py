@@ -14,6 +14,7 @@ from benchmarks.scenarios import (
     rate_bound,
     resume_20k,
     scale,
+    serve_latency,
     speedup_1000,
 )
 
@@ -31,5 +32,6 @@ SCENARIOS: dict[str, Scenario] = {
         high_bar.SCENARIO,
         before_after.SCENARIO,
         incremental_100k.SCENARIO,
+        serve_latency.SCENARIO,
     )
 }

@@ -30,7 +30,7 @@ from oktasync.concurrency import each_concurrently
 from oktasync.errors import FullSyncNeeded
 from oktasync.models import OktaGroup, OktaUser
 from oktasync.okta_source import OktaSource
-from oktasync.signals import Look, signals
+from oktasync.signals import Look, Signal, signals
 
 # Okta's ``lastUpdated`` is written when a change commits, but a read may see it a moment
 # later, and the position is the ``Date`` (whole seconds) of an answer that came back after
@@ -64,6 +64,7 @@ class Changes:
     members_of: dict[str, list[str]] = field(default_factory=dict)  # group -> all members
     log_next: str = ""  # where the next run's System Log read starts
     events: int = 0
+    forced: set[str] = field(default_factory=set)  # synced whatever the store holds (sign-in)
 
 
 def parse_time(value: str) -> datetime:
@@ -99,6 +100,27 @@ class ChangeReader:
             tg.start_soon(self._log, position.log_next or self._okta.first_log_url(since),
                           changes, events)
         said = signals(events)
+        await self._follow(said, changes)
+        await self._read_members(position.okta_time, self._explained(said), changes)
+        return changes
+
+    async def read_events(self, events: list[dict[str, object]]) -> Changes:
+        """What some events name (hook deliveries, the poller's pages, a sign-in), read from
+        Okta now. A sign-in syncs its user whatever the store holds (``forced``), and reads
+        the user's groups: a sign-in is the moment to be right about that one user."""
+        changes = Changes(events=len(events))
+        said = signals(events)
+        signed_in = {s.id for s in said if s.look is Look.SIGN_IN}
+        said += [Signal(look, user) for user in sorted(signed_in)
+                 for look in (Look.USER, Look.MEMBERSHIPS)]
+        await self._follow(said, changes)
+        changes.forced = signed_in - changes.gone
+        await self._read_members(None, self._explained(said), changes)
+        return changes
+
+    async def _follow(self, said: list[Signal], changes: Changes) -> None:
+        """Read what the signals name: users (and who is new to us), the groups of users
+        whose memberships moved or who are new, groups."""
         named = {s.id for s in said if s.look is Look.USER}
         moved = {s.id for s in said if s.look is Look.MEMBERSHIPS}
         strangers = moved - set(changes.users) - self._known(moved)  # joined, and new to us
@@ -106,11 +128,13 @@ class ChangeReader:
         moved -= changes.gone
         new = set(changes.users) - self._known(changes.users)
         await self._read_groups_of(sorted(moved | new), changes)
-        explained = {s.id for s in said if s.look is Look.MEMBERS}
         await self._read_groups([s.id for s in said if s.look is Look.GROUP
                                  and s.id not in changes.groups], changes)
-        await self._read_members(position, explained, changes)
-        return changes
+
+    @staticmethod
+    def _explained(said: list[Signal]) -> set[str]:
+        """Groups whose moved members an event names (their members need no full read)."""
+        return {s.id for s in said if s.look is Look.MEMBERS}
 
     def _check_limit(self, changes: Changes) -> None:
         count = len(changes.users) + len(changes.gone)
@@ -165,11 +189,14 @@ class ChangeReader:
 
         await each_concurrently(ids, read, self._concurrency)
 
-    async def _read_members(self, position: Position, explained: set[str],
+    async def _read_members(self, since: str | None, explained: set[str],
                             changes: Changes) -> None:
+        """Members read whole where ``needs_members`` says so: a group come into scope, or
+        one whose members moved after ``since`` (the position's time) with no event naming
+        them (None: events alone were read, so nothing is unexplained)."""
         def unexplained(group: OktaGroup) -> bool:
             moved = group.last_membership_updated or ""
-            return moved > position.okta_time and group.id not in explained
+            return since is not None and moved > since and group.id not in explained
 
         todo = [g for g in changes.groups.values() if self._needs_members(g, unexplained(g))]
 

@@ -1,4 +1,5 @@
-"""The command line: `oktasync sync | status | config check | config schema | demo | emulate`.
+"""The command line: `oktasync sync | sync-user | serve | held | status | config check |
+config schema | demo | emulate`.
 
 The CLI's job is to turn every user mistake into a clear message and an exit code from the
 semantics page (never a traceback, never a secret), to run the async code on anyio's asyncio
@@ -12,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
@@ -114,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
                                          "/healthz and /metrics ([serve] listen)")
     serve.add_argument("--config", required=True, type=Path, help="TOML configuration file")
 
+    one = sub.add_parser("sync-user", help="sync one user now (as at sign-in): by Okta login, "
+                                           "Okta id, or a target username")
+    one.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    one.add_argument("--app", help="only this app (default: every app that knows the user)")
+    one.add_argument("who", metavar="LOGIN_OR_ID_OR_USERNAME",
+                     help="an Okta login or id, or a username as Jira or Confluence spell it")
+
+    held = sub.add_parser("held", help="deactivations held for an administrator (more from "
+                                       "events than max_deactivations allows within "
+                                       "deactivation_window); --release applies them")
+    held.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    held.add_argument("--app", help="only this app (default: every app)")
+    held.add_argument("--release", action="store_true",
+                      help="sync the held users now, past the guards (Okta's state now decides)")
+
     status = sub.add_parser("status", help="the last run of each app, and any interrupted one")
     status.add_argument("--config", required=True, type=Path)
 
@@ -173,6 +190,10 @@ def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
     if args.command == "sync":
         interrupt: list[int] = []
         return _run_until_signal(lambda: _sync(args, interrupt), interrupt)
+    if args.command == "sync-user":
+        return _run_until_signal(lambda: _sync_user(args))
+    if args.command == "held":
+        return _run_until_signal(lambda: _held(args))
     if args.command == "status":
         return _status(args)
     if args.command == "serve":
@@ -298,6 +319,57 @@ async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:
         resume=args.resume, restart=args.restart, full=args.full, reconcile=args.reconcile,
         interrupt_code=interrupt))
     return result.exit_code
+
+
+async def _sync_user(args: argparse.Namespace) -> int:
+    """One user, in each app that finds it (or the one named): a single-user sync on the
+    app's state store, what Okta has now (``engine.sync_user``)."""
+    from oktasync.engine import sync_user
+    from oktasync.errors import worst
+    from oktasync.report import format_summary
+
+    config = _load(args.config)
+    apps = [config.app(args.app)] if args.app else list(config.apps)
+    code, found = 0, 0
+    for app in apps:
+        summary = await sync_user(config, app, args.who)
+        if summary is None:
+            continue
+        found += 1
+        print(format_summary(app.name, summary))
+        code = worst(code, int(summary["exit_code"]))
+    if not found:
+        where = f"app {args.app!r}" if args.app else "any app"
+        print(f"oktasync: no Okta user in {shown(where)} is {shown(args.who)!r} (an Okta login "
+              "or id, or a target username an earlier sync mapped to one)", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+async def _held(args: argparse.Namespace) -> int:
+    """List what is held per app; with ``--release``, sync those users past the guards."""
+    from oktasync.engine import held, release_held
+    from oktasync.errors import worst
+    from oktasync.report import format_summary
+
+    config = _load(args.config)
+    code = 0
+    for app in [config.app(args.app)] if args.app else list(config.apps):
+        rows = held(config, app)
+        name = shown(app.name)
+        users = len({(h.okta_id or h.username) for h in rows})
+        print(f"{name}: {users} users' deactivations held ({len(rows)} accounts)" if rows
+              else f"{name}: nothing held")
+        for h in rows:
+            since = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(h.held_at))
+            print(f"  {shown(h.target)}: {shown(h.username)} (Okta {shown(h.okta_id)}), held "
+                  f"since {since}: {shown(h.reason)}")
+        if rows and args.release:
+            summary = await release_held(config, app)
+            if summary is not None:
+                print(format_summary(app.name, summary))
+                code = worst(code, int(summary["exit_code"]))
+    return code
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,20 @@ class AppConfig:
     adopt_existing: str
     attribute_groups: tuple[AttributeGroupRule, ...] = ()
     user_scope: UserScope = UserScope()
+    reconcile_schedule: Schedule = field(default_factory=lambda: Schedule(every_s=86_400))
+    changes: str = "poll"  # how serve hears of changes: "poll", "hooks" or "both"
+    poll_interval_s: float = 30.0
+    okta_hook_secret: Secret | None = None
+    login_hook_secret: Secret | None = None
+    deactivation_window_s: float = 3600.0
+
+    @property
+    def polls(self) -> bool:
+        return self.changes in ("poll", "both")
+
+    @property
+    def takes_hooks(self) -> bool:
+        return self.changes in ("hooks", "both")
 
     def scope_for(self, target: TargetConfig) -> UserScope:
         """Who gets an account on ``target``: each of the target's own scope settings where
@@ -385,6 +399,8 @@ class Config:
     pipeline: PipelineConfig
     warnings: tuple[str, ...] = ()  # settings that are valid but do nothing yet, by path
     listen: tuple[str, int] = ("127.0.0.1", 8787)  # [serve] listen
+    tls: tuple[Path, Path] | None = None  # [serve] tls_cert, tls_key
+    inbox_capacity: int = 100_000  # [serve] inbox_capacity
 
     def app(self, name: str) -> AppConfig:
         """The app called ``name``; a ConfigError (not KeyError) that lists the apps otherwise."""
@@ -512,7 +528,7 @@ def _rank(loc: tuple[int | str, ...], raw: dict[str, Any]) -> _Rank:
         return (1, list(raw["target"]).index(loc[1]))
     if section == "app" and len(loc) > 1 and isinstance(loc[1], int):
         return (2, loc[1])
-    return ({"": 0, "target": 1, "app": 2, "state": 3, "pipeline": 4}[section], -1)
+    return ({"": 0, "target": 1, "app": 2, "state": 3, "pipeline": 4, "serve": 5}[section], -1)
 
 
 def _cross_checks(raw: dict[str, Any]) -> list[_Problem]:
@@ -542,6 +558,14 @@ def _cross_checks(raw: dict[str, Any]) -> list[_Problem]:
     for index, table in enumerate(apps):
         problems += [(_LAST, f"{_app_where(index, raw)}{s}: {m}")
                      for s, m in _unknown_targets(table.get("targets"), targets)]
+        if table.get("changes") in ("hooks", "both") and "okta_hook_secret" not in table:
+            problems.append(((2, index), f"{_app_where(index, raw)}.okta_hook_secret: is "
+                             f"required when changes = {table['changes']!r} (the value Okta "
+                             "sends in the Authorization header of each delivery)"))
+    serve = raw.get("serve")
+    if isinstance(serve, dict) and ("tls_cert" in serve) != ("tls_key" in serve):
+        problems.append(((5, -1), "serve: tls_cert and tls_key go together: set both "
+                                  "(https) or neither (http)"))
     return problems
 
 
@@ -604,6 +628,9 @@ def _build(file: ConfigFile, path: Path, raw: dict[str, Any]) -> Config:
                                 max_in_flight=file.pipeline.max_in_flight),
         warnings=tuple(_warnings(raw)),
         listen=_listen(file.serve.listen),
+        tls=(None if file.serve.tls_cert is None or file.serve.tls_key is None
+             else (path.parent / file.serve.tls_cert, path.parent / file.serve.tls_key)),
+        inbox_capacity=file.serve.inbox_capacity,
     )
 
 
@@ -663,6 +690,12 @@ def _build_app(a: AppSettings) -> AppConfig:
         attribute_groups=tuple(_attribute_rule(entry) for entry in a.attribute_groups),
         user_scope=UserScope(a.user_filter and a.user_filter.strip(), tuple(a.required_groups),
                              a.okta_app_id and a.okta_app_id.strip()),
+        reconcile_schedule=_schedule(a.reconcile_schedule, a.timezone),
+        changes=a.changes,
+        poll_interval_s=parse_duration(a.poll_interval),
+        okta_hook_secret=None if a.okta_hook_secret is None else a.okta_hook_secret.secret,
+        login_hook_secret=None if a.login_hook_secret is None else a.login_hook_secret.secret,
+        deactivation_window_s=parse_duration(a.deactivation_window),
     )
 
 

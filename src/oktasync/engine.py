@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +42,15 @@ from oktasync.errors import (
     worst,
 )
 from oktasync.http import HttpClient, make_session
-from oktasync.incremental import IncrementalSync
+from oktasync.incremental import EventSync, IncrementalSync
+from oktasync.models import name_key
 from oktasync.okta_source import OktaSource
-from oktasync.ownership import Ownership
+from oktasync.ownership import Held, Ownership
 from oktasync.pipeline import AppSync
 from oktasync.ratelimit import AtlassianLimiter, InFlight, OktaLimiter
 from oktasync.report import TargetTally, format_summary, write_findings
-from oktasync.runstore import SCHEMA_VERSION, RunStore
+from oktasync.runstore import SCHEMA_VERSION, RunStore, users_named
+from oktasync.signals import local_sign_in
 from oktasync.state import (
     StateLock,
     ensure_state_dir,
@@ -84,6 +87,17 @@ class SyncOptions:
     reconcile: bool = False  # a full sync that also compares each target with the state store
     interrupt_code: list[int] = field(default_factory=list)  # set by the CLI's signal watcher
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # how every request retries
+
+
+@dataclass(frozen=True)
+class FromEvents(Incremental):
+    """A run on the state store of what some events name (``incremental.EventSync``)."""
+
+    events: tuple[dict[str, Any], ...] = ()
+
+
+class NoStateStore(UsageError):
+    """Events wait for the first complete sync: there is nothing yet to sync them against."""
 
 
 @dataclass
@@ -128,6 +142,76 @@ async def run_sync(config: Config, options: SyncOptions, *, echo: Any = print) -
     return result
 
 
+async def sync_events(config: Config, app: AppConfig, events: list[dict[str, Any]],
+                      options: SyncOptions | None = None) -> dict[str, Any]:
+    """Sync what some events name (``incremental.EventSync``) on the app's state store: the
+    service's deliveries and polled events, a sign-in, ``oktasync sync-user``. Raises
+    ``NoStateStore`` when no complete sync has left one (the scheduled full sync then covers
+    what the events name), ``UsageError`` when the app's lock is held or the store unusable."""
+    options = options or SyncOptions(app=app.name)
+    kind = choose(app, config, full=False)
+    if isinstance(kind, Full):
+        raise NoStateStore(f"app {app.name!r}: events wait for a complete sync ({kind.reason})")
+    state_dir = ensure_state_dir(config.state_dir)
+    lock = StateLock(state_dir)
+    lock.acquire([app.name])
+    try:
+        with writing_state(state_dir):
+            ownership = Ownership(state_dir / "state.db")
+        try:
+            return await _run_once(app, config, options, ownership, state_dir, None,
+                                   FromEvents(kind.path, kind.position, kind.unfinished,
+                                              tuple(events)))
+        finally:
+            ownership.close()
+    finally:
+        lock.release()
+
+
+async def sync_user(config: Config, app: AppConfig, who: str) -> dict[str, Any] | None:
+    """A single-user sync (sync-semantics.md): the Okta user ``who`` names (``find_user``)
+    synced now, as a sign-in would have it; None when the app has no such user."""
+    user_id = await find_user(config, app, who)
+    if user_id is None:
+        return None
+    event = local_sign_in(f"sync-user-{uuid.uuid4()}", user_id)
+    try:
+        return await sync_events(config, app, [event])
+    except NoStateStore:
+        raise UsageError(f"app {app.name!r} has no complete sync yet: run `oktasync sync "
+                         f"--app {app.name}` first, which syncs every user") from None
+
+
+def held(config: Config, app: AppConfig) -> list[Held]:
+    """The deactivations held for an administrator (``oktasync held``)."""
+    ownership = Ownership(ensure_state_dir(config.state_dir) / "state.db")
+    try:
+        return ownership.held(app.name)
+    finally:
+        ownership.close()
+
+
+async def release_held(config: Config, app: AppConfig) -> dict[str, Any] | None:
+    """``oktasync held --release``: the held deactivations no longer held, and their users
+    synced now, past the guards (what Okta says now decides: a user reactivated meanwhile
+    is not deactivated). None when nothing was held. If the sync cannot start, they stay
+    held."""
+    ownership = Ownership(ensure_state_dir(config.state_dir) / "state.db")
+    try:
+        released = ownership.release(app.name)
+        users = sorted({h.okta_id for h in released if h.okta_id})
+        if not released:
+            return None
+        events = [local_sign_in(f"release-{uuid.uuid4()}", user) for user in users]
+        try:
+            return await sync_events(config, app, events, SyncOptions(app=app.name, force=True))
+        except BaseException:
+            ownership.hold(app.name, released)
+            raise
+    finally:
+        ownership.close()
+
+
 def _basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
@@ -151,10 +235,9 @@ async def _clients(
     try:
         session = make_session(connections=app.okta_concurrency, timeout_s=120)
         sessions.append(session)
-        okta = HttpClient(session, name=f"Okta ({app.name})", base_url=app.okta_url, headers={
-            "Authorization": f"SSWS {app.okta_token.reveal()}", "Accept": "application/json",
-        }, limiter=OktaLimiter(concurrency=app.okta_concurrency, max_share=app.okta_max_share,
-                               global_limit=shared), policy=options.retry)
+        okta = _okta_client(app, session, OktaLimiter(
+            concurrency=app.okta_concurrency, max_share=app.okta_max_share,
+            global_limit=shared), options.retry)
         targets: dict[str, Target] = {}
         for name in app.targets:
             tc = config.targets[name]
@@ -172,6 +255,45 @@ async def _clients(
         with anyio.CancelScope(shield=True):
             for session in sessions:
                 await session.close()
+
+
+def _okta_client(app: AppConfig, session: aiohttp.ClientSession, limiter: OktaLimiter,
+                 policy: RetryPolicy) -> HttpClient:
+    return HttpClient(session, name=f"Okta ({app.name})", base_url=app.okta_url, headers={
+        "Authorization": f"SSWS {app.okta_token.reveal()}", "Accept": "application/json",
+    }, limiter=limiter, policy=policy)
+
+
+@contextlib.asynccontextmanager
+async def okta_reader(app: AppConfig, *, share: float,
+                      concurrency: int = 1) -> AsyncIterator[OktaSource]:
+    """Okta alone, for reads outside a run (the service's System Log poller, finding a
+    user): its own session and its own ``share`` of each rate-limit bucket."""
+    session = make_session(connections=concurrency, timeout_s=60)
+    try:
+        client = _okta_client(app, session, OktaLimiter(concurrency=concurrency,
+                                                        max_share=share), RetryPolicy())
+        yield OktaSource(client, app.profile_attributes)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await session.close()
+
+
+async def find_user(config: Config, app: AppConfig, who: str) -> str | None:
+    """The Okta id of the user ``who`` names: a target username (as the state store maps it
+    back), or an Okta id or login (read from Okta, and also a target username when the
+    app's rules make that login into it). None: no Okta user is named so."""
+    mirror = mirror_path(config.state_dir, app.name)
+    named = users_named(mirror, name_key(who)) if mirror.exists() else []
+    if len(named) == 1:
+        return named[0]
+    async with okta_reader(app, share=app.okta_max_share) as okta:
+        user = await okta.user(who)
+    if user is None:
+        return None
+    rules = [app.rule_for(config.targets[t]) for t in app.targets if t in config.targets]
+    names = {name_key(r.username(user.login, user.email)) for r in rules}
+    return user.id if who in (user.id, user.login) or name_key(who) in names else None
 
 
 def _open_store(app: AppConfig, config: Config, app_dir: Path, run_id: str,
@@ -270,7 +392,8 @@ async def _run_once(
     app_dir = state_dir / app.name
     summary: dict[str, Any] = {"app": app.name, "run_id": run_id, "dry_run": options.dry_run,
                                "resumed": resumed is not None,
-                               "kind": "incremental" if isinstance(kind, Incremental)
+                               "kind": "events" if isinstance(kind, FromEvents)
+                               else "incremental" if isinstance(kind, Incremental)
                                else "full",
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "findings_file": str(app_dir / f"findings-{run_id}.csv"),
@@ -325,9 +448,14 @@ async def _sync_app(
             if options.reconcile and reconcile_with is None:
                 verdict.notes.append("no state store to compare the targets with (no complete "
                                      "sync yet): drift is repaired, not reported")
-            sync = (IncrementalSync(app, config, okta, target_map, store, ownership, tallies,
-                                    position=kind.position, unfinished=kind.unfinished,
-                                    force=options.force, dry_run=options.dry_run)
+            sync = (EventSync(app, config, okta, target_map, store, ownership, tallies,
+                              position=kind.position, unfinished=kind.unfinished,
+                              force=options.force, dry_run=options.dry_run,
+                              events=list(kind.events))
+                    if isinstance(kind, FromEvents)
+                    else IncrementalSync(app, config, okta, target_map, store, ownership, tallies,
+                                         position=kind.position, unfinished=kind.unfinished,
+                                         force=options.force, dry_run=options.dry_run)
                     if isinstance(kind, Incremental)
                     else AppSync(app, config, okta, target_map, store, ownership, tallies,
                                  force=options.force, dry_run=options.dry_run, resumed=resumed,
@@ -343,7 +471,16 @@ async def _sync_app(
             verdict.finished = True
             if isinstance(sync, IncrementalSync):
                 summary["users_changed"] = sync.changed
-            if not guard and not options.dry_run and sync.okta_time is not None:
+            if isinstance(sync, EventSync):
+                summary["users_synced"] = sync.affected
+                if sync.gate is not None and sync.gate.held_now:
+                    summary["held"] = sync.gate.held_now
+                    verdict.notes.append(
+                        f"{sync.gate.held_now} deactivations held for an administrator: more "
+                        "than max_deactivations allows within deactivation_window (see "
+                        "`oktasync held`)")
+            if not guard and not options.dry_run and sync.okta_time is not None \
+                    and not isinstance(kind, FromEvents):
                 summary["okta_time"] = sync.okta_time  # as the state store records it
             if guard:
                 verdict.stopped(EXIT_GUARD, "stopped by a safety guard", guard)
@@ -423,7 +560,11 @@ def _report(store: RunStore, tallies: dict[str, TargetTally], verdict: Verdict,
         summary["full_instead"] = verdict.full_instead
         store.delete() if options.dry_run else store.close()
         return
-    _saving(verdict, state_dir, lambda: write_findings(Path(summary["findings_file"]), store))
+    if isinstance(kind, FromEvents) and next(store.problems(limit=1), None) is None:
+        summary.pop("findings_file")  # an event run with nothing to report leaves no file
+    else:
+        _saving(verdict, state_dir,
+                lambda: write_findings(Path(summary["findings_file"]), store))
     if verdict.code == EXIT_OK and any(t.failed for t in tallies.values()):
         verdict.code, verdict.outcome = (EXIT_WRITES_FAILED,
                                          "done, some writes failed or were refused")
@@ -436,9 +577,9 @@ def _report(store: RunStore, tallies: dict[str, TargetTally], verdict: Verdict,
             else f"resumable: oktasync sync --resume (checkpoint {store.path})")
     summary.update(_finish(summary, verdict, started, clients.get("okta"),
                            clients.get("targets", {}), tallies))
+    last = "last-event-run.json" if isinstance(kind, FromEvents) else "last-run.json"
     if not options.dry_run and not _saving(
-            verdict, state_dir, lambda: write_json_atomically(app_dir / "last-run.json",
-                                                              summary)):
+            verdict, state_dir, lambda: write_json_atomically(app_dir / last, summary)):
         summary.update(exit_code=verdict.code, outcome=verdict.outcome, notes=verdict.notes)
     if options.dry_run:
         store.delete()
@@ -469,4 +610,15 @@ def _finish(
     }
 
 
-__all__ = ["EXIT_USAGE", "RunResult", "SyncOptions", "run_app", "run_sync"]
+__all__ = [
+    "EXIT_USAGE",
+    "NoStateStore",
+    "RunResult",
+    "SyncOptions",
+    "held",
+    "release_held",
+    "run_app",
+    "run_sync",
+    "sync_events",
+    "sync_user",
+]

@@ -13,6 +13,9 @@ every removal through: a run a guard stopped reads the same changes again next t
 from __future__ import annotations
 
 import functools
+import sys
+import time
+from typing import Any
 
 import anyio
 
@@ -24,6 +27,7 @@ from oktasync.models import OktaGroup, OktaUser
 from oktasync.okta_source import OktaSource
 from oktasync.ownership import Ownership
 from oktasync.pipeline import AppSync, scope_keys
+from oktasync.removals import RemovalGate
 from oktasync.report import TargetTally
 from oktasync.runstore import RunStore, app_criterion, filter_criterion
 from oktasync.targets.base import Target
@@ -72,6 +76,12 @@ class IncrementalSync(AppSync):
         return guard
 
     async def _read_changes(self) -> Changes:
+        try:
+            return await self._reader().read(self.position)
+        except BaseExceptionGroup as group:
+            raise collapse(group) from None
+
+    def _reader(self) -> ChangeReader:
         store, app = self.store, self.app
         before = scope_of(app, store.okta_group_list())[0]
         was_in_scope = {g.id for g in before.groups}
@@ -82,13 +92,8 @@ class IncrementalSync(AppSync):
             return (app.group_in_scope(group.name, group.type)
                     and (unexplained or group.id not in was_in_scope))
 
-        reader = ChangeReader(self.okta, concurrency=app.okta_concurrency,
-                              limit=self._limit(), known=store.known_users,
-                              needs_members=needs_members)
-        try:
-            return await reader.read(self.position)
-        except BaseExceptionGroup as group:
-            raise collapse(group) from None
+        return ChangeReader(self.okta, concurrency=app.okta_concurrency, limit=self._limit(),
+                            known=store.known_users, needs_members=needs_members)
 
     def _limit(self) -> int:
         return self.app.full_sync_threshold.allowed(self.store.okta_user_count())
@@ -171,7 +176,8 @@ class IncrementalSync(AppSync):
             changes.users.values(), attribute_groups=app.attribute_groups_of)
         moved = {u for u, groups in changes.groups_of.items()
                  if not store.groups_stored(u, groups, tracked)}
-        affected = {*(set(changes.users) - same), *moved, *store.pending_users()}
+        affected = {*(set(changes.users) - same), *moved, *store.pending_users(),
+                    *changes.forced}
         for group_id, members in changes.members_of.items():
             affected |= store.group_members(group_id) ^ set(members)
         old = {g.id: app.target_group_name(g.name) for g in before.groups}
@@ -194,3 +200,43 @@ class IncrementalSync(AppSync):
 
 def _username(rule: UsernameRule, user: OktaUser) -> str:
     return rule.username(user.login, user.email)
+
+
+class EventSync(IncrementalSync):
+    """The users and groups some events name, synced now, on the state store: the service's
+    hook deliveries and polled events, a sign-in, ``oktasync sync-user``.
+
+    An incremental sync whose changes are what the events name, read from Okta now (rule 4),
+    instead of everything since the position. It leaves the position alone: the scheduled
+    runs still read every change since it (an event missed is found there), and what an event
+    sync wrote is then as the store has it, so nothing is written twice. Nor does it turn into
+    a full sync: a batch of events is bounded by the service, never by the directory's size.
+    """
+
+    def __init__(self, *args: Any, events: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events = events
+        self.gate: RemovalGate | None = None
+
+    async def _read_changes(self) -> Changes:
+        try:
+            return await self._reader().read_events(self.events)
+        except BaseExceptionGroup as group:
+            raise collapse(group) from None
+
+    def _limit(self) -> int:
+        return sys.maxsize
+
+    def _gate(self, scope: Scope) -> RemovalGate:
+        """Deactivations count over ``deactivation_window``; the excess is held."""
+        gate = super()._gate(scope)
+        gate.window_used = self.ownership.event_deactivations(
+            self.app.name, time.time() - self.app.deactivation_window_s)
+        self.gate = gate
+        return gate
+
+    def _advance(self, changes: Changes) -> None:
+        """Done: the users it failed for stay pending; the position does not move."""
+        with self.store.transaction():
+            self.store.keep_pending()
+            self.store.set_meta(unfinished=False)

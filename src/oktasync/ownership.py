@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from oktasync.db import transaction
@@ -28,6 +29,12 @@ CREATE TABLE IF NOT EXISTS listing_sizes (
 CREATE TABLE IF NOT EXISTS reported_drift (
     app TEXT NOT NULL, target TEXT NOT NULL, key TEXT NOT NULL, said TEXT NOT NULL,
     PRIMARY KEY (app, target, key, said)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held_deactivations (
+    app TEXT NOT NULL, target TEXT NOT NULL, username TEXT NOT NULL, okta_id TEXT,
+    held_at REAL NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (app, target, username))
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_deactivations (
+    app TEXT NOT NULL, target TEXT NOT NULL, at REAL NOT NULL, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS owned_groups (
     target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_group_id TEXT,
     name TEXT NOT NULL, PRIMARY KEY (target, key, app)) WITHOUT ROWID;
@@ -94,6 +101,18 @@ def attach(db: sqlite3.Connection, path: Path) -> None:
     db.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (str(path),))
 
 
+@dataclass(frozen=True)
+class Held:
+    """A deactivation held for an administrator: an event sync found more than its window
+    allows (``deactivation_window``)."""
+
+    target: str
+    username: str
+    okta_id: str | None
+    held_at: float
+    reason: str
+
+
 class Ownership:
     """Accounts and groups each app has synced on each target."""
 
@@ -136,6 +155,39 @@ class Ownership:
         rows = self._db.execute("SELECT okta_group_id, key, name FROM owned_groups WHERE "
                                 "app = ? AND target = ?", (app, target))
         return {r[0]: (r[1], r[2]) for r in rows}
+
+    # -- deactivations from events (``deactivation_window``) and those held -----------------
+    def held(self, app: str) -> list[Held]:
+        """Deactivations held for an administrator (``oktasync held``), oldest first."""
+        return [Held(*r) for r in self._db.execute(
+            "SELECT target, username, okta_id, held_at, reason FROM held_deactivations "
+            "WHERE app = ? ORDER BY held_at, target, username", (app,))]
+
+    def hold(self, app: str, held: Iterable[Held]) -> None:
+        with transaction(self._db):
+            self._db.executemany(
+                "INSERT OR IGNORE INTO held_deactivations VALUES (?,?,?,?,?,?)",
+                [(app, h.target, h.username, h.okta_id, h.held_at, h.reason) for h in held])
+
+    def release(self, app: str) -> list[Held]:
+        """Every held deactivation of ``app``, no longer held (the caller syncs them)."""
+        with transaction(self._db):
+            held = self.held(app)
+            self._db.execute("DELETE FROM held_deactivations WHERE app = ?", (app,))
+        return held
+
+    def event_deactivations(self, app: str, since: float) -> dict[str, int]:
+        """Deactivations event syncs of ``app`` wrote since ``since`` (the window), per
+        target."""
+        return {r[0]: int(r[1]) for r in self._db.execute(
+            "SELECT target, SUM(count) FROM event_deactivations WHERE app = ? AND at >= ? "
+            "GROUP BY target", (app, since))}
+
+    def count_event_deactivations(self, app: str, at: float, counts: dict[str, int]) -> None:
+        with transaction(self._db):
+            self._db.executemany("INSERT INTO event_deactivations VALUES (?,?,?,?)",
+                                 [(app, t, at, n) for t, n in counts.items() if n])
+            self._db.execute("DELETE FROM event_deactivations WHERE at < ?", (at - 30 * 86_400,))
 
     def keys_of(self, app: str, target: str, okta_ids: Iterable[str]) -> list[str]:
         """The accounts ``app`` synced on ``target`` for these Okta users."""

@@ -11,6 +11,7 @@ removal of every target.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import anyio
@@ -20,7 +21,7 @@ from oktasync.concurrency import Stopper, each_concurrently
 from oktasync.config import AppConfig, Config
 from oktasync.errors import ItemFailed
 from oktasync.models import Operation, OpKind, WriteStatus
-from oktasync.ownership import Ownership
+from oktasync.ownership import Held, Ownership
 from oktasync.planner import Current, plan_unmapped
 from oktasync.runstore import RunStore, cursor_name
 from oktasync.writer import TargetWriter
@@ -35,6 +36,10 @@ class RemovalGate:
         self._app, self._config, self._store, self._ownership = app, config, store, ownership
         self._stopper, self._checkpoints = stopper, checkpoints
         self._scope, self._force, self._dry_run = scope, force, dry_run
+        # an event sync's deactivations count over a sliding window: those written in it so
+        # far (None: any other run, judged alone)
+        self.window_used: dict[str, int] | None = None  # target -> deactivations
+        self.held_now = 0  # deactivations this run held for an administrator
 
     # -- accounts nobody maps to --------------------------------------------------------------
     async def plan_unmapped(self, writer: TargetWriter) -> None:
@@ -93,12 +98,18 @@ class RemovalGate:
         a dry run shows what it holds back)."""
         gate = cursor_name("removals", "gate")
         if not self._store.cursor(gate)[1]:
+            if not (self._force or self._dry_run):
+                self._hold_back(writers)
             guard = self._tripped(writers)
             if guard:
                 if self._dry_run:  # show what the guard holds back: that is what --force does
                     for writer in writers:
                         await self._preview_blocked(writer)
                 return guard
+            if self.window_used is not None and not self._dry_run:
+                self._ownership.count_event_deactivations(self._app.name, time.time(), {
+                    w.name: self._store.count_removals(w.name, OpKind.DEACTIVATE_USER)
+                    for w in writers})
             self._store.set_cursor(gate, None, True)
         self._store.set_meta(phase="removals")
         async with anyio.create_task_group() as tg:
@@ -106,6 +117,32 @@ class RemovalGate:
                 tg.start_soon(self._stopper.guarded, self._apply_held, writer)
         self._stopper.check()
         return None
+
+    def _hold_back(self, writers: list[TargetWriter]) -> None:
+        """Deactivations held for an administrator stay held (only ``oktasync held
+        --release``, or ``--force``, lets them through); an event sync holds those past
+        what ``max_deactivations`` allows over the window, so a flood of events cannot do
+        what one run may not."""
+        app, now = self._app.name, time.time()
+        held = {(h.target, h.username) for h in self._ownership.held(app)}
+        new: list[Held] = []
+        for writer in writers:
+            planned = self._store.removals_of(writer.name, OpKind.DEACTIVATE_USER)
+            kept = [row for row in planned if (writer.name, row[1]) not in held]
+            self._store.drop_removals(row[0] for row in planned if (writer.name, row[1]) in held)
+            if self.window_used is None:
+                continue
+            owned = self._ownership.count_owned(app, writer.name)
+            used = self.window_used.get(writer.name, 0)
+            allowed = max(0, self._app.max_deactivations.allowed(owned) - used)
+            reason = (f"more deactivations from events than max_deactivations allows within "
+                      f"deactivation_window ({self._app.max_deactivations.allowed(owned)})")
+            new += [Held(writer.name, user, okta_id, now, reason)
+                    for _, user, okta_id in kept[allowed:]]
+            self._store.drop_removals(seq for seq, _, _ in kept[allowed:])
+        if new:
+            self._ownership.hold(app, new)
+            self.held_now = len(new)
 
     def listing_sizes(self) -> dict[str, int]:
         """The sizes compared from run to run, under the settings that shape them (another

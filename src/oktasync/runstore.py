@@ -739,6 +739,28 @@ class RunStore:
         return int(self._db.execute(OWNED_MEMBERSHIPS_SQL,
                                     (target, app, json.dumps(list(groups)))).fetchone()[0])
 
+    def removals_of(self, target: str, kind: OpKind) -> list[tuple[int, str, str | None]]:
+        """(row number, username, Okta id) of the held removals of one kind, in plan order."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT seq, username, okta_id FROM removals WHERE target = ? AND kind = ? "
+            "ORDER BY seq", (target, kind.value))]
+
+    def drop_removals(self, seqs: Iterable[int]) -> None:
+        self._db.executemany("DELETE FROM removals WHERE seq = ?", [(s,) for s in seqs])
+
     def count_removals(self, target: str, kind: OpKind) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM removals WHERE target = ? AND "
                                     "kind = ?", (target, kind.value)).fetchone()[0])
+
+
+def users_named(path: Path, username: str) -> list[str]:
+    """The Okta users a state store maps to ``username`` (a name key) under any rule: read
+    only, without the checks of opening a run index (the login hook answers in time)."""
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in db.execute(
+            "SELECT DISTINCT user_id FROM okta_names WHERE username = ?", (username,))]
+    except sqlite3.Error:
+        return []
+    finally:
+        db.close()

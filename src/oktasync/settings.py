@@ -75,6 +75,7 @@ __all__ = [
 
 GROUP_TYPES: Final = ("OKTA_GROUP", "APP_GROUP", "BUILT_IN")
 ADOPT_MODES: Final = ("email-match", "always", "never")
+CHANGE_MODES: Final = ("poll", "hooks", "both")
 TARGET_KINDS: Final = ("jira-dc", "confluence-dc")
 USERNAME_SOURCES: Final = ("login", "email")
 OKTA_CONCURRENCY_LIMIT: Final = 75  # Okta's per-org concurrent request limit
@@ -821,6 +822,34 @@ class AppSettings(_Section):
     timezone: Annotated[str, _Zone()] = Field(default="UTC", description=(
         'The time zone of a cron `schedule` (an IANA name such as "Europe/Berlin"); daylight '
         "saving moves the runs as the zone does."))
+    reconcile_schedule: Annotated[str, _Schedule()] = Field(default="1d", description=(
+        "When `oktasync serve` runs a reconcile of this app (a full read of Okta and of every "
+        "target, repairing changes made by hand): a duration or a cron expression, like "
+        "`schedule`."))
+    changes: Annotated[str, _Choice(CHANGE_MODES)] = Field(default="poll", description=(
+        'How `oktasync serve` learns of changes between scheduled runs: "poll" reads Okta\'s '
+        'System Log every poll_interval (works behind a firewall); "hooks" takes Okta event '
+        'hook deliveries at POST /hooks/okta/NAME (needs okta_hook_secret; Okta must reach '
+        'the service over https); "both" does both (a delivery missed is still polled). '
+        "Each event syncs the user or group it names, read again from Okta."))
+    poll_interval: Annotated[str, _Duration(5, "5s")] = Field(default="30s", description=(
+        'How often `oktasync serve` polls the System Log (changes = "poll" or "both"); at '
+        "least 5s. The poller uses its own share of the logs rate-limit bucket."))
+    okta_hook_secret: Annotated[SecretSetting | None, _Secret()] = Field(
+        default=None, description=(
+            "The Authorization header value Okta sends with each event hook delivery (what you "
+            'type as the hook\'s authentication secret); required when changes is "hooks" or '
+            f'"both". {SECRET_FORMS}.'))
+    login_hook_secret: Annotated[SecretSetting | None, _Secret()] = Field(
+        default=None, description=(
+            "Optional. Default: none, POST /hooks/login/NAME is off. The bearer token a Jira or "
+            "Confluence login listener presents to have one user synced at sign-in. "
+            f"{SECRET_FORMS}."))
+    deactivation_window: Annotated[str, _Duration(60, "1m")] = Field(
+        default="1h", description=(
+            "Deactivations that `oktasync serve` makes from events count against "
+            "max_deactivations over this sliding window (at least 1m): past it, the rest are "
+            "held for an administrator (`oktasync held --release`)."))
     okta_max_share: Annotated[float, _Number(0, 1, lo_open=True)] = Field(default=0.5, description=(
         "The share of Okta's rate limit this app may use, greater than 0 and at most 1: leave "
         "room for the other integrations that call the same org."))
@@ -924,8 +953,19 @@ class ServeSettings(_Section):
 
     model_config = ConfigDict(title="[serve]")
     listen: Annotated[str, _Listen()] = Field(default="127.0.0.1:8787", description=(
-        "HOST:PORT where `oktasync serve` answers /healthz and /metrics; loopback by "
-        "default."))
+        "HOST:PORT where `oktasync serve` answers /healthz, /metrics and the hooks; loopback "
+        "by default."))
+    tls_cert: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "Optional. Default: none, plain http. A PEM certificate chain to serve https with "
+        "(Okta delivers event hooks over https only); with tls_key. Relative paths are taken "
+        "against this file's directory."))
+    tls_key: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "The PEM private key of tls_cert."))
+    inbox_capacity: Annotated[int, _Int(100, 10_000_000)] = Field(
+        default=100_000, description=(
+            "Events an app's inbox holds before deliveries are refused with 503 (Okta retries "
+            "once; what is still lost, the poller or the next sync recovers), 100 to "
+            "10000000."))
 
 
 class ConfigFile(_Section):
@@ -988,7 +1028,8 @@ def render_toml(file: ConfigFile, state_dir: Path) -> list[str]:
     for name, target in file.target.items():
         lines += [f"[target{key_path(name)}]", *_render_section(target), ""]
     lines += ["[state]", f"dir = {_toml_value(str(state_dir))}", ""]
-    lines += ["[pipeline]", *_render_section(file.pipeline)]
+    lines += ["[pipeline]", *_render_section(file.pipeline), ""]
+    lines += ["[serve]", *_render_section(file.serve)]
     return lines
 
 

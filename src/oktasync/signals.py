@@ -43,7 +43,9 @@ USER_EVENTS = frozenset({
 MEMBERSHIP_EVENTS = frozenset({"group.user_membership.add", "group.user_membership.remove"})
 GROUP_EVENTS = frozenset({"group.lifecycle.create", "group.lifecycle.delete",
                           "group.profile.update"})
-SIGN_IN_EVENTS = frozenset({"user.session.start", "user.authentication.sso"})
+# ours, not Okta's: a sign-in a Jira or Confluence login hook reported, or `oktasync sync-user`
+LOCAL_SIGN_IN = "oktasync.user.sync"
+SIGN_IN_EVENTS = frozenset({"user.session.start", "user.authentication.sso", LOCAL_SIGN_IN})
 NOT_DONE = frozenset({"FAILURE", "DENIED"})  # nothing changed: nothing to look at
 
 
@@ -85,3 +87,14 @@ def _targets(event: Mapping[str, Any], kind: str) -> list[str]:
         return []
     return [t["id"] for t in targets
             if isinstance(t, Mapping) and t.get("type") == kind and isinstance(t.get("id"), str)]
+
+
+def local_sign_in(uuid: str, user_id: str) -> dict[str, Any]:
+    """An event of our own that asks for one user's sync now, like a sign-in."""
+    return {"uuid": uuid, "eventType": LOCAL_SIGN_IN, "actor": {"id": user_id, "type": "User"},
+            "outcome": {"result": "SUCCESS"}}
+
+
+def matters(event: Mapping[str, Any]) -> bool:
+    """Whether an event names anything a sync reads again (the rest is not kept)."""
+    return bool(signals_of(event))

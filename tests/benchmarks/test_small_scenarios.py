@@ -32,6 +32,7 @@ MUST_HOLD = {
     "resume_20k": ("end state (b) vs (a): differences",),
     "incremental_100k": ("writes sent beyond those that landed", "full sync afterwards",
                          "nothing changed: Okta requests"),
+    "serve_latency": ("new hires missing from a target afterwards",),
 }
 DRY_RUN_SCENARIOS = {"okta_bound", "scale"}
 

@@ -686,3 +686,37 @@ def test_an_empty_replacement_deletes_what_the_regex_matched(tmp_path: Path) -> 
     config = load(tmp_path, app_with(username_regex="'@corp\\.com$'", username_replacement="''"))
     rule = config.apps[0].rule_for(config.targets["jira"])
     assert rule.username("Alice@corp.com", None) == "alice"
+
+
+def test_service_change_settings_are_checked(tmp_path: Path) -> None:
+    """changes, poll_interval, the hook secrets, deactivation_window, reconcile_schedule
+    (issue 12): each checked, with what to do said."""
+    app = load(tmp_path, app_with(changes="'both'", okta_hook_secret="'s3cret'",
+                                  poll_interval="'10s'", deactivation_window="'2h'",
+                                  reconcile_schedule="'cron:0 3 * * *'")).apps[0]
+    assert (app.changes, app.polls, app.takes_hooks) == ("both", True, True)
+    assert app.okta_hook_secret is not None and app.okta_hook_secret.reveal() == "s3cret"
+    assert (app.poll_interval_s, app.deactivation_window_s) == (10, 7200)
+    assert app.reconcile_schedule.cron == "0 3 * * *" and app.login_hook_secret is None
+    (found,) = problems(tmp_path, app_with(changes="'hooks'"))
+    assert found.startswith("app[0] (corp-okta).okta_hook_secret: is required when changes = "
+                            "'hooks'"), found
+    (found,) = problems(tmp_path, app_with(changes="'push'"))
+    assert "changes" in found and "'poll'" in found, found
+    (found,) = problems(tmp_path, app_with(poll_interval="'1s'"))
+    assert found == "app[0] (corp-okta).poll_interval: must be at least 5s, got '1s'"
+    (found,) = problems(tmp_path, app_with(deactivation_window="'10s'"))
+    assert found == "app[0] (corp-okta).deactivation_window: must be at least 1m, got '10s'"
+    (found,) = problems(tmp_path, app_with(reconcile_schedule="'daily'"))
+    assert found.startswith("app[0] (corp-okta).reconcile_schedule: "), found
+
+
+def test_serve_tls_and_inbox_settings_are_checked(tmp_path: Path) -> None:
+    config = load(tmp_path, app_with() + "[serve]\ntls_cert = 'c.pem'\ntls_key = 'k.pem'\n"
+                  "inbox_capacity = 500\n")
+    assert config.tls == (tmp_path / "c.pem", tmp_path / "k.pem")
+    assert config.inbox_capacity == 500
+    (found,) = problems(tmp_path, app_with() + "[serve]\ntls_cert = 'c.pem'\n")
+    assert found.startswith("serve: tls_cert and tls_key go together"), found
+    (found,) = problems(tmp_path, app_with() + "[serve]\ninbox_capacity = 5\n")
+    assert found.startswith("serve.inbox_capacity: "), found

@@ -121,7 +121,8 @@ def test_config_check_prints_every_setting_resolved_with_secrets_masked() -> Non
     printed = tomllib.loads(out)  # the output is a TOML file itself
     app, jira = printed["app"][0], printed["target"]["jira"]
     # every setting that has a value, defaults filled in; the unset ones as comments
-    assert set(app) | {"user_filter", "okta_app_id"} == set(SECTIONS["app"].model_fields)
+    assert set(app) | {"user_filter", "okta_app_id", "okta_hook_secret",
+                       "login_hook_secret"} == set(SECTIONS["app"].model_fields)
     assert set(jira) | {"username", "password", "username_regex", "username_replacement",
                         "user_filter", "required_groups", "okta_app_id"} == \
         set(SECTIONS["target"].model_fields)
@@ -129,6 +130,8 @@ def test_config_check_prints_every_setting_resolved_with_secrets_masked() -> Non
     assert (app["okta_concurrency"], app["schedule"], jira["timeout_s"]) == (8, "1h", 60.0)
     assert printed["state"]["dir"] == str(REPO / "config" / "var" / "oktasync")  # resolved
     assert printed["pipeline"] == {"queue_size": 1000, "max_in_flight": 0}
+    assert printed["serve"] == {"listen": "127.0.0.1:8787", "inbox_capacity": 100000}
+    assert "# tls_cert: not set" in out
 
 
 def test_config_check_names_a_file_secret_and_a_literal_one_without_their_values(

@@ -59,6 +59,7 @@ EXAMPLE = REPO / "config" / "example.toml"
 B = "tests.engine.test_sync_behaviour::"
 C = "tests.engine.test_config::"
 S = "tests.engine.test_settings::"
+H = "tests.engine.test_hooks::"
 COVERAGE: dict[str, tuple[str, ...]] = {
     "app.name": (S + "test_the_state_directory_and_the_app_name_place_every_file",
                  B + "test_two_apps_on_one_target_never_take_access_the_other_app_gave",
@@ -122,6 +123,25 @@ COVERAGE: dict[str, tuple[str, ...]] = {
                      "minutes_never_at_once"),
     "app.timezone": ("tests.engine.test_schedules::test_cron_follows_the_zones_daylight_saving",
                      "tests.engine.test_schedules::test_cron_and_zone_settings_are_checked"),
+    "app.reconcile_schedule": ("tests.engine.test_service_runs::test_scheduled_reconcile_and_"
+                               "event_runs_of_an_app_never_overlap",
+                               C + "test_service_change_settings_are_checked"),
+    "app.changes": (H + "test_a_sign_in_delivered_by_hook_is_synced_within_two_seconds_once",
+                    H + "test_the_poller_catches_up_with_what_changed_while_the_service_was_down",
+                    C + "test_service_change_settings_are_checked"),
+    "app.poll_interval": (H + "test_the_poller_catches_up_with_what_changed_while_the_service_"
+                          "was_down", C + "test_service_change_settings_are_checked"),
+    "app.okta_hook_secret": (H + "test_forged_and_malformed_deliveries_are_refused_and_sync_"
+                             "nothing", C + "test_service_change_settings_are_checked"),
+    "app.login_hook_secret": (H + "test_the_login_hook_syncs_the_user_and_answers_when_done",
+                              H + "test_forged_and_malformed_deliveries_are_refused_and_sync_"
+                              "nothing"),
+    "app.deactivation_window": (H + "test_deactivations_from_events_past_the_window_are_held_"
+                                "until_released", C + "test_service_change_settings_are_checked"),
+    "serve.tls_cert": (C + "test_serve_tls_and_inbox_settings_are_checked",),
+    "serve.tls_key": (C + "test_serve_tls_and_inbox_settings_are_checked",),
+    "serve.inbox_capacity": (H + "test_a_flood_of_forged_deliveries_is_bounded_and_syncs_nothing",
+                             C + "test_serve_tls_and_inbox_settings_are_checked"),
     "serve.listen": ("tests.engine.test_serve::test_serve_syncs_at_start_reports_health_and_"
                      "metrics_and_stops_on_sigterm",),
     "app.okta_max_share": ("tests.engine.test_rate_limits::"
