@@ -162,6 +162,9 @@ class Inbox:
     async def adone(self, uuids: list[str]) -> None:
         await anyio.to_thread.run_sync(self.done, uuids)
 
+    async def aget(self, key: str) -> str | None:
+        return await anyio.to_thread.run_sync(self.get, key)
+
     async def aput(self, key: str, value: str) -> None:
         await anyio.to_thread.run_sync(self.put, key, value)
 

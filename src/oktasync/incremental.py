@@ -77,9 +77,13 @@ class IncrementalSync(AppSync):
 
     async def _read_changes(self) -> Changes:
         try:
-            return await self._reader().read(self.position)
+            return await self._read_with(self._reader())
         except BaseExceptionGroup as group:
             raise collapse(group) from None
+
+    async def _read_with(self, reader: ChangeReader) -> Changes:
+        """Everything changed since the position."""
+        return await reader.read(self.position)
 
     def _reader(self) -> ChangeReader:
         store, app = self.store, self.app
@@ -218,11 +222,9 @@ class EventSync(IncrementalSync):
         self.events = events
         self.gate: RemovalGate | None = None
 
-    async def _read_changes(self) -> Changes:
-        try:
-            return await self._reader().read_events(self.events)
-        except BaseExceptionGroup as group:
-            raise collapse(group) from None
+    async def _read_with(self, reader: ChangeReader) -> Changes:
+        """What the events name, read from Okta now."""
+        return await reader.read_events(self.events)
 
     def _limit(self) -> int:
         return sys.maxsize

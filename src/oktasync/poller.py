@@ -71,7 +71,7 @@ class Poller:
         """From the kept position to the end of the log: events in, then the position."""
         inbox = self._side.inboxes[self._name]
         async with okta_reader(app, share=POLLER_SHARE) as okta:
-            position = inbox.get(POSITION) or okta.first_log_url(_five_minutes_ago())
+            position = await inbox.aget(POSITION) or okta.first_log_url(_five_minutes_ago())
             try:
                 async for page in okta.log_pages(position):
                     wanted = [e for e in page.items if matters(e)]

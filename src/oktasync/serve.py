@@ -243,7 +243,7 @@ class Service:
     async def _reconciles(self, name: str) -> None:
         """A reconcile on ``reconcile_schedule``, from the last one (kept in the inbox)."""
         while (app := self.app(name)) is not None and not self.stopping.is_set():
-            last = self.inboxes[name].get("last_reconcile")
+            last = await self.inboxes[name].aget("last_reconcile")
             start = datetime.fromtimestamp(float(last) if last else self.started, UTC)
             due = app.reconcile_schedule.next_run(datetime.now(UTC), start)
             if await self._sleep_until(due):

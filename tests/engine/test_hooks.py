@@ -51,6 +51,15 @@ async def synced_once(path: Path) -> None:
     assert result.exit_code == 0, result.summaries[APP]["notes"]
 
 
+async def synced_service_config(tmp_path: Path, running: RunningEmulators, extra_app: str = HOOKS,
+                                serve: str = "") -> tuple[Path, int]:
+    """A config for the service on a free port, and the complete sync it starts from."""
+    port = free_port()
+    path = with_serve(write_config(tmp_path, running, extra_app=extra_app), port, serve)
+    await synced_once(path)
+    return path, port
+
+
 def accounts(state: dict[str, Any], target: str) -> dict[str, Any]:
     return {u["name"]: u for u in state[target]["users"]}
 
@@ -79,9 +88,7 @@ async def test_a_sign_in_delivered_by_hook_is_synced_within_two_seconds_once(
     tmp_path: Path,
 ) -> None:
     async with estate(users=60) as running:
-        port = free_port()
-        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS), port)
-        await synced_once(path)
+        path, port = await synced_service_config(tmp_path, running)
         async with service(path, port) as svc:
             user_id = new_hire(running, "new.hire@example.com")
             body = delivery(sign_in(user_id, "new.hire@example.com"))
@@ -116,9 +123,7 @@ async def test_forged_and_malformed_deliveries_are_refused_and_sync_nothing(
     tmp_path: Path,
 ) -> None:
     async with estate(users=40) as running:
-        port = free_port()
-        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS), port)
-        await synced_once(path)
+        path, port = await synced_service_config(tmp_path, running)
         async with service(path, port) as svc:
             user_id = new_hire(running, "forged@example.com")
             good = json.dumps(delivery(sign_in(user_id, "forged@example.com")))
@@ -170,9 +175,7 @@ async def test_forged_and_malformed_deliveries_are_refused_and_sync_nothing(
 @pytest.mark.asyncio
 async def test_the_login_hook_syncs_the_user_and_answers_when_done(tmp_path: Path) -> None:
     async with estate(users=40) as running:
-        port = free_port()
-        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS), port)
-        await synced_once(path)
+        path, port = await synced_service_config(tmp_path, running)
         before = await states(running)
         person = next(u for u in before["okta"]["users"] if u["status"] == "ACTIVE")
         name = person["profile"]["login"].split("@")[0].lower()  # the rule: (.*)@.* -> $1
@@ -193,9 +196,7 @@ async def test_an_acknowledged_delivery_survives_a_kill_9(tmp_path: Path) -> Non
     """Stored before it is answered: the service killed right after answering, then started
     again, syncs the event (the writes are slowed so that the kill comes first)."""
     async with estate(users=40, latency_ms=400) as running:
-        port = free_port()
-        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS), port)
-        await synced_once(path)
+        path, port = await synced_service_config(tmp_path, running)
         user_id = new_hire(running, "survivor@example.com")
         body = json.dumps(delivery(sign_in(user_id, "survivor@example.com")))
         async with service(path, port) as svc:
@@ -219,9 +220,7 @@ async def test_the_poller_catches_up_with_what_changed_while_the_service_was_dow
     from the position it kept, brings the changes made while the service was stopped."""
     polling = 'changes = "poll"\npoll_interval = "5s"\nschedule = "cron:0 0 1 1 *"'
     async with estate(users=60) as running:
-        port = free_port()
-        path = with_serve(write_config(tmp_path, running, extra_app=polling), port)
-        await synced_once(path)
+        path, port = await synced_service_config(tmp_path, running, polling)
         async with service(path, port) as svc:
             await svc.until(lambda h: h["apps"][APP]["poller_last_success"] is not None)
             await svc.stop()
@@ -265,10 +264,8 @@ async def test_deactivations_from_events_past_the_window_are_held_until_released
     """max_deactivations = 2 over the window: five deactivations arriving one by one, two
     land, three are held; `oktasync held` lists them, `--release` lands them."""
     async with estate(users=60) as running:
-        port = free_port()
-        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS + (
-            '\nmax_deactivations = 2\ndeactivation_window = "1h"')), port)
-        await synced_once(path)
+        path, port = await synced_service_config(tmp_path, running, HOOKS + (
+            '\nmax_deactivations = 2\ndeactivation_window = "1h"'))
         before = await states(running)
         leavers = [u for u in before["okta"]["users"] if u["status"] == "ACTIVE"
                    and u["profile"]["login"].split("@")[0].lower() in accounts(before, "jira")
@@ -315,9 +312,7 @@ async def test_a_sign_in_jumps_the_queue_of_other_events(tmp_path: Path) -> None
     """1,000 profile events queued, then a sign-in: the new hire's account exists while
     most of the backlog is still waiting (the priority lane)."""
     async with estate(users=200, latency_ms=20) as running:
-        port = free_port()
-        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS), port)
-        await synced_once(path)
+        path, port = await synced_service_config(tmp_path, running)
         ids = list(running.okta.directory.users)
         backlog = [profile_updated(ids[i % len(ids)]) for i in range(1000)]
         async with service(path, port) as svc:
@@ -344,10 +339,8 @@ async def test_a_flood_of_forged_deliveries_is_bounded_and_syncs_nothing(
     service's memory stays within 40 MB of where it was, nothing is read or written; and a
     delivery bigger than the inbox's room is refused whole with 503."""
     async with estate(users=40) as running:
-        port = free_port()
-        path = with_serve(write_config(tmp_path, running, extra_app=HOOKS), port,
-                          "inbox_capacity = 100")
-        await synced_once(path)
+        path, port = await synced_service_config(tmp_path, running,
+                                                 serve="inbox_capacity = 100")
         ids = list(running.okta.directory.users)
         async with service(path, port) as svc:
             await svc.health()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,8 @@ import pytest
 from oktasync.config import load_config
 from oktasync.serve import Service
 from tests.engine.harness import states, write_config
+from tests.engine.service import free_port
 from tests.engine.test_sync_behaviour import APP, assert_oracle, estate
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def get(url: str) -> tuple[int, Any]:
