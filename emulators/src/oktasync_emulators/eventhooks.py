@@ -315,7 +315,7 @@ class EventHooks:
             if not hook.sends_to(event.event_type):
                 continue
             hook.pending.append(event)
-            if not hook.flushing:
+            if not hook.flushing and _in_event_loop():
                 hook.flushing = True
                 self._spawn(self._flush(hook))
 
@@ -375,6 +375,16 @@ class EventHooks:
             hook.counts.events += len(body["data"]["events"])
             return "done"
         return "retry" if status >= 500 else "refused"
+
+
+def _in_event_loop() -> bool:
+    """A change made outside the server's loop (a script editing the directory) waits in
+    ``pending`` for the next change made inside it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _delivery(hook: EventHook, events: list[dict[str, Any]]) -> dict[str, Any]:
