@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint bench clean
 
 # Both distributions: the engine and, from emulators/, the servers it is tested against.
+# systemd-analyze (Debian's systemd) checks config/oktasync.service in the tests; CI runs as root.
 $(STAMP): pyproject.toml emulators/pyproject.toml
+	command -v systemd-analyze >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ./emulators -e '.[test]'

@@ -473,6 +473,7 @@ async def _sync_app(
                 summary["users_changed"] = sync.changed
             if isinstance(sync, EventSync):
                 summary["users_synced"] = sync.affected
+                summary["users_not_in_okta"] = sync.gone  # unknown, or deleted: said, not synced
                 if sync.gate is not None and sync.gate.held_now:
                     summary["held"] = sync.gate.held_now
                     verdict.notes.append(

@@ -51,6 +51,7 @@ class IncrementalSync(AppSync):
         self.only_affected = True
         self.changed = 0  # users synced again, for the summary
         self.affected: list[str] = []  # their Okta ids
+        self.gone: list[str] = []  # ids read again that Okta no longer has (or never had)
 
     async def run(self) -> str | None:
         """The phases (see the module docstring); returns why a guard held removals back."""
@@ -133,6 +134,7 @@ class IncrementalSync(AppSync):
             store.add_pending(affected)
         self.changed = len(affected) + len(changes.gone)
         self.affected = sorted(affected)
+        self.gone = sorted(changes.gone)
         return scope
 
     async def _judge_user_scopes(self) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -31,15 +32,16 @@ class Running:
     base: str
     process: asyncio.subprocess.Process
     stderr: Path  # a file: a pipe nobody reads would stop the service once it is full
+    trust: ssl.SSLContext | None = None  # the CA of a service on HTTPS
 
     async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as session, \
-                session.get(self.base + path, **kwargs) as response:
+                session.get(self.base + path, ssl=self.trust or True, **kwargs) as response:
             return response.status, await _body(response)
 
     async def post(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as session, \
-                session.post(self.base + path, **kwargs) as response:
+                session.post(self.base + path, ssl=self.trust or True, **kwargs) as response:
             return response.status, await _body(response)
 
     async def health(self) -> Any:
@@ -77,9 +79,10 @@ def with_serve(path: Path, port: int, extra: str = "") -> Path:
 
 
 @contextlib.asynccontextmanager
-async def service(path: Path, port: int) -> AsyncIterator[Running]:
-    """The service on ``path`` (whose [serve] listens on ``port``), killed if still running
-    when the block ends."""
+async def service(path: Path, port: int,
+                  trust: ssl.SSLContext | None = None) -> AsyncIterator[Running]:
+    """The service on ``path`` (whose [serve] listens on ``port``, over HTTPS when ``trust``
+    has the CA of its certificate), killed if still running when the block ends."""
     stderr = path.with_name(f"serve-{port}-{time.monotonic_ns()}.log")
     with open(stderr, "wb") as err:
         process = await asyncio.create_subprocess_exec(
@@ -89,7 +92,9 @@ async def service(path: Path, port: int) -> AsyncIterator[Running]:
     try:
         ready = await asyncio.wait_for(process.stdout.readline(), timeout=30)
         assert f"127.0.0.1:{port}" in ready.decode(), (ready, stderr.read_text())
-        yield Running(f"http://127.0.0.1:{port}", process, stderr)
+        scheme = "https" if trust else "http"
+        assert f"{scheme}://127.0.0.1:{port}" in ready.decode(), ready
+        yield Running(f"{scheme}://127.0.0.1:{port}", process, stderr, trust)
     finally:
         if process.returncode is None:
             process.kill()

@@ -369,3 +369,53 @@ async def test_a_flood_of_forged_deliveries_is_bounded_and_syncs_nothing(
             for target in TARGETS:
                 assert write_requests(after[target]) == write_requests(before[target])
             await svc.stop()
+
+
+def about_user(event_type: str, user_id: str) -> dict[str, Any]:
+    """A LogEvent of ``event_type`` naming the user as its target."""
+    return {**deactivated(user_id), "eventType": event_type}
+
+
+@pytest.mark.asyncio
+async def test_events_about_unknown_deleted_or_out_of_scope_users_write_nothing(
+    tmp_path: Path,
+) -> None:
+    """Events are signals: what Okta says now decides. A user Okta never had, one deleted
+    before anything synced them, one outside the app's scope: nothing is written anywhere,
+    and the event run records what it looked at."""
+    async with estate(users=60) as running:
+        okta = running.okta.directory
+        scoped = next(g for g in okta.groups.values() if g.type == "OKTA_GROUP")
+        path, port = await synced_service_config(
+            tmp_path, running, HOOKS + f'\nrequired_groups = ["{scoped.name}"]')
+        members = okta.member_ids(scoped)
+        outside = next(u for u in okta.iter_users()
+                       if u.status == "ACTIVE" and u.id not in members)
+        okta.update_profile(outside.id, {"displayName": "Out Of Scope"})
+        gone = okta.add_user({"login": "gone@example.com", "email": "gone@example.com",
+                              "firstName": "Gone", "lastName": "Soon"})
+        okta.add_membership(scoped.id, gone.id)
+        okta.delete_user(gone.id)
+        okta.delete_user(gone.id)  # deactivated, then deleted
+        events = [about_user("user.lifecycle.activate", "00unosuchuser0000x7"),
+                  about_user("user.lifecycle.create", gone.id),
+                  about_user("user.account.update_profile", outside.id)]
+        before = await stats(running)
+        async with service(path, port) as svc:
+            status, _ = await svc.post(f"/hooks/okta/{APP}", data=json.dumps(delivery(*events)),
+                                       headers=hook_headers())
+            assert status == 200
+            await svc.until(lambda h: h["apps"][APP]["events_synced"] == 3
+                            and h["apps"][APP]["inbox_depth"] == 0)
+            await svc.stop()
+        after = await stats(running)
+        for target in TARGETS:
+            assert write_requests(after[target]) == write_requests(before[target]), target
+        now = await states(running)
+        for target in TARGETS:
+            assert "gone" not in accounts(now, target)
+            assert outside.login.split("@")[0].lower() not in accounts(now, target)
+        last = json.loads((tmp_path / "state" / APP / "last-event-run.json").read_text())
+        assert last["exit_code"] == 0, last
+        assert sorted(last["users_not_in_okta"]) == sorted(["00unosuchuser0000x7", gone.id])
+        assert outside.id in last["users_synced"]  # looked at; out of scope, so nothing written

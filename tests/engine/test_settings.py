@@ -60,6 +60,7 @@ B = "tests.engine.test_sync_behaviour::"
 C = "tests.engine.test_config::"
 S = "tests.engine.test_settings::"
 H = "tests.engine.test_hooks::"
+D = "tests.engine.test_okta_delivers::"
 COVERAGE: dict[str, tuple[str, ...]] = {
     "app.name": (S + "test_the_state_directory_and_the_app_name_place_every_file",
                  B + "test_two_apps_on_one_target_never_take_access_the_other_app_gave",
@@ -132,14 +133,18 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "app.poll_interval": (H + "test_the_poller_catches_up_with_what_changed_while_the_service_"
                           "was_down", C + "test_service_change_settings_are_checked"),
     "app.okta_hook_secret": (H + "test_forged_and_malformed_deliveries_are_refused_and_sync_"
-                             "nothing", C + "test_service_change_settings_are_checked"),
+                             "nothing", C + "test_service_change_settings_are_checked",
+                             D + "test_a_hook_with_the_wrong_secret_is_refused_never_retried_"
+                             "and_syncs_nothing"),
     "app.login_hook_secret": (H + "test_the_login_hook_syncs_the_user_and_answers_when_done",
                               H + "test_forged_and_malformed_deliveries_are_refused_and_sync_"
                               "nothing"),
     "app.deactivation_window": (H + "test_deactivations_from_events_past_the_window_are_held_"
                                 "until_released", C + "test_service_change_settings_are_checked"),
-    "serve.tls_cert": (C + "test_serve_tls_and_inbox_settings_are_checked",),
-    "serve.tls_key": (C + "test_serve_tls_and_inbox_settings_are_checked",),
+    "serve.tls_cert": (C + "test_serve_tls_and_inbox_settings_are_checked", D + "test_okta_"
+                       "delivers_to_the_registered_service_and_every_change_lands"),
+    "serve.tls_key": (C + "test_serve_tls_and_inbox_settings_are_checked", D + "test_okta_"
+                      "delivers_to_the_registered_service_and_every_change_lands"),
     "serve.inbox_capacity": (H + "test_a_flood_of_forged_deliveries_is_bounded_and_syncs_nothing",
                              C + "test_serve_tls_and_inbox_settings_are_checked"),
     "serve.listen": ("tests.engine.test_serve::test_serve_syncs_at_start_reports_health_and_"

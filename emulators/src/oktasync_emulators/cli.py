@@ -139,6 +139,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add("--log-delay-ms", type=_non_negative, default=0.0,
         help="Okta System Log events become readable this long after they are published "
              "(default 0; POST /_emulator/logs/delay changes it while running)")
+    add("--hook-ca-file", default=None, metavar="PEM",
+        help="CA certificates the event hook deliveries trust, besides the system's "
+             "(hook URIs are HTTPS only, as on Okta)")
+    add("--hook-duplicate", type=_share, default=0.0, metavar="F",
+        help="share of event hook deliveries sent twice (default 0)")
+    add("--hook-reorder", action="store_true",
+        help="shuffle the events in a delivery and let deliveries overtake each other")
+    add("--hook-delay-s", type=_non_negative, default=0.0,
+        help="extra delay before each event hook delivery (default 0)")
     add("--confluence-index-lag-s", type=_non_negative, default=0.0,
         help="Confluence's active-user listing lags changes by this much")
     add("--lazy", action="store_true",
@@ -165,6 +174,8 @@ def options_from(args: argparse.Namespace) -> EmulatorOptions:
         okta_search_lag_s=args.okta_search_lag_s, okta_log_delay_ms=args.log_delay_ms,
         confluence_index_lag_s=args.confluence_index_lag_s,
         lazy=args.lazy, preload_fraction=args.preload_fraction,
+        hook_ca_file=args.hook_ca_file, hook_duplicate=args.hook_duplicate,
+        hook_reorder=args.hook_reorder, hook_delay_s=args.hook_delay_s,
     )
 
 

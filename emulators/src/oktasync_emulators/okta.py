@@ -50,9 +50,12 @@ from oktasync_emulators.directory import (
     User,
     group_state,
     iso,
+    sign_in,
     user_state,
 )
+from oktasync_emulators.eventhooks import DeliveryOptions, EventHooks, HookRefused
 from oktasync_emulators.systemlog import (
+    ADMIN_ID,
     DEFAULT_SINCE_MS,
     MAX_SINCE_MS,
     LogEvent,
@@ -829,6 +832,8 @@ def _okta_errors(handler: Handler) -> Handler:
             return await handler(request)
         except OktaError as exc:
             return exc.response()
+        except HookRefused as exc:
+            return okta_error(exc.status, exc.code, exc.summary, exc.causes)
 
     return wrapped
 
@@ -845,9 +850,12 @@ class OktaEmulator:
         rate: OktaRateConfig | None = None,
         search_lag_s: float = 0.0,
         log_delay_s: float = 0.0,
+        hooks: DeliveryOptions | None = None,
     ) -> None:
         self.directory = directory
         directory.log.delay_s = log_delay_s
+        self.event_hooks = EventHooks(hooks)
+        directory.log.listeners.append(self.event_hooks.written)
         self.token = token
         self.faults = faults or FaultConfig()
         self.rate = rate or OktaRateConfig()
@@ -860,7 +868,7 @@ class OktaEmulator:
         self._group_search, self._group_filter = _group_props()
 
     def make_app(self) -> web.Application:
-        return build_app(
+        app = build_app(
             stats=self.stats,
             faults=self.faults,
             routes=self._routes,
@@ -869,6 +877,8 @@ class OktaEmulator:
             control_routes=self._control_routes,
             outer_middlewares=[self._outer],
         )
+        app.on_cleanup.append(self.event_hooks.close)
+        return app
 
     # -- middleware hooks --------------------------------------------------------------------
 
@@ -964,6 +974,13 @@ class OktaEmulator:
         add("/api/v1/logs", _okta_errors(self.list_logs))
         add("/api/v1/apps/{appId}/users", _okta_errors(self.app_users))
         add("/api/v1/apps/{appId}/users/{userId}", _okta_errors(self.app_user))
+        hooks = "/api/v1/eventHooks"
+        add(hooks, _okta_errors(self.list_event_hooks))
+        add(hooks + "/{id}", _okta_errors(self.get_event_hook))
+        app.router.add_post(hooks, _okta_errors(self.create_event_hook))
+        app.router.add_put(hooks + "/{id}", _okta_errors(self.replace_event_hook))
+        app.router.add_delete(hooks + "/{id}", _okta_errors(self.delete_event_hook))
+        app.router.add_post(hooks + "/{id}/lifecycle/{action}", _okta_errors(self.hook_lifecycle))
 
     def _user_picker(self, request: web.Request) -> tuple[Callable[[str], User | None], bool]:
         """Which users a listing shows, and whether it is a sortable search."""
@@ -1189,6 +1206,44 @@ class OktaEmulator:
         return json_response(app_user_json(app, user, self.directory, origin_of(request),
                                            response_flags(request), embed))
 
+    # -- event hooks (eventhooks.py keeps and delivers them) ------------------------------------
+
+    def _hook_json(self, request: web.Request, hook: Any) -> web.Response:
+        return json_response(hook.to_json(origin_of(request), ADMIN_ID))
+
+    async def list_event_hooks(self, request: web.Request) -> web.StreamResponse:
+        origin = origin_of(request)
+        return json_response([h.to_json(origin, ADMIN_ID)
+                              for h in self.event_hooks.hooks.values()])
+
+    async def get_event_hook(self, request: web.Request) -> web.StreamResponse:
+        return self._hook_json(request, self.event_hooks.get(request.match_info["id"]))
+
+    async def create_event_hook(self, request: web.Request) -> web.StreamResponse:
+        hook = self.event_hooks.create(await _hook_body(request), origin_of(request))
+        return self._hook_json(request, hook)
+
+    async def replace_event_hook(self, request: web.Request) -> web.StreamResponse:
+        hook = self.event_hooks.replace(request.match_info["id"], await _hook_body(request))
+        return self._hook_json(request, hook)
+
+    async def delete_event_hook(self, request: web.Request) -> web.StreamResponse:
+        self.event_hooks.delete(request.match_info["id"])
+        return web.Response(status=204)
+
+    async def hook_lifecycle(self, request: web.Request) -> web.StreamResponse:
+        """``activate``, ``deactivate`` or ``verify``; any other is an unknown path."""
+        hook_id, action = request.match_info["id"], request.match_info["action"]
+        if action == "verify":
+            hook = await self.event_hooks.verify(hook_id)
+        elif action in ("activate", "deactivate"):
+            status = "ACTIVE" if action == "activate" else "INACTIVE"
+            hook = self.event_hooks.set_status(hook_id, status)
+        else:
+            raise OktaError(404, "E0000007", f"Not found: Resource not found: {request.path} "
+                            "(Url)")
+        return self._hook_json(request, hook)
+
     # -- control endpoints (/_emulator/) -----------------------------------------------------
 
     def _control_routes(self, app: web.Application) -> None:
@@ -1207,6 +1262,8 @@ class OktaEmulator:
         r.add_post("/_emulator/apps/{id}/users/{userId}", _control(self._assign_app))
         r.add_delete("/_emulator/apps/{id}/users/{userId}", _control(self._unassign_app))
         r.add_get("/_emulator/logs", self._log_counts)
+        r.add_get("/_emulator/hooks", self._hook_counts)
+        r.add_post("/_emulator/users/{id}/sessions", _control(self._sign_in))
         r.add_post("/_emulator/logs/delay", _control(self._set_log_delay))
 
     async def _state(self, request: web.Request) -> web.StreamResponse:
@@ -1289,6 +1346,17 @@ class OktaEmulator:
     async def _log_counts(self, request: web.Request) -> web.StreamResponse:
         return json_response(self.directory.log.counts())
 
+    async def _hook_counts(self, request: web.Request) -> web.StreamResponse:
+        return json_response(self.event_hooks.counts())
+
+    async def _sign_in(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
+        """A user signs in (``user.session.start``), into an app when ``app`` names one."""
+        app_id = body.get("app")
+        if app_id is not None and not isinstance(app_id, str):
+            raise ValueError("app must be an app id")
+        written = sign_in(self.directory, request.match_info["id"], app_id)
+        return 200, {"events": written}
+
     async def _set_log_delay(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
         """Events written from now on become readable ``seconds`` after their ``published``."""
         seconds = body.get("seconds")
@@ -1296,6 +1364,14 @@ class OktaEmulator:
             raise ValueError("seconds must be a number >= 0")
         self.directory.log.delay_s = float(seconds)
         return 200, {"delay_s": float(seconds)}
+
+
+async def _hook_body(request: web.Request) -> Any:
+    """The JSON body of a hook request; malformed JSON is refused as Okta refuses it."""
+    try:
+        return await read_json(request)
+    except ValueError:
+        raise OktaError(400, "E0000003", "The request body was not well-formed.") from None
 
 
 ControlAction = Callable[[web.Request, dict[str, Any]], Awaitable[tuple[int, Any]]]

@@ -48,6 +48,7 @@ from oktasync_emulators.directory import (
     membership_share,
     user_identity,
 )
+from oktasync_emulators.eventhooks import DeliveryOptions
 from oktasync_emulators.jira import JiraEmulator
 from oktasync_emulators.okta import OktaEmulator, OktaRateConfig
 
@@ -82,6 +83,10 @@ class EmulatorOptions:
     confluence_seats: int | None = None  # None: unlimited licence
     okta_search_lag_s: float = 0.0
     okta_log_delay_ms: float = 0.0  # System Log events become readable this long after
+    hook_ca_file: str | None = None  # CAs the event hook deliveries trust (HTTPS only)
+    hook_duplicate: float = 0.0  # share of event hook deliveries sent twice
+    hook_reorder: bool = False  # events and deliveries out of order
+    hook_delay_s: float = 0.0  # before each delivery
     confluence_index_lag_s: float = 0.0
     lazy: bool = False  # Okta users generated from the seed as they are read (read-only)
     preload_fraction: float = 0.0  # share of the desired state Jira and Confluence start with
@@ -165,6 +170,9 @@ def build_emulators(
         rate=OktaRateConfig(scale=options.okta_rate_scale, window_s=options.okta_window_s),
         search_lag_s=options.okta_search_lag_s,
         log_delay_s=options.okta_log_delay_ms / 1000.0,
+        hooks=DeliveryOptions(duplicate=options.hook_duplicate, reorder=options.hook_reorder,
+                              delay_s=options.hook_delay_s, ca_file=options.hook_ca_file,
+                              seed=options.seed),
     )
     return okta, jira, confluence
 

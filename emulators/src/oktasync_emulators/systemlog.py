@@ -87,6 +87,9 @@ EVENT_TYPES: dict[str, tuple[str, str | None]] = {
         "app.generic.provision.assign_user_to_app",
     ),
     "application.user_membership.remove": ("Remove users application membership", None),
+    # sign-ins: the user is the actor (okta-api.md); written by ``/_emulator/users/{id}/sessions``
+    "user.session.start": ("User login to Okta", "core.user_auth.login_success"),
+    "user.authentication.sso": ("User single sign on to app", "app.auth.sso"),
 }
 
 
@@ -178,6 +181,8 @@ class SystemLog:
         self._keys: list[tuple[int, int]] = []  # (visible_ms, seq), parallel to ``events``
         self._seq = 0
         self._random = random.Random()
+        # called with each event as it is written: the event hooks' deliveries
+        self.listeners: list[Callable[[LogEvent], None]] = []
 
     def __len__(self) -> int:
         return len(self.events)
@@ -196,8 +201,10 @@ class SystemLog:
         *,
         transaction: str | None = None,
         published_ms: int | None = None,
+        actor: Entity | None = None,
     ) -> LogEvent:
-        """Write one event of ``event_type`` about ``targets``, published now."""
+        """Write one event of ``event_type`` about ``targets``, published now, by ``actor``
+        (the admin behind the API token when None)."""
         message, legacy = EVENT_TYPES[event_type]
         published = self.now_ms() if published_ms is None else published_ms
         visible = published + int(self.delay_s * 1000)
@@ -208,11 +215,12 @@ class SystemLog:
             published_ms=published,
             visible_ms=visible,
             event_type=event_type,
-            actor_id=ADMIN_ID,
+            actor_id=ADMIN_ID if actor is None else actor.id,
             targets=kept,
             body=_event_json(
                 event_type, message, legacy, published, kept,
                 transaction or self.new_transaction(),
+                ADMIN_ACTOR if actor is None else actor.to_json(),
             ),
         )
         key = (visible, event.seq)
@@ -223,6 +231,8 @@ class SystemLog:
             at = bisect.bisect_right(self._keys, key)
             self._keys.insert(at, key)
             self.events.insert(at, event)
+        for listener in self.listeners:
+            listener(event)
         return event
 
     def counts(self) -> dict[str, Any]:
@@ -292,6 +302,7 @@ def _event_json(
     published_ms: int,
     targets: tuple[Entity, ...],
     transaction: str,
+    actor: Mapping[str, Any],
 ) -> dict[str, Any]:
     """A LogEvent with the documented field set; client and request describe the caller.
 
@@ -299,7 +310,7 @@ def _event_json(
     server-side caller; nothing in them is read by a sync.
     """
     return {
-        "actor": dict(ADMIN_ACTOR),
+        "actor": dict(actor),
         "client": {
             "userAgent": {
                 "rawUserAgent": "oktasync-emulator",
@@ -341,7 +352,9 @@ def _event_json(
         "version": "0",
         "request": {"ipChain": [{"ip": "127.0.0.1", "geographicalContext": None,
                                  "version": "V4", "source": None}]},
-        "target": [t.to_json() for t in targets],
+        # guess: an event about nobody else (a sign-in) has a null target, as the
+        # reference says sign-ins have "no target"
+        "target": [t.to_json() for t in targets] if targets else None,
     }
 
 
