@@ -14,12 +14,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from oktasync.ownership import Ownership
 from oktasync.report import TargetTally
 from oktasync.runstore import RunStore, cursor_name
 
 EVERY_WRITES = 64
 EVERY_S = 0.25
+
+log = structlog.get_logger("oktasync.checkpointer")
 
 
 class Watermark:
@@ -91,7 +95,10 @@ class Checkpointer:
         self._last, self._landed = self._clock(), 0
         for progress in self._progress:
             if progress.claims and not self._dry_run:
-                self._ownership.claim(self._app, progress.target, progress.claims)
+                lost = self._ownership.claim(self._app, progress.target, progress.claims)
+                if lost:  # a run of another app, at the same time, claimed them first
+                    log.warning("accounts claimed by another app meanwhile stay its own",
+                                app=self._app, target=progress.target, usernames=lost[:20])
                 progress.claims = []
         store = self._store
         with store.transaction():

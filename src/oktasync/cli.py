@@ -83,6 +83,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A length of time in seconds: a finite number, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oktasync", description=(
         "Keep Jira and Confluence Data Center in line with Okta: users, status, groups."))
@@ -111,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a full sync that also compares each target with what oktasync "
                            "left there, repairs what changed behind its back and writes a "
                            "drift report")
+    sync.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
+                      help="when another run (the service, another sync) holds an app's lock, "
+                           "wait up to SECONDS for it instead of refusing at once")
 
     serve = sub.add_parser("serve", help="keep syncing: each app on its schedule, with "
                                          "/healthz and /metrics ([serve] listen)")
@@ -317,7 +331,7 @@ async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:
     result = await run_sync(config, SyncOptions(
         app=args.app, dry_run=args.dry_run, force=args.force, max_in_flight=args.max_in_flight,
         resume=args.resume, restart=args.restart, full=args.full, reconcile=args.reconcile,
-        interrupt_code=interrupt))
+        wait_s=args.wait, interrupt_code=interrupt))
     return result.exit_code
 
 
@@ -379,10 +393,9 @@ def _status(args: argparse.Namespace) -> int:
     ``shown``, so a damaged or tampered file cannot drive the terminal.
     """
     from oktasync.checkpoint import checkpoint_path, progress
-    from oktasync.state import StateLock, read_json
+    from oktasync.state import AppLock, read_json
 
     config = _load(args.config)
-    holder = StateLock(config.state_dir).holder()
     for app in config.apps:
         last: Any = read_json(config.state_dir / app.name / "last-run.json")
         name = shown(app.name)
@@ -395,11 +408,13 @@ def _status(args: argparse.Namespace) -> int:
             print(f"{name}: last run {shown(last.get('run_id'))}{kind} finished "
                   f"{shown(last.get('finished'))}: exit {shown(last.get('exit_code'))} "
                   f"({shown(last.get('outcome'))}), {shown(last.get('wall_time_s'))}s{as_of}")
-        running = holder is not None and app.name in holder.get("apps", [app.name])
+        holder = AppLock(config.state_dir, app.name).holder()
+        running = holder is not None
         current = progress(checkpoint_path(config.state_dir, app.name))
-        if running and holder is not None:
+        if holder is not None:
+            by = f", run by {shown(holder['by'])}" if isinstance(holder.get("by"), str) else ""
             print(f"{name}: running (pid {shown(holder.get('pid'))}, since "
-                  f"{shown(holder.get('started'))})")
+                  f"{shown(holder.get('started'))}{by})")
         if current is None:
             if not running:
                 print(f"{name}: nothing to resume")

@@ -1,6 +1,6 @@
-"""Run a sync: take the state lock, build the clients, run each app, report, pick the exit code.
+"""Run a sync: take the apps' locks, build the clients, run each app, report, pick the exit code.
 
-Everything with a lifetime (HTTP sessions, the run index, the findings file, the lock) is
+Everything with a lifetime (HTTP sessions, the run index, the findings file, the locks) are
 opened and closed here, so the pipeline itself only deals with data. Cleanup runs shielded
 from cancellation: an interrupted run still writes its summary.
 """
@@ -52,7 +52,7 @@ from oktasync.report import TargetTally, format_summary, write_findings
 from oktasync.runstore import SCHEMA_VERSION, RunStore, users_named
 from oktasync.signals import local_sign_in
 from oktasync.state import (
-    StateLock,
+    app_locks,
     ensure_state_dir,
     state_error,
     write_json_atomically,
@@ -87,6 +87,8 @@ class SyncOptions:
     reconcile: bool = False  # a full sync that also compares each target with the state store
     interrupt_code: list[int] = field(default_factory=list)  # set by the CLI's signal watcher
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # how every request retries
+    wait_s: float = 0  # how long a held app lock is waited for (0: refused at once; --wait)
+    by: str = "sync"  # who runs it, named in the app's lock file (status, refusals)
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,9 @@ async def run_sync(config: Config, options: SyncOptions, *, echo: Any = print) -
     """
     apps = [config.app(options.app)] if options.app else list(config.apps)
     state_dir = ensure_state_dir(config.state_dir)
-    lock = StateLock(state_dir)
-    lock.acquire(a.name for a in apps)
     result = RunResult(EXIT_OK)
-    try:
+    async with app_locks(state_dir, [a.name for a in apps], wait_s=options.wait_s,
+                         by=options.by):
         plan = decide(config, apps, resume=options.resume, restart=options.restart,
                       dry_run=options.dry_run)
         if options.resume:
@@ -137,8 +138,6 @@ async def run_sync(config: Config, options: SyncOptions, *, echo: Any = print) -
                 echo(format_summary(app.name, summary))
         finally:
             ownership.close()
-    finally:
-        lock.release()
     return result
 
 
@@ -148,14 +147,12 @@ async def sync_events(config: Config, app: AppConfig, events: list[dict[str, Any
     service's deliveries and polled events, a sign-in, ``oktasync sync-user``. Raises
     ``NoStateStore`` when no complete sync has left one (the scheduled full sync then covers
     what the events name), ``UsageError`` when the app's lock is held or the store unusable."""
-    options = options or SyncOptions(app=app.name)
+    options = options or SyncOptions(app=app.name, by="event sync")
     kind = choose(app, config, full=False)
     if isinstance(kind, Full):
         raise NoStateStore(f"app {app.name!r}: events wait for a complete sync ({kind.reason})")
     state_dir = ensure_state_dir(config.state_dir)
-    lock = StateLock(state_dir)
-    lock.acquire([app.name])
-    try:
+    async with app_locks(state_dir, [app.name], wait_s=options.wait_s, by=options.by):
         with writing_state(state_dir):
             ownership = Ownership(state_dir / "state.db")
         try:
@@ -164,8 +161,6 @@ async def sync_events(config: Config, app: AppConfig, events: list[dict[str, Any
                                               tuple(events)))
         finally:
             ownership.close()
-    finally:
-        lock.release()
 
 
 async def sync_user(config: Config, app: AppConfig, who: str) -> dict[str, Any] | None:
@@ -176,7 +171,8 @@ async def sync_user(config: Config, app: AppConfig, who: str) -> dict[str, Any] 
         return None
     event = local_sign_in(f"sync-user-{uuid.uuid4()}", user_id)
     try:
-        return await sync_events(config, app, [event])
+        return await sync_events(config, app, [event],
+                                 SyncOptions(app=app.name, by="sync-user"))
     except NoStateStore:
         raise UsageError(f"app {app.name!r} has no complete sync yet: run `oktasync sync "
                          f"--app {app.name}` first, which syncs every user") from None
@@ -204,7 +200,8 @@ async def release_held(config: Config, app: AppConfig) -> dict[str, Any] | None:
             return None
         events = [local_sign_in(f"release-{uuid.uuid4()}", user) for user in users]
         try:
-            return await sync_events(config, app, events, SyncOptions(app=app.name, force=True))
+            options = SyncOptions(app=app.name, force=True, by="held --release")
+            return await sync_events(config, app, events, options)
         except BaseException:
             ownership.hold(app.name, released)
             raise

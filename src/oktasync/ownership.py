@@ -18,6 +18,10 @@ from pathlib import Path
 from oktasync.db import transaction
 from oktasync.models import Claim
 
+# How long a write to state.db waits while another process (a run of another app) writes it:
+# its transactions are short (a checkpoint's claims), so this is a stuck process, not traffic.
+BUSY_TIMEOUT_S = 30.0
+
 OWNERSHIP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS owned_users (
     target TEXT NOT NULL, key TEXT NOT NULL, app TEXT NOT NULL, okta_id TEXT,
@@ -118,9 +122,13 @@ class Ownership:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_S)
         self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-        self._db.executescript(OWNERSHIP_SCHEMA)
+        with transaction(self._db, immediate=True):  # two runs starting at once: one creates
+            for statement in OWNERSHIP_SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
 
     def close(self) -> None:
         self._db.close()
@@ -134,19 +142,31 @@ class Ownership:
         return int(self._db.execute("SELECT COUNT(*) FROM owned_users WHERE app = ? AND "
                                     "target = ?", (app, target)).fetchone()[0])
 
-    def claim(self, app: str, target: str, claims: Iterable[tuple[str, str | None]]) -> None:
-        """Record (username key, Okta id) pairs as owned by ``app``; a rename moves the row."""
-        with transaction(self._db):
+    def claim(self, app: str, target: str,
+              claims: Iterable[tuple[str, str | None]]) -> list[str]:
+        """Record (username key, Okta id) pairs as owned by ``app``; a rename moves the row.
+
+        A username another app owns stays that app's: the first claim wins, in one
+        ``BEGIN IMMEDIATE`` transaction, so two runs of different apps (two processes) that
+        both wrote one account cannot take it from each other. Returns the keys not claimed
+        for that reason (the caller says so)."""
+        lost = []
+        with transaction(self._db, immediate=True):
             for key, okta_id in claims:
-                if okta_id is not None:
+                taken = self._db.execute(
+                    "INSERT INTO owned_users VALUES (?,?,?,?) ON CONFLICT (target, key) DO "
+                    "UPDATE SET okta_id = excluded.okta_id WHERE owned_users.app = excluded.app",
+                    (target, key, app, okta_id)).rowcount
+                if not taken:
+                    lost.append(key)
+                elif okta_id is not None:
                     self._db.execute("DELETE FROM owned_users WHERE app = ? AND target = ? AND "
                                      "okta_id = ? AND key != ?", (app, target, okta_id, key))
-                self._db.execute("INSERT OR REPLACE INTO owned_users VALUES (?,?,?,?)",
-                                 (target, key, app, okta_id))
+        return lost
 
     def claim_groups(self, app: str, target: str, groups: Iterable[tuple[str, str, str]]) -> None:
         """Record (group key, Okta group id, name) as synced by ``app``."""
-        with transaction(self._db):
+        with transaction(self._db, immediate=True):
             self._db.executemany("INSERT OR REPLACE INTO owned_groups VALUES (?,?,?,?,?)",
                                  [(target, k, app, gid, n) for k, gid, n in groups])
 
@@ -164,14 +184,14 @@ class Ownership:
             "WHERE app = ? ORDER BY held_at, target, username", (app,))]
 
     def hold(self, app: str, held: Iterable[Held]) -> None:
-        with transaction(self._db):
+        with transaction(self._db, immediate=True):
             self._db.executemany(
                 "INSERT OR IGNORE INTO held_deactivations VALUES (?,?,?,?,?,?)",
                 [(app, h.target, h.username, h.okta_id, h.held_at, h.reason) for h in held])
 
     def release(self, app: str) -> list[Held]:
         """Every held deactivation of ``app``, no longer held (the caller syncs them)."""
-        with transaction(self._db):
+        with transaction(self._db, immediate=True):
             held = self.held(app)
             self._db.execute("DELETE FROM held_deactivations WHERE app = ?", (app,))
         return held
@@ -184,7 +204,7 @@ class Ownership:
             "GROUP BY target", (app, since))}
 
     def count_event_deactivations(self, app: str, at: float, counts: dict[str, int]) -> None:
-        with transaction(self._db):
+        with transaction(self._db, immediate=True):
             self._db.executemany("INSERT INTO event_deactivations VALUES (?,?,?,?)",
                                  [(app, t, at, n) for t, n in counts.items() if n])
             self._db.execute("DELETE FROM event_deactivations WHERE at < ?", (at - 30 * 86_400,))
@@ -204,7 +224,7 @@ class Ownership:
                             "key = ? AND said = ?", row).fetchone() is not None:
             return False
         if remember:
-            with transaction(self._db):
+            with transaction(self._db, immediate=True):
                 self._db.execute("INSERT OR IGNORE INTO reported_drift VALUES (?,?,?,?)", row)
         return True
 
@@ -214,6 +234,6 @@ class Ownership:
             "SELECT listing, size FROM listing_sizes WHERE app = ?", (app,))}
 
     def record_listing_sizes(self, app: str, sizes: dict[str, int]) -> None:
-        with transaction(self._db):
+        with transaction(self._db, immediate=True):
             self._db.executemany("INSERT OR REPLACE INTO listing_sizes VALUES (?,?,?)",
                                  [(app, name, size) for name, size in sizes.items()])

@@ -933,7 +933,7 @@ class StateSettings(_Section):
 
     model_config = ConfigDict(title="[state]")
     dir: Annotated[str, _Text()] = Field(default="var/oktasync", description=(
-        "Where checkpoints, ownership records, run summaries and the lock live (one "
+        "Where checkpoints, ownership records, run summaries and each app's lock live (one "
         "sub-directory per app). Relative paths are taken against this file's directory."))
 
 

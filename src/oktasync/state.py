@@ -1,9 +1,11 @@
-"""The state directory: who owns what on each target, the last run's summary, the lock.
+"""The state directory: who owns what on each target, the last run's summary, the locks.
 
 Layout (``[state] dir``)::
 
     state.db                  ownership: accounts and groups each app has synced, per target
-    lock                      one lock per state directory (pid + start time, JSON)
+                              (shared by the apps; WAL, so runs of two apps write it at once)
+    lock                      left by versions before one lock per app; no longer taken
+    <app>/lock                the app's lock, held by its running run (pid, start, command)
     <app>/last-run.json       the last run's summary
     <app>/run.db              the running (or interrupted) run's index, see runstore.py
     <app>/plan-<run id>.csv   dry-run plans
@@ -22,9 +24,11 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from oktasync.errors import StateDirError, UsageError
 
@@ -120,25 +124,34 @@ def read_json(path: Path) -> Any:
         raise UsageError(f"{path} cannot be read ({exc}); delete it to start afresh") from exc
 
 
-class StateLock:
-    """One lock per state directory: an advisory ``flock`` on ``<state dir>/lock``.
+LOCK_POLL_S = 0.2  # how often a run told to ``--wait`` tries a held lock again
+
+
+class AppLock:
+    """One lock per app: an advisory ``flock`` on ``<state dir>/<app>/lock``, taken for each
+    run of the app (a CLI ``sync``, each of the service's runs), so two runs of one app never
+    overlap while runs of different apps may (they share only ``state.db``, which SQLite
+    serialises).
 
     The kernel drops an flock when its process ends, however it ends, so a crashed run's lock
     is simply free: no guessing from a pid whether the holder lives (a pid can be reused), and
     no window in which two processes both decide a lock is stale and both take it. The file's
-    content (pid, start time) only names the holder in the refusal. POSIX only, like the
-    signal handling.
+    content (pid, start time, which command) only names the holder in the refusal and in
+    ``oktasync status``. An flock belongs to an open file, so two runs of one app inside one
+    process exclude each other too. POSIX only, like the signal handling.
     """
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "lock"
+    def __init__(self, state_dir: Path, app: str, *, by: str = "sync") -> None:
+        self.app, self.by = app, by
+        self.path = state_dir / app / "lock"
         self._fd: int | None = None
 
-    def acquire(self, apps: Iterable[str] = ()) -> None:
-        """Take the lock for a run of ``apps`` (named in the file for ``oktasync status``)."""
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free (True); False, at once, when another run holds it."""
         mine = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "apps": list(apps)}
-        with writing_state(self.path.parent):
+                "app": self.app, "by": self.by}
+        with writing_state(self.path.parent.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -147,16 +160,22 @@ class StateLock:
         except OSError as exc:  # held elsewhere, or a full disk, say: give the fd back, say why
             os.close(fd)
             if isinstance(exc, BlockingIOError):
-                raise UsageError(f"state directory {self.path.parent} is {self._held_by()}; "
-                                 "wait for it to finish") from None
-            raise state_error(exc, self.path.parent) or exc from None
+                return False
+            raise state_error(exc, self.path.parent.parent) or exc from None
         self._fd = fd
+        return True
+
+    def refusal(self) -> UsageError:
+        """What a run that found the lock held says (exit 2)."""
+        return UsageError(f"app {self.app!r} is {self._held_by()}; wait for it to finish, or "
+                          "run the other apps with --app")
 
     def _held_by(self) -> str:
         holder = self._named_holder()
         if holder is None:
             return "locked by another process (it has not written its pid yet)"
-        return f"locked by process {holder.get('pid')} (started {holder.get('started')})"
+        by = f"{holder['by']}, " if isinstance(holder.get("by"), str) else ""
+        return f"locked by process {holder.get('pid')} ({by}started {holder.get('started')})"
 
     def _named_holder(self) -> dict[str, Any] | None:
         try:
@@ -166,9 +185,9 @@ class StateLock:
         return holder if isinstance(holder, dict) and "pid" in holder else None
 
     def holder(self) -> dict[str, Any] | None:
-        """Who holds the lock now ({"pid", "started"}; the pid may be unknown while the holder
-        is writing it), or None when nobody does. Asked without taking the lock, even for an
-        instant: a status must never make a run that is starting fail."""
+        """Who holds the lock now ({"pid", "started", "by"}; the pid may be unknown while the
+        holder is writing it), or None when nobody does. Asked without taking the lock, even
+        for an instant: a status must never make a run that is starting fail."""
         if not _flock_held(self.path):
             return None
         return self._named_holder() or {"pid": "?", "started": "?"}
@@ -179,3 +198,42 @@ class StateLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+async def _take(lock: AppLock, wait_s: float) -> None:
+    """Take one app's lock, trying again every ``LOCK_POLL_S`` for up to ``wait_s`` seconds
+    (0: once); the refusal names the holder. The retries sleep on the event loop, so a signal
+    or a cancelled service stops the wait at once."""
+    deadline = time.monotonic() + wait_s
+    while not lock.try_acquire():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise lock.refusal()
+        await anyio.sleep(min(LOCK_POLL_S, left))
+
+
+@contextlib.asynccontextmanager
+async def app_locks(state_dir: Path, apps: Iterable[str], *, wait_s: float = 0,
+                    by: str = "sync") -> AsyncIterator[list[AppLock]]:
+    """Hold the locks of ``apps`` for the block: all taken before it starts, in name order
+    (two runs that each want several apps then never wait on each other in a circle), all
+    given back when it ends. One that stays held past ``wait_s`` refuses the whole run
+    (``UsageError``), the ones already taken given back."""
+    held: list[AppLock] = []
+    try:
+        for app in sorted(set(apps)):
+            lock = AppLock(state_dir, app, by=by)
+            await _take(lock, wait_s)
+            held.append(lock)
+        yield held
+    finally:
+        for lock in reversed(held):
+            lock.release()
+
+
+@contextlib.asynccontextmanager
+async def app_lock(state_dir: Path, app: str, *, wait_s: float = 0,
+                   by: str = "serve") -> AsyncIterator[AppLock]:
+    """One app's lock for one run: what the service's runs take (``app_locks`` of one)."""
+    async with app_locks(state_dir, [app], wait_s=wait_s, by=by) as held:
+        yield held[0]

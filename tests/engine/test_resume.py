@@ -280,9 +280,10 @@ async def test_an_unwritable_state_directory_stops_before_any_request(
 
 
 @contextlib.contextmanager
-def holding_lock(state: Path, content: str) -> Iterator[None]:
-    """Hold the state directory's lock as a running sync does (an flock on the file)."""
-    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+def holding_lock(lock: Path, content: str) -> Iterator[None]:
+    """Hold a lock file as a running sync does (an flock on the file)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.ftruncate(fd, 0)
@@ -292,17 +293,24 @@ def holding_lock(state: Path, content: str) -> Iterator[None]:
         os.close(fd)
 
 
+def app_lock(state: Path) -> Path:
+    """The test app's lock: one per app, in its directory of the state directory."""
+    return state / "test-app" / "lock"
+
+
 @pytest.mark.asyncio
 async def test_a_live_lock_holder_is_named_and_a_dead_one_taken_over(
     estate: RunningEmulators, tmp_path: Path,
 ) -> None:
     config = write_config(tmp_path, estate)
     state = tmp_path / "state"
-    state.mkdir()
-    with holding_lock(state, f'{{"pid": {os.getpid()}, "started": "earlier"}}'):
+    holder = f'{{"pid": {os.getpid()}, "started": "earlier", "by": "sync"}}'
+    with holding_lock(app_lock(state), holder):
         code, _, err = await finish(await sync(config))
-    assert code == 2 and str(os.getpid()) in err and "earlier" in err
-    (state / "lock").write_text('{"pid": 999999999, "started": "long ago"}')  # its process died
+    assert code == 2 and str(os.getpid()) in err and "earlier" in err, err
+    assert "'test-app'" in err and "--app" in err and "Traceback" not in err, err
+    assert (await counts(estate))["okta"]["reads"] == 0  # refused before any request
+    app_lock(state).write_text('{"pid": 999999999, "started": "long ago"}')  # its process died
     code, _, err = await finish(await sync(config))
     assert code in (0, 1), err
 
@@ -312,11 +320,10 @@ async def test_a_lock_is_never_taken_from_a_holder_still_writing_its_name(
     estate: RunningEmulators, tmp_path: Path,
 ) -> None:
     """Between taking the lock and writing its pid, a holder's lock file is empty: that must
-    not read as a stale lock (two runs on one state directory would follow)."""
+    not read as a stale lock (two runs of one app would follow)."""
     config = write_config(tmp_path, estate)
     state = tmp_path / "state"
-    state.mkdir()
-    with holding_lock(state, ""):
+    with holding_lock(app_lock(state), ""):
         code, _, err = await finish(await sync(config))
     assert code == 2 and "locked by another process" in err and "Traceback" not in err
 
@@ -328,7 +335,20 @@ async def test_a_lock_file_left_by_a_crash_is_free_even_if_its_pid_was_reused(
     """After kill -9 the file stays; its pid may belong to another live process by now."""
     config = write_config(tmp_path, estate)
     state = tmp_path / "state"
-    state.mkdir()
-    (state / "lock").write_text(f'{{"pid": {os.getppid()}, "started": "a crashed run"}}')
+    app_lock(state).parent.mkdir(parents=True)
+    app_lock(state).write_text(f'{{"pid": {os.getppid()}, "started": "a crashed run"}}')
     code, _, err = await finish(await sync(config))
+    assert code in (0, 1), err
+
+
+@pytest.mark.asyncio
+async def test_the_old_state_directory_lock_no_longer_stops_a_run(
+    estate: RunningEmulators, tmp_path: Path,
+) -> None:
+    """Versions before one lock per app flocked ``<state dir>/lock``; that file is left alone
+    now, held or not: only the app's own lock decides."""
+    config = write_config(tmp_path, estate)
+    state = tmp_path / "state"
+    with holding_lock(state / "lock", f'{{"pid": {os.getpid()}, "started": "old"}}'):
+        code, _, err = await finish(await sync(config))
     assert code in (0, 1), err
