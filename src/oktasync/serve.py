@@ -258,7 +258,7 @@ class Service:
             health.last_started = time.time()
             resume = checkpoint_path(self.config.state_dir, app.name).exists()
             options = SyncOptions(app=app.name, resume=resume and not reconcile,
-                                  reconcile=reconcile)
+                                  reconcile=reconcile, by="serve")
             try:
                 result = await run_sync(self.config, options,
                                         echo=lambda text: log.info("run", summary=text))
@@ -321,7 +321,8 @@ class Service:
                 return None
             started = time.time()
             try:
-                summary = await sync_events(self.config, app, [e.event for e in batch])
+                summary = await sync_events(self.config, app, [e.event for e in batch],
+                                            SyncOptions(app=app.name, by="serve events"))
             except NoStateStore as exc:
                 log.info("events wait", app=app.name, reason=str(exc), pending=inbox.depth)
                 return WAIT_FOR_STORE_S
