@@ -297,3 +297,16 @@ async def test_only_an_active_user_signs_in(ca: tuple[trustme.CA, Path]) -> None
         status, _, _ = await call(session, "POST", "/_emulator/users/00unknown/sessions")
         assert status == 404
     assert len(emulator.directory.log) == 0
+
+
+def test_the_hook_flags_reach_the_emulator(tmp_path: Path) -> None:
+    from oktasync_emulators.cli import build_parser, options_from
+
+    options = options_from(build_parser().parse_args([
+        "--hook-ca-file", str(tmp_path / "ca.pem"), "--hook-duplicate", "0.5",
+        "--hook-reorder", "--hook-delay-s", "0.25"]))
+    assert (options.hook_ca_file, options.hook_duplicate, options.hook_reorder,
+            options.hook_delay_s) == (str(tmp_path / "ca.pem"), 0.5, True, 0.25)
+    defaults = options_from(build_parser().parse_args([]))
+    assert (defaults.hook_ca_file, defaults.hook_duplicate, defaults.hook_reorder,
+            defaults.hook_delay_s) == (None, 0.0, False, 0.0)
