@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench readme clean
 
 # Both distributions: the engine and, from emulators/, the servers it is tested against.
 # systemd-analyze (Debian's systemd) checks config/oktasync.service in the tests; CI runs as root.
@@ -31,6 +31,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ./emulators -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run
+
+# The README's settings reference, from the settings' declarations (a test compares them).
+readme: $(STAMP)
+	$(BIN)/python -m oktasync.settings > .settings.md
+	$(BIN)/python -c "import re,pathlib; p=pathlib.Path('README.md'); t=p.read_text(); \
+	  b=pathlib.Path('.settings.md').read_text(); \
+	  p.write_text(re.sub(r'(?s)(<!-- settings:begin -->\n).*?(<!-- settings:end -->)', \
+	  lambda m: m.group(1)+b+m.group(2), t))"
+	rm -f .settings.md
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

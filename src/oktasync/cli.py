@@ -167,7 +167,64 @@ def build_parser() -> argparse.ArgumentParser:
     # handed over unparsed, so this parser does not need the emulators installed.
     sub.add_parser("emulate", add_help=False, help="run the Okta, Jira and Confluence "
                    "emulators until interrupted (needs oktasync-emulators)")
+    _add_epilogs(parser)
     return parser
+
+
+EXIT_CODES = """exit codes:
+  0    done (reported skips, conflicts and drift do not change it)
+  1    done, but some writes failed after retries or were refused (listed in the summary)
+  2    configuration, usage, credentials, lock, state directory or checkpoint problem
+  3    stopped by a safety guard (max_deactivations, zero users, a listing that shrank)
+  4    an Okta listing failed or ended early: nothing that removes access was written
+  70   an internal error (a bug: please report it)
+  130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the checkpoint is saved
+  several apps: the worst app's code; several causes: 130/143, then 4, 3, 2, 1, 0"""
+
+EXAMPLES: dict[str | None, str] = {
+    None: """examples:
+  oktasync config check --config oktasync.toml   # validate, print every setting as used
+  oktasync sync --config oktasync.toml --dry-run # plan only: a CSV of what would be written
+  oktasync sync --config oktasync.toml           # first: everyone; then what changed
+  oktasync sync --config oktasync.toml --resume  # continue a sync that was interrupted
+  oktasync serve --config oktasync.toml          # keep syncing: schedules, hooks, sign-ins""",
+    "sync": """examples:
+  oktasync sync --config oktasync.toml --dry-run     # read and plan; writes nothing
+  oktasync sync --config oktasync.toml --app corp    # one app; incremental once a full sync exists
+  oktasync sync --config oktasync.toml --resume      # continue an interrupted first import
+  oktasync sync --config oktasync.toml --reconcile   # also repair changes made by hand""",
+    "serve": """examples:
+  oktasync serve --config /etc/oktasync/oktasync.toml   # stop with SIGTERM: drains, exit 0
+  curl -s http://127.0.0.1:8787/healthz                 # per app: last run, inbox, poller lag""",
+    "sync-user": """examples:
+  oktasync sync-user --config oktasync.toml jane.doe@example.com   # by Okta login
+  oktasync sync-user --config oktasync.toml --app corp jdoe        # by Jira/Confluence username""",
+    "held": """examples:
+  oktasync held --config oktasync.toml              # what is held, per app
+  oktasync held --config oktasync.toml --release    # apply it (Okta's state now decides)""",
+    "status": """examples:
+  oktasync status --config oktasync.toml   # last run, a running one, an interrupted one""",
+    "config": """examples:
+  oktasync config check --config oktasync.toml   # exit 0 valid, 2 with every problem listed
+  oktasync config schema > oktasync.schema.json  # for editors (taplo, Even Better TOML)""",
+    "demo": """examples:
+  oktasync demo                   # emulators, 5,000 users synced, checked, then an incremental sync
+  oktasync demo --keep-running    # and leave the emulators up to try commands against""",
+}
+
+
+def _add_epilogs(parser: argparse.ArgumentParser, name: str | None = None) -> None:
+    """Exit codes and an example under every command's --help (``config check`` too), kept
+    apart from the arguments so each parser above stays readable."""
+    if name == "emulate":
+        return  # its --help is the emulators' own
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    examples = EXAMPLES.get(name) or EXAMPLES.get((name or "").split(" ")[0])
+    parser.epilog = f"{examples}\n\n{EXIT_CODES}" if examples else EXIT_CODES
+    for action in parser._actions:  # argparse has no public way to reach its sub-parsers
+        if isinstance(action, argparse._SubParsersAction):
+            for command, child in action.choices.items():
+                _add_epilogs(child, f"{name} {command}" if name else command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

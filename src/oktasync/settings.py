@@ -1062,3 +1062,43 @@ def _toml_value(value: object) -> str:
     if isinstance(value, BaseModel):  # an inline table: its settings that are set
         return _toml_value({k: v for k, v in value.model_dump().items() if v is not None})
     raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# the README's settings reference
+
+
+SECTION_HEADINGS: Final[Mapping[str, str]] = {
+    "app": "[[app]]", "target": "[target.NAME]", "state": "[state]", "pipeline": "[pipeline]",
+    "serve": "[serve]"}
+
+
+def markdown_reference() -> list[str]:
+    """Every setting of every section as Markdown tables (setting, default, what it does), from
+    the same fields as the schema and example.toml, so the README's reference cannot drift from
+    them (``make readme`` rewrites it; a test compares)."""
+    lines: list[str] = []
+    for section, heading in SECTION_HEADINGS.items():
+        model = SECTIONS[section]
+        lines += [f"#### `{heading}`", "", "| setting | default | what it does |",
+                  "|---|---|---|"]
+        for key, field in model.model_fields.items():
+            description = " ".join((field.description or "").split()).replace("|", "\\|")
+            lines.append(f"| `{key}` | {_default_of(field)} | {description} |")
+        lines.append("")
+    return lines[:-1]
+
+
+def _default_of(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        return "none"
+    if isinstance(default, BaseModel):
+        return "see below"
+    return f"`{_toml_value(default)}`".replace("|", "\\|")
+
+
+if __name__ == "__main__":  # `make readme`: the reference block of README.md, on stdout
+    print("\n".join(markdown_reference()))

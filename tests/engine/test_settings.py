@@ -580,3 +580,16 @@ async def test_a_queue_of_one_still_reaches_the_desired_state(tmp_path: Path) ->
         assert result.exit_code == 0, result.summaries[APP]["notes"]
         await assert_oracle(running, before)
         assert counts(result, "jira")["users_created"] > 30
+
+
+def test_readme_lists_every_setting_as_the_schema_says() -> None:
+    """The README's settings reference is the declarations' own (``make readme``), so every
+    setting is documented for the user in the words the schema and example.toml use."""
+    from oktasync.settings import markdown_reference
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- settings:begin -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert block == "\n".join(markdown_reference()) + "\n", "stale: run make readme"
+    for setting in schema_settings():
+        key = setting.split(".")[1]
+        assert f"| `{key}` |" in block, setting
