@@ -54,6 +54,7 @@ protected_users = ["admin"]
 
 [state]
 dir = "{state}"
+{state_extra}
 
 [pipeline]
 {pipeline}
@@ -67,6 +68,7 @@ def write_config(
     extra_app: str = "",
     extra_target: str = "",
     pipeline: str = "",
+    state_extra: str = "",
 ) -> Path:
     """A TOML config for one app syncing the emulated Okta into both emulated targets."""
     info = emulators.info
@@ -84,6 +86,7 @@ def write_config(
             extra_app=extra_app,
             extra_target=extra_target,
             pipeline=pipeline,
+            state_extra=state_extra,
         ),
         encoding="utf-8",
     )
@@ -156,6 +159,7 @@ def run_sync(
     timeout_s: float = 1800.0,
     profile_to: Path | None = None,
     env: dict[str, str] | None = None,
+    terminal: bool = False,
     **config: str,
 ) -> SyncRun:
     """Write the config, run one sync to its end, collect summary, stats and emulator CPU.
@@ -169,7 +173,8 @@ def run_sync(
     before = _server_states(emulators, ("jira", "confluence")) if watched else {}
     foreign = foreign_processes()
     cpu_before = emulators.cpu_seconds()
-    measured = run_measured(argv, timeout_s=timeout_s, log_dir=folder, label="sync", env=env)
+    measured = run_measured(argv, timeout_s=timeout_s, log_dir=folder, label="sync", env=env,
+                            terminal=terminal)
     emulator_cpu = emulators.cpu_seconds() - cpu_before
     foreign += foreign_processes()
     last_run_path = folder / "state" / APP / "last-run.json"

@@ -138,8 +138,11 @@ def run_measured(
     label: str,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    terminal: bool = False,
 ) -> Measured:
     """Run a command to its end with stdout/stderr in ``log_dir``; measure it with wait4.
+    ``terminal``: its stderr is a pseudo-terminal (160 columns), drained into the log as the
+    command writes, so it behaves as at a terminal (oktasync's live progress display).
 
     The command runs under ``launch.py``, which reaps it and reports its own CPU and peak RSS
     (started from this process, its peak RSS would be at least this process's; see there).
@@ -150,17 +153,57 @@ def run_measured(
     report.unlink(missing_ok=True)
     launcher = [sys.executable, "-S", str(LAUNCHER), str(report), "--", *argv]
     with (log_dir / f"{label}.out").open("wb") as out, (log_dir / f"{label}.err").open("wb") as err:
+        pty = _Pty(err) if terminal else None
         started = time.monotonic()
         proc = subprocess.Popen(
-            launcher, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=child_env
+            launcher, stdout=out, stderr=pty.slave if pty else err, stdin=subprocess.DEVNULL,
+            cwd=cwd, env=child_env
         )
-        _reap(proc, _Reaper(proc.pid, started), argv, timeout_s)  # the launcher: deadline, exit
+        if pty is not None:
+            pty.started()
+        try:
+            _reap(proc, _Reaper(proc.pid, started), argv, timeout_s)  # the launcher's end
+        finally:
+            if pty is not None:
+                pty.close()
     if not report.exists():
         raise BenchError(f"the launcher reported nothing for {' '.join(argv)} (see {log_dir})")
     usage = json.loads(report.read_text(encoding="utf-8"))
     return Measured(argv=argv, exit_code=int(usage["exit_code"]), wall_s=float(usage["wall_s"]),
                     user_s=float(usage["user_s"]), sys_s=float(usage["sys_s"]),
                     max_rss_bytes=int(usage["max_rss_bytes"]))
+
+
+class _Pty:
+    """A pseudo-terminal for a child's stderr, its output copied to ``sink`` by a thread."""
+
+    def __init__(self, sink: Any) -> None:
+        import fcntl
+        import struct
+        import termios
+
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+        self._sink = sink
+        self._thread = threading.Thread(target=self._copy, daemon=True)
+
+    def started(self) -> None:
+        os.close(self.slave)  # the child holds it now: EOF on the master when it exits
+        self._thread.start()
+
+    def _copy(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self._sink.write(data)
+
+    def close(self) -> None:
+        self._thread.join(10.0)
+        os.close(self.master)
 
 
 class Spawned:

@@ -11,6 +11,7 @@ from benchmarks.scenarios import (
     incremental_100k,
     latency_bound,
     okta_bound,
+    progress_audit,
     rate_bound,
     resume_20k,
     scale,
@@ -33,5 +34,6 @@ SCENARIOS: dict[str, Scenario] = {
         before_after.SCENARIO,
         incremental_100k.SCENARIO,
         serve_latency.SCENARIO,
+        progress_audit.SCENARIO,
     )
 }

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from oktasync import __version__
 from oktasync.config import Config, ConfigError, load_config, read_config
@@ -33,44 +31,10 @@ from oktasync.errors import (
     collapse,
     exit_code_of,
 )
+from oktasync.logs import REDACTOR, configure, safe, say
 from oktasync.text import shown
 
 SIGNAL_EXIT = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
-
-
-def escape_fields(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
-    """A structlog processor: every field of a log line passes through ``shown`` (logins,
-    group names and server answers reach log fields; a terminal must never get their control
-    characters or 100 KB of them). Numbers and booleans stay themselves; other objects are
-    shown as the renderer would show them, by ``repr``. ``exc_info`` is left to the
-    renderer, which needs the exception itself (the engine never logs one)."""
-    return {key: value if value is None or isinstance(value, (bool, int, float))
-            or key == "exc_info" else shown(value if isinstance(value, str) else repr(value))
-            for key, value in event.items()}
-
-
-class EscapingFormatter(logging.Formatter):
-    """Lines from the standard library's logging (aiohttp, the emulators) escaped the same way."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return shown(super().formatMessage(record))
-
-
-def configure_logging(verbose: int) -> None:
-    """Structured logs on stderr; stdout stays for results (and `emulate`'s JSON line)."""
-    level = logging.WARNING - 10 * verbose if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(EscapingFormatter("%(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
-    structlog.configure(
-        processors=[structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-                    escape_fields,
-                    structlog.dev.ConsoleRenderer(colors=False)],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
 
 
 def _positive_int(text: str) -> int:
@@ -98,7 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oktasync", description=(
         "Keep Jira and Confluence Data Center in line with Okta: users, status, groups."))
     parser.add_argument("--version", action="version", version=f"oktasync {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more detail in the log (debug lines; an internal error's traceback)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="only warnings and errors in the log")
+    parser.add_argument("--log-format", choices=("human", "json"),
+                        help="log lines as text or as JSON objects (default: human on a "
+                             "terminal, JSON otherwise, or $OKTASYNC_LOG_FORMAT); with json, "
+                             "or when stdout is not a terminal, a run's summary is one JSON line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sync = sub.add_parser("sync", help="sync one app, or all: what changed since the last "
@@ -122,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a full sync that also compares each target with what oktasync "
                            "left there, repairs what changed behind its back and writes a "
                            "drift report")
+    sync.add_argument("--no-progress", action="store_true",
+                      help="no live display on a terminal: a progress log line every 10 s "
+                           "instead (as when stderr is not a terminal)")
     sync.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
                       help="when another run (the service, another sync) holds an app's lock, "
                            "wait up to SECONDS for it instead of refusing at once")
@@ -147,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="the last run of each app, and any interrupted one")
     status.add_argument("--config", required=True, type=Path)
+
+    history = sub.add_parser("history", help="the runs kept ([state] keep_runs), oldest first: "
+                                             "start, kind, outcome, exit code, counts, duration")
+    history.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    history.add_argument("--app", help="only this app (default: every app)")
+    history.add_argument("--limit", type=_positive_int, default=20, metavar="N",
+                         help="the newest N runs (default 20)")
+    history.add_argument("--json", action="store_true", help="the reports as JSON lines")
+
+    report = sub.add_parser("report", help="one run's summary, and where its audit CSV, "
+                                           "findings and drift report are")
+    report.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    report.add_argument("run_id", metavar="RUN_ID", help="as `oktasync history` shows it")
+    report.add_argument("--json", action="store_true", help="the stored JSON report")
 
     config = sub.add_parser("config", help="check a configuration file, or print its JSON Schema")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -202,6 +190,12 @@ EXAMPLES: dict[str | None, str] = {
     "held": """examples:
   oktasync held --config oktasync.toml              # what is held, per app
   oktasync held --config oktasync.toml --release    # apply it (Okta's state now decides)""",
+    "history": """examples:
+  oktasync history --config oktasync.toml --app corp --limit 10   # the newest 10 runs of corp
+  oktasync history --config oktasync.toml --json | jq .outcome      # every kept report""",
+    "report": """examples:
+  oktasync report --config oktasync.toml 20261204T021530.123456Z         # its summary, its files
+  oktasync report --config oktasync.toml 20261204T021530.123456Z --json  # the stored report""",
     "status": """examples:
   oktasync status --config oktasync.toml   # last run, a running one, an interrupted one""",
     "config": """examples:
@@ -233,28 +227,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "emulate":  # which logs its own way, and parses what is left
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        configure_logging(args.verbose)
+        OUTPUT["json"] = configure(args.log_format,
+                                   -1 if args.quiet else args.verbose) == "json"
     try:
         code = _dispatch(args, rest)
     except ConfigError as exc:
         where = f" in {shown(args.config)}" if getattr(args, "config", None) else ""
-        print(f"oktasync: configuration problems{where}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {shown(problem)}", file=sys.stderr)
+        _error(f"configuration problems{where}:", [shown(p) for p in exc.problems])
         code = EXIT_USAGE
     except SyncError as exc:
-        print(f"oktasync: {shown(exc)}", file=sys.stderr)
+        _error(shown(exc))
         code = exit_code_of(exc)
     except KeyboardInterrupt:
         code = EXIT_SIGINT
     except Exception as exc:  # a bug: one line, the traceback only when asked for (-v)
-        print(f"oktasync: internal error: {shown(type(exc).__name__)}: {shown(exc)} (this is a "
-              "bug: please report it; -v shows where it happened)", file=sys.stderr)
-        if args.verbose:
-            traceback.print_exc()
+        _error(f"internal error: {shown(type(exc).__name__)}: {shown(exc)} (this is a bug: "
+               "please report it; -v shows where it happened)",
+               trace=traceback.format_exc() if args.verbose else None)
         code = EXIT_INTERNAL
     sys.stdout.flush()
     return code
+
+
+OUTPUT = {"json": False}  # the log format chosen: JSON lines, or text for a person
+
+
+def _error(text: str, problems: list[str] | None = None, trace: str | None = None) -> None:
+    """An error of the command line: one JSON line (its problems as a list), or the words a
+    person reads, each problem on its own line; secrets redacted either way."""
+    if OUTPUT["json"]:
+        say(text.rstrip(":"), level="error", problems=problems, exception=trace)
+        return
+    lines = [f"oktasync: {text}", *(f"  - {p}" for p in problems or []), *([trace] if trace
+                                                                          else [])]
+    print(REDACTOR.redact("\n".join(lines)), file=sys.stderr)
+
+
+def _print_summary(app: str, summary: dict[str, Any]) -> None:
+    """A run's summary on stdout in the log's format: text for a person, or one JSON line
+    (so a piped run's output is JSON lines only), its values escaped and shortened as in the
+    log (the full values are in the run's report and CSVs)."""
+    from oktasync.report import format_summary
+
+    if OUTPUT["json"]:
+        print(json.dumps(safe(REDACTOR.clean(summary))), flush=True)
+    else:
+        print(REDACTOR.redact(format_summary(app, summary)), flush=True)
 
 
 def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
@@ -267,6 +285,10 @@ def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
         return _run_until_signal(lambda: _held(args))
     if args.command == "status":
         return _status(args)
+    if args.command == "history":
+        return _history(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "config":
@@ -339,15 +361,20 @@ def _run_until_signal(work: Callable[[], Awaitable[int]],
 
 
 def _load(path: Path) -> Config:
-    """The configuration, its warnings (valid settings that do nothing yet) said on stderr."""
+    """The configuration, its warnings (valid settings that do nothing yet) said on stderr;
+    its secrets are redacted from every line from now on."""
     config = load_config(path)
+    REDACTOR.set(config.secret_values())
     _warn(config)
     return config
 
 
 def _warn(config: Config) -> None:
     for warning in config.warnings:
-        print(f"oktasync: warning: {shown(warning)}", file=sys.stderr)
+        if OUTPUT["json"]:
+            say(shown(warning), level="warning")
+        else:
+            print(f"oktasync: warning: {shown(warning)}", file=sys.stderr)
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -357,6 +384,7 @@ def _config_check(args: argparse.Namespace) -> int:
     from oktasync.settings import render_toml
 
     loaded = read_config(args.config)
+    REDACTOR.set(loaded.config.secret_values())
     _warn(loaded.config)
     print(f"# {shown(loaded.config.path)}: valid; every setting as it will be used")
     for line in render_toml(loaded.file, loaded.config.state_dir):
@@ -382,14 +410,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _sync(args: argparse.Namespace, interrupt: list[int]) -> int:
+    from oktasync.console import progress_display
     from oktasync.engine import SyncOptions, run_sync
 
     config = _load(args.config)
-    result = await run_sync(config, SyncOptions(
-        app=args.app, dry_run=args.dry_run, force=args.force, max_in_flight=args.max_in_flight,
-        resume=args.resume, restart=args.restart, full=args.full, reconcile=args.reconcile,
-        wait_s=args.wait, interrupt_code=interrupt))
+    live = sys.stderr.isatty() and not args.no_progress
+    async with progress_display(live) as shown_runs:  # stopped before the summaries
+        result = await run_sync(config, SyncOptions(
+            app=args.app, dry_run=args.dry_run, force=args.force,
+            max_in_flight=args.max_in_flight, resume=args.resume, restart=args.restart,
+            full=args.full, reconcile=args.reconcile, wait_s=args.wait,
+            interrupt_code=interrupt, watch=shown_runs.watch), echo=_printed_later)
+    for name, summary in result.summaries.items():
+        _print_summary(name, summary)
     return result.exit_code
+
+
+def _printed_later(_: str) -> None:
+    """``run_sync`` prints nothing itself: the command prints the summaries as it must."""
 
 
 async def _sync_user(args: argparse.Namespace) -> int:
@@ -397,7 +435,6 @@ async def _sync_user(args: argparse.Namespace) -> int:
     app's state store, what Okta has now (``engine.sync_user``)."""
     from oktasync.engine import sync_user
     from oktasync.errors import worst
-    from oktasync.report import format_summary
 
     config = _load(args.config)
     apps = [config.app(args.app)] if args.app else list(config.apps)
@@ -407,12 +444,12 @@ async def _sync_user(args: argparse.Namespace) -> int:
         if summary is None:
             continue
         found += 1
-        print(format_summary(app.name, summary))
+        _print_summary(app.name, summary)
         code = worst(code, int(summary["exit_code"]))
     if not found:
         where = f"app {args.app!r}" if args.app else "any app"
-        print(f"oktasync: no Okta user in {shown(where)} is {shown(args.who)!r} (an Okta login "
-              "or id, or a target username an earlier sync mapped to one)", file=sys.stderr)
+        _error(f"no Okta user in {shown(where)} is {shown(args.who)!r} (an Okta login or id, "
+               "or a target username an earlier sync mapped to one)")
         return EXIT_USAGE
     return code
 
@@ -421,7 +458,6 @@ async def _held(args: argparse.Namespace) -> int:
     """List what is held per app; with ``--release``, sync those users past the guards."""
     from oktasync.engine import held, release_held
     from oktasync.errors import worst
-    from oktasync.report import format_summary
 
     config = _load(args.config)
     code = 0
@@ -438,7 +474,7 @@ async def _held(args: argparse.Namespace) -> int:
         if rows and args.release:
             summary = await release_held(config, app)
             if summary is not None:
-                print(format_summary(app.name, summary))
+                _print_summary(app.name, summary)
                 code = worst(code, int(summary["exit_code"]))
     return code
 
@@ -485,6 +521,65 @@ def _status(args: argparse.Namespace) -> int:
         for target, t in current["targets"].items():
             print(f"  {shown(target)}: {shown(t['users_done'])} of {shown(t['users_total'])} "
                   f"users done, {shown(t['writes'])} writes")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    """The runs kept, oldest first (the newest ``--limit``), from their reports alone."""
+    from oktasync.history import reports
+
+    config = _load(args.config)
+    apps = [config.app(args.app).name] if args.app else [a.name for a in config.apps]
+    rows = sorted((r for app in apps for r in reports(config.state_dir / app)),
+                  key=lambda r: str(r.get("run_id", "")))[-args.limit:]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    if not rows:
+        print(f"no runs kept in {shown(config.state_dir)}")
+        return 0
+    print(f"{'app':<14} {'run id':<24} {'kind':<12} {'exit':>4} {'writes':>7} "
+          f"{'problems':>8} {'duration':>9}  outcome")
+    for r in rows:
+        print(_history_line(r))
+    return 0
+
+
+def _history_line(report: dict[str, Any]) -> str:
+    targets = report.get("targets") or {}
+    counts = [t.get("counts", {}) for t in targets.values() if isinstance(t, dict)]
+    writes = sum(v for c in counts for k, v in c.items() if isinstance(v, int) and k.startswith(
+        ("users_", "groups_", "memberships_")))
+    problems = sum(v for c in counts for k, v in c.items() if isinstance(v, int) and k in (
+        "skipped", "conflict", "collision", "drift", "notice", "refused", "failed"))
+    kind = ("dry-run " if report.get("dry_run") else "") + str(report.get("kind", ""))
+    duration = report.get("wall_time_s")
+    took = f"{duration:.1f}s" if isinstance(duration, int | float) else "?"
+    return (f"{shown(report.get('app', '')):<14} {shown(report.get('run_id', '')):<24} "
+            f"{shown(kind):<12} {shown(report.get('exit_code', '')):>4} {writes:>7} "
+            f"{problems:>8} {took:>9}  {shown(report.get('outcome', ''))}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    """One run's summary as the run printed it, and where its files are."""
+    from oktasync.history import find_report
+    from oktasync.report import format_summary
+
+    config = _load(args.config)
+    report = find_report(config.state_dir, [a.name for a in config.apps], args.run_id)
+    if report is None:
+        _error(f"no run {shown(args.run_id)!r} is kept in {shown(config.state_dir)}; "
+               "`oktasync history --config FILE` lists the run ids")
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    print(format_summary(str(report.get("app", "")), report))
+    for key, what in (("audit_file", "audit (every write)"), ("findings_file", "findings"),
+                      ("plan_file", "plan (dry run)")):
+        if report.get(key):
+            print(f"  {what}: {shown(report[key])}")
     return 0
 
 

@@ -42,7 +42,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -401,6 +401,15 @@ class Config:
     listen: tuple[str, int] = ("127.0.0.1", 8787)  # [serve] listen
     tls: tuple[Path, Path] | None = None  # [serve] tls_cert, tls_key
     inbox_capacity: int = 100_000  # [serve] inbox_capacity
+    keep_runs: int = 50  # [state] keep_runs
+    audit: bool = True  # [state] audit
+
+    def secret_values(self) -> list[str]:
+        """Every secret this configuration resolved (tokens, passwords, hook secrets), for the
+        log redaction: found by type, so a secret setting added later is redacted too."""
+        items: list[AppConfig | TargetConfig] = [*self.apps, *self.targets.values()]
+        found = [getattr(item, f.name) for item in items for f in fields(item)]
+        return [value.reveal() for value in found if isinstance(value, Secret)]
 
     def app(self, name: str) -> AppConfig:
         """The app called ``name``; a ConfigError (not KeyError) that lists the apps otherwise."""
@@ -631,6 +640,8 @@ def _build(file: ConfigFile, path: Path, raw: dict[str, Any]) -> Config:
         tls=(None if file.serve.tls_cert is None or file.serve.tls_key is None
              else (path.parent / file.serve.tls_cert, path.parent / file.serve.tls_key)),
         inbox_capacity=file.serve.inbox_capacity,
+        keep_runs=file.state.keep_runs,
+        audit=file.state.audit,
     )
 
 

@@ -22,7 +22,14 @@ import aiohttp
 import anyio
 import structlog
 
-from oktasync.checkpoint import Interrupted, checkpoint_path, decide, start_meta
+from oktasync.audit import AuditTrail
+from oktasync.checkpoint import (
+    Interrupted,
+    checkpoint_path,
+    decide,
+    read_checkpoint,
+    start_meta,
+)
 from oktasync.config import AppConfig, Config, TargetConfig
 from oktasync.drift import Drift
 from oktasync.drift import counts as drift_counts
@@ -41,12 +48,14 @@ from oktasync.errors import (
     collapse,
     worst,
 )
+from oktasync.history import audit_path, prune, save_report
 from oktasync.http import HttpClient, make_session
 from oktasync.incremental import EventSync, IncrementalSync
 from oktasync.models import name_key
 from oktasync.okta_source import OktaSource
 from oktasync.ownership import Held, Ownership
 from oktasync.pipeline import AppSync
+from oktasync.progress import RunProgress, Watcher
 from oktasync.ratelimit import AtlassianLimiter, InFlight, OktaLimiter
 from oktasync.report import TargetTally, format_summary, write_findings
 from oktasync.runstore import SCHEMA_VERSION, RunStore, users_named
@@ -89,6 +98,7 @@ class SyncOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # how every request retries
     wait_s: float = 0  # how long a held app lock is waited for (0: refused at once; --wait)
     by: str = "sync"  # who runs it, named in the app's lock file (status, refusals)
+    watch: Watcher | None = None  # given each run's progress as it starts (a display, serve)
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,9 @@ class RunResult:
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{time.monotonic_ns() % 10**6:06d}"
+    """The run's start in UTC to the microsecond: run ids sort as the runs started."""
+    now = time.time()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
 async def run_sync(config: Config, options: SyncOptions, *, echo: Any = print) -> RunResult:
@@ -383,8 +395,18 @@ async def _run_once(
 ) -> dict[str, Any]:
     """One run of one kind. The checkpoint survives a full run that could not finish
     (interrupted, credentials rejected, a listing broken, a full disk) so that ``--resume``
-    continues it; a finished full run's index becomes the state store."""
+    continues it; a finished full run's index becomes the state store. Every log line of
+    the run carries its app and run id."""
     run_id = str(resumed.meta["run_id"]) if resumed else new_run_id()
+    with structlog.contextvars.bound_contextvars(app=app.name, run_id=run_id):
+        return await _run_segment(app, config, options, ownership, state_dir, resumed, kind,
+                                  run_id)
+
+
+async def _run_segment(
+    app: AppConfig, config: Config, options: SyncOptions, ownership: Ownership, state_dir: Path,
+    resumed: Interrupted | None, kind: Incremental | Full | UsageError, run_id: str,
+) -> dict[str, Any]:
     started = time.monotonic()
     app_dir = state_dir / app.name
     summary: dict[str, Any] = {"app": app.name, "run_id": run_id, "dry_run": options.dry_run,
@@ -411,18 +433,42 @@ async def _run_once(
         if not options.dry_run:
             _saving(verdict, state_dir, lambda: write_json_atomically(
                 app_dir / "last-run.json", summary))
+        _keep_record(summary, verdict, config, app_dir)
         return summary
     meta = store.meta()
+    audit = (AuditTrail(audit_path(app_dir, run_id), run_id)
+             if config.audit and not options.dry_run else None)
     tallies = {name: TargetTally(name, store, resumed=resumed is not None,
-                                 already=int(meta.get(f"already:{name}", 0)))
+                                 already=int(meta.get(f"already:{name}", 0)), audit=audit)
                for name in app.targets}
     clients: dict[str, Any] = {}
     try:
         await _sync_app(app, config, options, ownership, store, tallies, verdict, summary,
                         app_dir, clients, resumed is not None, kind)
     finally:  # no await here: runs to the end even when cancelled
+        if audit is not None:
+            audit.close()
+            if audit.path.exists():
+                summary["audit_file"] = str(audit.path)
         _report(store, tallies, verdict, summary, started, clients, app_dir, options, kind)
+        if verdict.full_instead is None:  # else the full run that follows is the record
+            _keep_record(summary, verdict, config, app_dir)
     return summary
+
+
+def _keep_record(summary: dict[str, Any], verdict: Verdict, config: Config,
+                 app_dir: Path) -> None:
+    """The run's JSON report, then the older runs' files past ``[state] keep_runs`` go
+    (never this run's, never the one a checkpoint can resume)."""
+    if not _saving(verdict, config.state_dir, lambda: save_report(app_dir, summary)):
+        summary.update(exit_code=verdict.code, outcome=verdict.outcome, notes=verdict.notes)
+        return
+    protected = {str(summary["run_id"])}
+    with contextlib.suppress(UsageError):
+        interrupted = read_checkpoint(checkpoint_path(config.state_dir, app_dir.name))
+        if interrupted is not None:
+            protected.add(str(interrupted.meta.get("run_id")))
+    _saving(verdict, config.state_dir, lambda: prune(app_dir, config.keep_runs, protected))
 
 
 async def _sync_app(
@@ -457,11 +503,15 @@ async def _sync_app(
                     else AppSync(app, config, okta, target_map, store, ownership, tallies,
                                  force=options.force, dry_run=options.dry_run, resumed=resumed,
                                  reconcile_with=reconcile_with))
+            _watch(sync.progress, okta_client, target_map, options)
             try:
                 guard = await sync.run()
             except BaseExceptionGroup as group:
                 raise collapse(group) from None
             finally:  # no await: the checkpoint is written even when cancelled
+                sync.progress.close()
+                sync.progress.ended = True
+                summary["phases"] = sync.progress.phases
                 _saving(verdict, config.state_dir, sync.checkpoint)
                 if sync.drift is not None:
                     _report_drift(sync.drift, summary, app_dir, verdict, config.state_dir)
@@ -503,6 +553,18 @@ async def _sync_app(
     finally:
         if plan_handle is not None:
             plan_handle.close()
+
+
+def _watch(progress: RunProgress, okta: HttpClient, targets: dict[str, Target],
+           options: SyncOptions) -> None:
+    """The run's progress reads each server's retries and 429s and Okta's budget wait; the
+    display (or the service) is handed it."""
+    progress.servers = {"okta": okta.counters,
+                        **{name: t.counters for name, t in targets.items()}}
+    if isinstance(okta.limiter, OktaLimiter):
+        progress.okta_wait = okta.limiter.budget_wait
+    if options.watch is not None:
+        options.watch(progress)
 
 
 def _reconcile_with(app: AppConfig, config: Config, options: SyncOptions,

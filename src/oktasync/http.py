@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Container, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +119,19 @@ def make_session(*, connections: int, timeout_s: float) -> aiohttp.ClientSession
 _Attempt = tuple[Answer | None, float | None, BaseException | None, float]
 
 
+@dataclass
+class WriteTrace:
+    """The requests one write sent and the last status it got, for the audit trail: set by
+    the writer around one write (``WRITE_TRACE``), counted here as each request goes out, so
+    no target's code has to carry it."""
+
+    attempts: int = 0
+    status: int | None = None
+
+
+WRITE_TRACE: ContextVar[WriteTrace | None] = ContextVar("oktasync_write_trace", default=None)
+
+
 class HttpClient:
     """Requests to one server, with its auth header, limiter and retry policy.
 
@@ -138,6 +152,10 @@ class HttpClient:
         self.timeout_s = session.timeout.total
         self._deadline_s = self._policy.deadline_s(self.timeout_s)
         self.counters = RequestCounters(concurrency=limiter.concurrency)
+
+    @property
+    def limiter(self) -> Limiter:
+        return self._limiter
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + path
@@ -221,10 +239,15 @@ class HttpClient:
     ) -> _Attempt:
         """One try: the answer (or the transport error's outcome), the limiter's wait hint,
         and how long it took once it had its slot (at most ``left_s``)."""
+        trace = None
         if method == "GET":
             self.counters.reads += 1
         else:
             self.counters.writes += 1
+            trace = WRITE_TRACE.get()
+            if trace is not None:
+                trace.attempts += 1
+                trace.status = None
         sent = 0.0
         try:
             async with self._limiter.slot(bucket) as epoch:
@@ -239,6 +262,8 @@ class HttpClient:
             took = time.monotonic() - sent if sent else 0.0
             return None, None, exc, took
         took = time.monotonic() - sent
+        if trace is not None:
+            trace.status = answer.status
         self.counters.statuses[answer.status] += 1
         if answer.status == 429:
             self.counters.rate_limited += 1

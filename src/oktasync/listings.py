@@ -18,6 +18,7 @@ from oktasync.config import AppConfig, AttributeGroup
 from oktasync.errors import ListingError, UsageError
 from oktasync.models import OktaGroup, OktaUser, name_key
 from oktasync.okta_source import OktaSource, Page
+from oktasync.progress import RunProgress
 from oktasync.runstore import RunStore, app_criterion, cursor_name, filter_criterion
 from oktasync.targets.base import ReadSummary, Target
 from oktasync.usernames import UsernameRule
@@ -86,8 +87,9 @@ class Listings:
     """One app's listings, each resumable from its cursor in the run index."""
 
     def __init__(self, app: AppConfig, okta: OktaSource, store: RunStore,
-                 stopper: Stopper) -> None:
+                 stopper: Stopper, progress: RunProgress | None = None) -> None:
         self._app, self._okta, self._store, self._stopper = app, okta, store, stopper
+        self._progress = progress or RunProgress()
 
     def _done(self, name: str) -> bool:
         return self._store.cursor(name)[1]
@@ -124,7 +126,9 @@ class Listings:
         start, done = self._store.cursor(name)
         if done:
             return
+        task = self._progress.task("read", "okta users", done=self._store.okta_user_count())
         async for page in self._okta.user_pages(start, search):
+            task.done += len(page.items)
             if started is not None:
                 started.set()
             if self._stopper.stopping:
@@ -136,6 +140,7 @@ class Listings:
                     self._store.add_in_scope(filter_criterion(search),
                                              [u.id for u in page.items])
                 self._store.set_cursor(name, page.next_url, page.next_url is None)
+        self._progress.end(task)
 
     async def _outsiders(self, namers: Sequence[Callable[[OktaUser], str]]) -> None:
         """The users the app synced that a filtered listing left out, read one by one: one

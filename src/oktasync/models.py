@@ -184,6 +184,8 @@ class WriteResult:
     stop_creating: bool = False  # the licence is full: create nothing more on this target
     # ALREADY after an attempt whose answer was lost: the server may hold our own earlier write
     maybe_ours: bool = False
+    attempts: int = 0  # HTTP requests this write sent (the audit trail's column)
+    http_status: int | None = None  # the last answer's status; None: no answer (or no request)
 
     @property
     def ok(self) -> bool:

@@ -38,6 +38,7 @@ from oktasync.models import Claim, Finding, FindingKind, OktaGroup, name_key
 from oktasync.okta_source import OktaSource
 from oktasync.ownership import Ownership
 from oktasync.planner import Current, Desired, TargetRules, plan_collision, plan_groups
+from oktasync.progress import RunProgress
 from oktasync.removals import RemovalGate
 from oktasync.report import TargetTally
 from oktasync.runstore import (
@@ -117,7 +118,8 @@ class AppSync:
         self.force, self.dry_run, self.resumed = force, dry_run, resumed
         self.stopper = Stopper()
         self.checkpoints = Checkpointer(app.name, store, ownership, dry_run=dry_run)
-        self.listings = Listings(app, okta, store, self.stopper)
+        self.progress = RunProgress(app.name, str(store.meta().get("run_id", "")))
+        self.listings = Listings(app, okta, store, self.stopper, self.progress)
         self.shared = Shared(app.name, store, ownership, self.stopper, self.checkpoints,
                              CreateIntents(store, resumed), dry_run)
         rules = {name: app.rule_for(config.targets[name]) for name in targets}
@@ -150,6 +152,7 @@ class AppSync:
             self._find_drift(self.scope)
         self._phase("users")
         await self._each_target(self._users_phase)
+        self._phase("removals")
         gate = self._gate(self.scope)
         for writer in self.writers.values():
             await gate.plan_unmapped(writer)
@@ -278,6 +281,10 @@ class AppSync:
             self.store.set_meta(okta_time=self.okta_time)
 
     def _phase(self, phase: str) -> None:
+        if phase == "done":
+            self.progress.close()
+        else:
+            self.progress.enter(phase)
         self.store.set_meta(phase=phase)
         log.info("phase", app=self.app.name, phase=phase)
 
@@ -314,7 +321,9 @@ class AppSync:
         if not store.cursor(done)[1]:
             for finding in plan.findings:
                 writer.tally.found(finding)
-        await writer.apply_all(plan.grants)
+        task = self.progress.task("groups", writer.name, planned=len(plan.grants))
+        await writer.apply_all(plan.grants, task)
+        self.progress.end(task)
         if self._finished(done, None):
             self._record_group_ownership(writer, scope)
 
@@ -350,13 +359,24 @@ class AppSync:
             return
         send, receive = anyio.create_memory_object_stream[UserWork](
             self.config.pipeline.queue_size)
+        writer.users_task = self.progress.task(
+            "users", writer.name, planned=self._users_planned(),
+            done=self.store.users_up_to(writer.rule, mark) if mark else 0)
         async with anyio.create_task_group() as tg:
             for _ in range(writer.concurrency):
                 tg.start_soon(self.stopper.guarded, writer.work, receive.clone())
             receive.close()
             async with send:
                 await self._feed(writer, send, mark)
-        self._finished(name, writer.progress.watermark.mark_name)
+        if self._finished(name, writer.progress.watermark.mark_name):
+            task = writer.users_task  # every user is through (those skipped too)
+            task.done = max(task.done, task.planned or 0)
+        self.progress.end(writer.users_task)
+
+    def _users_planned(self) -> int | None:
+        """Users the users phase goes through: every Okta user read (a full run); an
+        incremental run says its own (``IncrementalSync``)."""
+        return None if self.only_affected else self.store.okta_user_count()
 
     async def _feed(self, writer: TargetWriter, send: ObjectSendStream[UserWork],
                     after: str | None) -> None:
@@ -375,6 +395,7 @@ class AppSync:
                 users = [row.user for row in batch]
                 for finding in plan_collision(users, username, writer.rules).findings:
                     writer.tally.found(finding, username)
+                writer.users_task.done += len(batch) - 1  # the display counts users
                 writer.finished(seq)
                 continue
             row = batch[0]

@@ -172,6 +172,14 @@ class OktaLimiter:
                 return
             await anyio.sleep(max(0.005, window.resets_at - now))
 
+    def budget_wait(self) -> float:
+        """Seconds until a bucket whose budget is spent lets requests through again (the
+        longest such wait now; 0 when none waits): the progress display's "Okta wait"."""
+        now = time.monotonic()
+        spent = [w.resets_at - now for w in self._windows.values()
+                 if not (w.granted < w.allowed and w.remaining > 0) and w.resets_at > now]
+        return max(spent, default=0.0)
+
     def observe(self, bucket: str, status: int, headers: Mapping[str, str],
                 epoch: int | None = None) -> float | None:
         limit = _int(headers, "X-Rate-Limit-Limit")

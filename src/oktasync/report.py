@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from oktasync.audit import AuditTrail
 from oktasync.models import (
     Finding,
     FindingKind,
@@ -72,9 +73,14 @@ class TargetTally:
     store: TallyStore
     resumed: bool = False  # redone work of a killed segment: "already there" was ours
     already: int = 0  # writes the server already had, not counted as landed
+    audit: AuditTrail | None = None  # the run's audit CSV (none in a dry run)
 
     def wrote(self, op: Operation, result: WriteResult, user_key: str | None = None) -> None:
-        """``user_key``: the Okta user's username key when the write is part of its work."""
+        """``user_key``: the Okta user's username key when the write is part of its work.
+        A write that sent a request gets its audit row (a create not attempted because the
+        licence is full sent none)."""
+        if self.audit is not None and result.attempts:
+            self.audit.row(self.target, op, result)
         if result.status is WriteStatus.APPLIED or (
                 result.status is WriteStatus.ALREADY and (result.maybe_ours or self.resumed)):
             self.store.defer_landed(self.target, op)

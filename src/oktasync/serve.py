@@ -44,8 +44,10 @@ from oktasync.engine import NoStateStore, SyncOptions, find_user, run_sync, sync
 from oktasync.errors import EXIT_GUARD, EXIT_OK, EXIT_WRITES_FAILED, SyncError
 from oktasync.hooks import HookSide, routes
 from oktasync.inbox import Inbox, inbox_path
+from oktasync.logs import REDACTOR
 from oktasync.metrics import Metrics
 from oktasync.poller import Poller
+from oktasync.progress import RunProgress
 from oktasync.schedules import Schedule
 from oktasync.signals import local_sign_in
 
@@ -111,6 +113,7 @@ class Service:
         self.stopping = anyio.Event()
         self.metrics = Metrics()
         self.history: deque[RunRecord] = deque(maxlen=HISTORY)  # the latest runs, any kind
+        self.progress: dict[str, RunProgress] = {}  # each app's latest run, as it goes
 
     # -- lifetime ----------------------------------------------------------------------------
     async def serve(self, *, on_ready: Any = print) -> int:
@@ -189,6 +192,7 @@ class Service:
             log.error("reload refused", reason=self.reload_error)
             return
         new = [a.name for a in config.apps if a.name not in self.health]
+        REDACTOR.set([*REDACTOR.secrets, *config.secret_values()])  # old lines may still say them
         self.config, self.loaded_at, self.reload_error = config, time.time(), None
         for name in new:
             self._start_app(tg, name)
@@ -258,7 +262,7 @@ class Service:
             health.last_started = time.time()
             resume = checkpoint_path(self.config.state_dir, app.name).exists()
             options = SyncOptions(app=app.name, resume=resume and not reconcile,
-                                  reconcile=reconcile, by="serve")
+                                  reconcile=reconcile, by="serve", watch=self.watch)
             try:
                 result = await run_sync(self.config, options,
                                         echo=lambda text: log.info("run", summary=text))
@@ -322,7 +326,8 @@ class Service:
             started = time.time()
             try:
                 summary = await sync_events(self.config, app, [e.event for e in batch],
-                                            SyncOptions(app=app.name, by="serve events"))
+                                            SyncOptions(app=app.name, by="serve events",
+                                                        watch=self.watch))
             except NoStateStore as exc:
                 log.info("events wait", app=app.name, reason=str(exc), pending=inbox.depth)
                 return WAIT_FOR_STORE_S
@@ -369,6 +374,7 @@ class Service:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/progress", self._progress)
         app.router.add_routes(routes(HookSide(
             app=self.app, inbox=lambda name: self.inboxes[name], accepted=self.accepted,
             sync_one=self.sync_one)))
@@ -391,6 +397,17 @@ class Service:
         return web.json_response({"status": "ok" if ok else "unhealthy", "apps": apps,
                                   "config": config, "recent_runs": recent},
                                  status=200 if ok else 503)
+
+    def watch(self, progress: RunProgress) -> None:
+        """Each run's progress, kept until the app's next run replaces it."""
+        self.progress[progress.app] = progress
+
+    async def _progress(self, request: web.Request) -> web.Response:
+        """Each app's latest run as the terminal's display shows it (``progress.py``): per
+        phase and target done / planned, rate, ETA; retries and 429s; Okta's budget wait."""
+        return web.json_response({a.name: self.progress[a.name].snapshot()
+                                  if a.name in self.progress else None
+                                  for a in self.config.apps})
 
     def _poller_lag(self, app: AppConfig, now: float) -> float | None:
         """Seconds since the poller last read the System Log to its end (None: no poller)."""

@@ -935,6 +935,14 @@ class StateSettings(_Section):
     dir: Annotated[str, _Text()] = Field(default="var/oktasync", description=(
         "Where checkpoints, ownership records, run summaries and each app's lock live (one "
         "sub-directory per app). Relative paths are taken against this file's directory."))
+    keep_runs: Annotated[int, _Int(1, 100_000)] = Field(default=50, description=(
+        "How many runs of each app keep their files (the JSON report, the audit CSV, the "
+        "findings, drift and plan CSVs), 1 to 100000; older ones are deleted after each run, "
+        "never the one a checkpoint can resume. `oktasync history` lists the runs kept."))
+    audit: Bool = Field(default=True, description=(
+        "Keep an audit CSV of every run: one row per write attempted (time, run id, target, "
+        "operation, username, Okta id, before, after, outcome, attempts, HTTP status). false: "
+        "the JSON report and the findings only."))
 
 
 class PipelineSettings(_Section):

@@ -22,6 +22,7 @@ from anyio.abc import ObjectReceiveStream
 from oktasync.checkpointer import Checkpointer, Progress
 from oktasync.concurrency import Stopper, each_concurrently
 from oktasync.errors import ItemFailed
+from oktasync.http import WRITE_TRACE, WriteTrace
 from oktasync.models import (
     Claim,
     FindingKind,
@@ -35,6 +36,7 @@ from oktasync.models import (
 )
 from oktasync.ownership import Ownership
 from oktasync.planner import Current, Desired, TargetRules, plan_user
+from oktasync.progress import Task
 from oktasync.report import TargetTally
 from oktasync.runstore import RunStore
 from oktasync.targets.base import ReadSummary, Target
@@ -112,6 +114,7 @@ class TargetWriter:
         self.concurrency, self.rule, self.read = concurrency, rule, read
         self._shared, self._store = shared, shared.store
         self.progress: Progress = shared.checkpoints.track(target.name, tally)
+        self.users_task = Task("users", target.name)  # the display's count (progress.py)
         self.stop_creating = False
 
     @property
@@ -129,6 +132,7 @@ class TargetWriter:
                     self.finished(work.seq)
 
     def finished(self, seq: int) -> None:
+        self.users_task.done += 1
         self.progress.watermark.finish(seq)
         self._shared.checkpoints.due()
 
@@ -200,14 +204,16 @@ class TargetWriter:
             return _remaining(plan, rest, result.ok)
         found = await self._lookup_on_server(key)
         if found is None:
-            self._record(create, WriteResult(
-                WriteStatus.FAILED, "the server says the account exists, but it cannot be "
-                                    "found"), key)
+            self._record(create, replace(
+                result, status=WriteStatus.FAILED, detail="the server says the account exists, "
+                                                          "but it cannot be found"), key)
             return _remaining(plan, [], False)
         if (result.maybe_ours or earlier) and _made_by(create, found.account):
             self._record(create, replace(result, maybe_ours=True), key)
             found = replace(found, account=replace(found.account, active=True),
                             claim=Claim(self._shared.app, work.desired.user.id))
+        else:  # somebody else's account: counted (and audited) as already there, not ours
+            self.tally.wrote(create, result, key)
         return plan_user(work.desired, found, self.rules)
 
     async def _lookup_on_server(self, key: str) -> Current | None:
@@ -238,27 +244,40 @@ class TargetWriter:
         self._record(op, result, key)
         return result
 
-    async def apply_all(self, ops: list[Operation]) -> None:
-        """Writes that do not depend on each other (group creates), by the target's workers."""
+    async def apply_all(self, ops: list[Operation], task: Task | None = None) -> None:
+        """Writes that do not depend on each other (group creates), by the target's workers;
+        ``task`` counts them for the progress display."""
         async def apply(op: Operation) -> None:
             if not self._shared.stopper.stopping:
                 await self.apply(op)
+                if task is not None:
+                    task.done += 1
                 self._shared.checkpoints.due()
 
         await each_concurrently(ops, apply, self.concurrency)
 
     async def _send(self, op: Operation) -> WriteResult:
-        """One write; still failing after the client's retries, that write failed."""
+        """One write; still failing after the client's retries, that write failed. The result
+        carries the requests it sent and the last status (``http.WRITE_TRACE``)."""
+        trace = WriteTrace()
+        token = WRITE_TRACE.set(trace)
         try:
-            return await self.target.apply(op)
+            result = await self.target.apply(op)
         except ItemFailed as exc:
-            return WriteResult(WriteStatus.FAILED, str(exc))
+            result = WriteResult(WriteStatus.FAILED, str(exc))
+        finally:
+            WRITE_TRACE.reset(token)
+        return replace(result, attempts=trace.attempts, http_status=trace.status)
 
     def _record(self, op: Operation, result: WriteResult, key: str | None = None) -> None:
         """Count a write's outcome and queue its write-through for the next checkpoint."""
         if result.stop_creating and not self.stop_creating:
             self.stop_creating = True
-            log.warning("licence full: no more accounts will be created", target=self.name)
+            log.warning("licence full: no more accounts will be created", target=self.name,
+                        operation=op.kind.value)
+        log.debug("write", target=self.name, operation=op.kind.value, username=op.username,
+                  outcome=result.status.value, attempts=result.attempts,
+                  status=result.http_status)
         self.tally.wrote(op, result, key)
         if result.ok and not self._shared.dry_run:
             self._write_through(op)

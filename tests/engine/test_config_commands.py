@@ -31,7 +31,8 @@ def oktasync(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, s
     runner's, so a secret variable is set exactly when a test sets it."""
     done = subprocess.run(
         [sys.executable, "-m", "oktasync", *args], capture_output=True, text=True, timeout=60,
-        env={"PATH": os.environ.get("PATH", ""), **(env or {})}, check=False)
+        env={"PATH": os.environ.get("PATH", ""), "OKTASYNC_LOG_FORMAT": "human", **(env or {})},
+        check=False)
     return done.returncode, done.stdout, done.stderr
 
 

@@ -15,7 +15,7 @@ import oktasync
 LAYERS: list[set[str]] = [
     {"__main__"},
     {"cli"},
-    {"demo", "serve"},
+    {"demo", "serve", "console"},
     {"hooks", "poller", "metrics"},
     {"engine"},
     {"incremental"},
@@ -24,10 +24,12 @@ LAYERS: list[set[str]] = [
     {"writer", "statestore"},
     {"listings", "checkpointer", "changes", "drift"},
     {"targets.jira", "targets.confluence", "targets.dryrun", "checkpoint"},
-    {"targets.base", "okta_source", "report", "runstore", "concurrency"},
-    {"http", "ownership", "planner", "state", "config", "inbox"},
+    {"targets.base", "okta_source", "report", "runstore", "concurrency", "history"},
+    {"http", "ownership", "planner", "state", "config", "inbox", "audit"},
     {"settings"},
+    {"logs"},
     {"ratelimit", "secrets", "db", "errors", "models", "text", "usernames", "signals", "__init__",
+     "progress",
      "schedules",
      "targets.__init__"},
 ]

@@ -184,6 +184,10 @@ COVERAGE: dict[str, tuple[str, ...]] = {
                          "test_a_server_that_never_answers_is_given_up_within_the_deadline",),
     "state.dir": (S + "test_the_state_directory_and_the_app_name_place_every_file",
                   C + "test_state_dir_and_pipeline"),
+    "state.keep_runs": ("tests.engine.test_audit::"
+                        "test_history_lists_the_runs_in_order_and_report_shows_one",),
+    "state.audit": ("tests.engine.test_audit::"
+                    "test_the_first_run_audit_is_in_the_report_and_audit_false_keeps_none",),
     "pipeline.queue_size": (S + "test_a_queue_of_one_still_reaches_the_desired_state",
                             C + "test_five_mistakes_give_five_problems_each_naming_its_setting"),
     "pipeline.max_in_flight": (S + "test_concurrency_and_max_in_flight_cap_requests_in_flight",),

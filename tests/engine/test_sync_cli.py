@@ -48,8 +48,10 @@ def assert_no_secret(where: str, text: str) -> None:
 
 
 async def cli(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """The command as a person at a terminal reads it (``--log-format human``; piped, it would
+    print JSON lines, which tests/engine/test_logs.py checks)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oktasync", *args, cwd=cwd,
+        sys.executable, "-m", "oktasync", "--log-format", "human", *args, cwd=cwd,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout=90)
     assert process.returncode is not None

@@ -16,8 +16,8 @@ from tests.engine.test_sync_behaviour import TARGETS, estate
 
 async def sync_user(path: Path, who: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "oktasync", "sync-user", "--config", str(path), who,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "oktasync", "--log-format", "human", "sync-user", "--config",
+        str(path), who, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()

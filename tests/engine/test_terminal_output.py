@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import structlog
 
-from oktasync import cli
+from oktasync import cli, logs
 from oktasync_emulators.runner import EmulatorOptions, running_emulators
 from tests.engine.harness import write_config
 from tests.engine.test_sync_cli import cli as run_cli
@@ -151,7 +151,7 @@ targets = []
 [state]
 dir = "{tmp_path / 'state'}"
 """, encoding="utf-8")
-    code = cli.main(["sync", "--config", str(bad)])
+    code = cli.main(["--log-format", "human", "sync", "--config", str(bad)])
     captured = capsys.readouterr()
     assert code == 2
     assert "Traceback" not in captured.out + captured.err
@@ -200,7 +200,7 @@ def test_every_log_field_is_escaped(
     capsys: pytest.CaptureFixture[str], restored_logging: None,
 ) -> None:
     logging.getLogger().handlers.clear()  # as in a fresh process: no pytest handlers
-    cli.configure_logging(0)
+    logs.configure("human", 0)
     log = structlog.get_logger("oktasync.test")
     log.warning(f"event\x1b[2J\n{FAKE_LINE}", login="a\x1b[31mb\x07\x00c\u202ed",
                 reason=HUGE, count=3, error=ValueError("bad\nline\x1b[0m"))

@@ -1,0 +1,71 @@
+"""The audit trail: one CSV row per write attempted, as it happens (issue 13).
+
+An auditor asks who was deactivated last Tuesday, by which run, and why; the findings CSV
+holds problems only. Every write's final outcome passes through ``TargetTally.wrote``, which
+hands it here: one writer per run, rows streamed to a line-buffered file (the kernel has each
+row as soon as it is written, so a ``kill -9`` loses none; nothing is held in memory, so a
+million writes cost what one does). A resumed run (same run id) appends to the same file.
+Dry runs keep no audit: their plan CSV is their record.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from oktasync.models import Operation, WriteResult
+
+AUDIT_HEADER = ["time", "run_id", "target", "operation", "username", "okta_id", "before",
+                "after", "outcome", "attempts", "status", "detail"]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: str) -> str:
+    """A value a spreadsheet will not run: one starting like a formula gets a leading ``'``
+    (OWASP's advice for CSV injection); the value is otherwise kept whole."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+class AuditTrail:
+    """The run's audit CSV, opened on its first row (a run that writes nothing leaves none)."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path, self.run_id = path, run_id
+        self.rows = 0
+        self._handle: IO[str] | None = None
+        self._writer: Any = None  # a csv writer (its type is private to _csv)
+
+    def row(self, target: str, op: Operation, result: WriteResult) -> None:
+        """One write attempted: its outcome, the HTTP requests it took, the last status."""
+        writer = self._writer or self._open()
+        writer.writerow([
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), self.run_id, target,
+            op.kind.value, cell(op.username), op.okta_id or "", cell(op.before),
+            cell(_after(op)), result.status.value, result.attempts,
+            "" if result.http_status is None else result.http_status, cell(result.detail)])
+        self.rows += 1
+
+    def _open(self) -> Any:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._handle = open(  # noqa: SIM115 - open for the run, closed by close()
+            self.path, "a", newline="", encoding="utf-8", buffering=1)
+        self._writer = csv.writer(self._handle, lineterminator="\n")
+        if new:
+            self._writer.writerow(AUDIT_HEADER)
+        return self._writer
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = self._writer = None
+
+
+def _after(op: Operation) -> str:
+    """What the write makes, said where the plan left it implicit (a membership's group)."""
+    if op.after:
+        return op.after
+    return op.group or op.new_username or ""
+
