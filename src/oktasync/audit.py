@@ -2,9 +2,11 @@
 
 An auditor asks who was deactivated last Tuesday, by which run, and why; the findings CSV
 holds problems only. Every write's final outcome passes through ``TargetTally.wrote``, which
-hands it here: one writer per run, rows streamed to a line-buffered file (the kernel has each
-row as soon as it is written, so a ``kill -9`` loses none; nothing is held in memory, so a
-million writes cost what one does). A resumed run (same run id) appends to the same file.
+hands it here: one writer per run, rows streamed to a buffered file that is handed to the
+kernel before every checkpoint is saved (``Checkpointer.save``), so a ``kill -9`` loses only
+rows of writes the checkpoint does not hold yet — which the resumed run redoes and audits
+again. Nothing is held in memory: a million writes cost what one does. A resumed run (same
+run id) appends to the same file.
 Dry runs keep no audit: their plan CSV is their record.
 """
 
@@ -20,6 +22,7 @@ from oktasync.models import Operation, WriteResult
 AUDIT_HEADER = ["time", "run_id", "target", "operation", "username", "okta_id", "before",
                 "after", "outcome", "attempts", "status", "detail"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA = frozenset(FORMULA_STARTS)
 
 
 def cell(value: str) -> str:
@@ -34,24 +37,37 @@ class AuditTrail:
     def __init__(self, path: Path, run_id: str) -> None:
         self.path, self.run_id = path, run_id
         self.rows = 0
+        self._second, self._stamp = -1, ""  # the time column, formatted once per second
         self._handle: IO[str] | None = None
         self._writer: Any = None  # a csv writer (its type is private to _csv)
 
     def row(self, target: str, op: Operation, result: WriteResult) -> None:
         """One write attempted: its outcome, the HTTP requests it took, the last status."""
         writer = self._writer or self._open()
-        writer.writerow([
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), self.run_id, target,
-            op.kind.value, cell(op.username), op.okta_id or "", cell(op.before),
-            cell(_after(op)), result.status.value, result.attempts,
-            "" if result.http_status is None else result.http_status, cell(result.detail)])
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                           time.gmtime(now))
+        after, detail = _after(op), result.detail
+        writer.writerow([  # cell() inlined: this runs once per write
+            self._stamp, self.run_id, target, op.kind.value,
+            "'" + op.username if op.username[:1] in _FORMULA else op.username,
+            op.okta_id or "", "'" + op.before if op.before[:1] in _FORMULA else op.before,
+            "'" + after if after[:1] in _FORMULA else after, result.status.value,
+            result.attempts, "" if result.http_status is None else result.http_status,
+            "'" + detail if detail[:1] in _FORMULA else detail])
         self.rows += 1
+
+    def flush(self) -> None:
+        """The rows so far to the kernel (before each checkpoint is saved)."""
+        if self._handle is not None:
+            self._handle.flush()
 
     def _open(self) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._handle = open(  # noqa: SIM115 - open for the run, closed by close()
-            self.path, "a", newline="", encoding="utf-8", buffering=1)
+            self.path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._handle, lineterminator="\n")
         if new:
             self._writer.writerow(AUDIT_HEADER)

@@ -93,6 +93,9 @@ class Checkpointer:
         mark and the tallies, in one transaction. Claims go first: a crash between the two
         redoes a few users (harmless), never leaves a user below the mark without its claim."""
         self._last, self._landed = self._clock(), 0
+        for progress in self._progress:  # every write the checkpoint holds is in the audit
+            if progress.tally.audit is not None:
+                progress.tally.audit.flush()
         for progress in self._progress:
             if progress.claims and not self._dry_run:
                 lost = self._ownership.claim(self._app, progress.target, progress.claims)
