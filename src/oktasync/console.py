@@ -1,7 +1,7 @@
 """The terminal's view of a run: a live display on a terminal, a progress line otherwise.
 
 On a terminal (stderr is one, and no ``--no-progress``) rich draws one line per phase and
-target — done / planned, rate, ETA, retries, 429s, Okta's budget wait — redrawn a few times a
+target — done / planned, rate, ETA, retries, 429s, Okta's budget wait — redrawn twice a
 second at the bottom of stderr; log lines print above it (rich swaps ``sys.stderr`` for a proxy
 while it draws, and the logger writes to the ``sys.stderr`` of the moment), and it is stopped
 before the summary is printed, so nothing scrolls the summary away. Elsewhere the same numbers
