@@ -24,7 +24,8 @@ NAME = "progress_audit"
 REPEATS = 3
 TARGET_PERCENT = 3.0
 LATENCIES_MS = (0, 20)
-SIZES = {"full": (5_000, 200), "quick": (300, 20), "ci": (40, 5)}  # big enough that start-up is noise
+# big enough that process start-up and run-to-run noise weigh less than the cost measured
+SIZES = {"full": (5_000, 200), "quick": (300, 20), "ci": (40, 5)}
 MODES: dict[str, dict[str, Any]] = {
     "off": {"extra": ["--no-progress"], "state_extra": "audit = false", "terminal": False},
     "on": {"extra": [], "state_extra": "", "terminal": True},

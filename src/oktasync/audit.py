@@ -23,6 +23,7 @@ AUDIT_HEADER = ["time", "run_id", "target", "operation", "username", "okta_id", 
                 "after", "outcome", "attempts", "status", "detail"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA = frozenset(FORMULA_STARTS)
+COMMAS = len(AUDIT_HEADER) - 1  # in a row none of whose values needs quoting
 
 
 def cell(value: str) -> str:
@@ -48,14 +49,26 @@ class AuditTrail:
         if now != self._second:
             self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                            time.gmtime(now))
-        after, detail = _after(op), result.detail
-        writer.writerow([  # cell() inlined: this runs once per write
-            self._stamp, self.run_id, target, op.kind.value,
-            "'" + op.username if op.username[:1] in _FORMULA else op.username,
-            op.okta_id or "", "'" + op.before if op.before[:1] in _FORMULA else op.before,
-            "'" + after if after[:1] in _FORMULA else after, result.status.value,
-            result.attempts, "" if result.http_status is None else result.http_status,
-            "'" + detail if detail[:1] in _FORMULA else detail])
+        username, before, after, detail = op.username, op.before, _after(op), result.detail
+        if username[:1] in _FORMULA:  # cell() inlined: this runs once per write
+            username = "'" + username
+        if before[:1] in _FORMULA:
+            before = "'" + before
+        if after[:1] in _FORMULA:
+            after = "'" + after
+        if detail[:1] in _FORMULA:
+            detail = "'" + detail
+        status = "" if result.http_status is None else result.http_status
+        line = (f"{self._stamp},{self.run_id},{target},{op.kind.value},{username},"
+                f"{op.okta_id or ''},{before},{after},{result.status.value},{result.attempts},"
+                f"{status},{detail}")
+        if line.count(",") == COMMAS and not ('"' in line or "\n" in line or "\r" in line):
+            assert self._handle is not None
+            self._handle.write(line + "\n")  # nothing to quote: what csv would write, faster
+        else:
+            writer.writerow([self._stamp, self.run_id, target, op.kind.value, username,
+                             op.okta_id or "", before, after, result.status.value,
+                             result.attempts, status, detail])
         self.rows += 1
 
     def flush(self) -> None:
