@@ -80,7 +80,7 @@ class AuditTrail:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._handle = open(  # noqa: SIM115 - open for the run, closed by close()
-            self.path, "a", newline="", encoding="utf-8")
+            self.path, "a", newline="", encoding="utf-8", errors="backslashreplace")
         self._writer = csv.writer(self._handle, lineterminator="\n")
         if new:
             self._writer.writerow(AUDIT_HEADER)

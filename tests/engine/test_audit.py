@@ -13,12 +13,15 @@ import csv
 import json
 import subprocess
 import sys
+import tempfile
 import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oktasync.audit import AUDIT_HEADER, AuditTrail
 from oktasync.engine import SyncOptions, run_sync
@@ -177,3 +180,25 @@ def test_a_million_rows_stream_in_flat_memory(tmp_path: Path) -> None:
         assert sum(1 for _ in handle) == 1_001_000 - 1  # rows after the first
     assert first[0].strip() == ",".join(AUDIT_HEADER)
     assert ",'=jdoe,00u1,,staff,applied,1,201," in first[1]  # a formula is never a formula
+
+
+@settings(max_examples=300, deadline=None)
+@given(username=st.text(max_size=30), before=st.text(max_size=30), after=st.text(max_size=30),
+       detail=st.text(max_size=40), status=st.one_of(st.none(), st.integers(100, 599)))
+def test_any_row_reads_back_as_written(username: str, before: str, after: str, detail: str,
+                                       status: int | None) -> None:
+    """The fast path (a row needing no quotes is formatted directly) and the csv module's path
+    read back the same: every value whole, a would-be formula behind a ``'``."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "audit.csv"
+        trail = AuditTrail(path, "r1")
+        op = Operation(OpKind.UPDATE_USER, "jira", username, "00u1", before=before, after=after)
+        trail.row("jira", op, WriteResult(WriteStatus.FAILED, detail, attempts=2,
+                                          http_status=status))
+        trail.close()
+        [row] = audit_rows(path)
+    def cell(value: str) -> str:
+        return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    assert (row["username"], row["before"], row["after"], row["detail"]) == (
+        cell(username), cell(before), cell(after or ""), cell(detail))
+    assert row["status"] == ("" if status is None else str(status)) and row["attempts"] == "2"
