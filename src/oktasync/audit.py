@@ -64,7 +64,7 @@ class AuditTrail:
                 f"{status},{detail}")
         if line.count(",") == COMMAS and not ('"' in line or "\n" in line or "\r" in line):
             assert self._handle is not None
-            self._handle.write(line + "\n")  # nothing to quote: what csv would write, faster
+            self._handle.write(line + "\r\n")  # nothing to quote: what csv would write
         else:
             writer.writerow([self._stamp, self.run_id, target, op.kind.value, username,
                              op.okta_id or "", before, after, result.status.value,
@@ -81,7 +81,7 @@ class AuditTrail:
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._handle = open(  # noqa: SIM115 - open for the run, closed by close()
             self.path, "a", newline="", encoding="utf-8", errors="backslashreplace")
-        self._writer = csv.writer(self._handle, lineterminator="\n")
+        self._writer = csv.writer(self._handle)  # CRLF, as RFC 4180: a lone \r is quoted
         if new:
             self._writer.writerow(AUDIT_HEADER)
         return self._writer
