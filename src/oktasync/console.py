@@ -14,13 +14,14 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+
+if TYPE_CHECKING:  # rich is imported where it draws: a run without a display never loads it
+    from rich.live import Live
+    from rich.text import Text
 
 from oktasync.progress import RunProgress
 from oktasync.text import shown
@@ -77,6 +78,8 @@ def lines(snapshots: list[dict[str, Any]]) -> list[str]:
 def table(snapshots: list[dict[str, Any]]) -> Text:
     """The live display's frame: plain aligned text (a rich ``Table`` measures every cell on
     every redraw, several times the CPU for the same look)."""
+    from rich.text import Text
+
     return Text("\n".join(lines(snapshots)), no_wrap=True, overflow="ellipsis")
 
 
@@ -100,6 +103,9 @@ async def progress_display(live: bool) -> AsyncIterator[Watched]:
     watched = Watched()
     async with anyio.create_task_group() as tg:
         if live:
+            from rich.console import Console
+            from rich.live import Live
+
             console = Console(file=sys.stderr, highlight=False)
             with Live(console=console, auto_refresh=False, transient=False,
                       redirect_stdout=False, redirect_stderr=True) as display:

@@ -32,6 +32,7 @@ from oktasync.text import shown
 FORMATS = ("human", "json")
 MASK = "***"
 MIN_SECRET = 6  # shorter values would redact ordinary words and numbers; no real token is
+VERBOSE = False  # debug lines on (-v): hot paths check this before building a debug line
 
 
 class Redactor:
@@ -138,9 +139,11 @@ def _json_line(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
 def configure(fmt: str | None = None, verbosity: int = 0) -> str:
     """Logging for this process; ``verbosity`` -1 (``-q``: warnings and errors), 0 (info),
     1 or more (``-v``: debug). Returns the format chosen."""
+    global VERBOSE
     fmt = chosen_format(fmt)
     level = (logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0
              else logging.INFO)
+    VERBOSE = level <= logging.DEBUG
     stamp = (structlog.processors.TimeStamper(fmt="iso", utc=True) if fmt == "json"
              else structlog.processors.TimeStamper(fmt="%H:%M:%S"))
     renderer: Any = (_json_line if fmt == "json"

@@ -19,6 +19,7 @@ import anyio.lowlevel
 import structlog
 from anyio.abc import ObjectReceiveStream
 
+from oktasync import logs
 from oktasync.checkpointer import Checkpointer, Progress
 from oktasync.concurrency import Stopper, each_concurrently
 from oktasync.errors import ItemFailed
@@ -267,7 +268,8 @@ class TargetWriter:
             result = WriteResult(WriteStatus.FAILED, str(exc))
         finally:
             WRITE_TRACE.reset(token)
-        return replace(result, attempts=trace.attempts, http_status=trace.status)
+        return WriteResult(result.status, result.detail, result.stop_creating,  # not replace():
+                           result.maybe_ours, trace.attempts, trace.status)  # 3 µs a write
 
     def _record(self, op: Operation, result: WriteResult, key: str | None = None) -> None:
         """Count a write's outcome and queue its write-through for the next checkpoint."""
@@ -275,9 +277,10 @@ class TargetWriter:
             self.stop_creating = True
             log.warning("licence full: no more accounts will be created", target=self.name,
                         operation=op.kind.value)
-        log.debug("write", target=self.name, operation=op.kind.value, username=op.username,
-                  outcome=result.status.value, attempts=result.attempts,
-                  status=result.http_status)
+        if logs.VERBOSE:  # a debug call costs 4 µs even when filtered out: once per write
+            log.debug("write", target=self.name, operation=op.kind.value,
+                      username=op.username, outcome=result.status.value,
+                      attempts=result.attempts, status=result.http_status)
         self.tally.wrote(op, result, key)
         if result.ok and not self._shared.dry_run:
             self._write_through(op)
