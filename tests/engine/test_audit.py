@@ -27,7 +27,17 @@ from oktasync.audit import AUDIT_HEADER, AuditTrail
 from oktasync.engine import SyncOptions, run_sync
 from oktasync.models import Operation, OpKind, WriteResult, WriteStatus
 from oktasync.report import COUNT_NAMES
+from oktasync_emulators.runner import running_emulators
 from tests.engine.harness import load, states, stats, status_count, write_config, write_requests
+from tests.engine.test_resume import (
+    CONCURRENCY,
+    IN_FLIGHT_BOUND,
+    QUEUE,
+    finish,
+    interrupted,
+    sync,
+)
+from tests.engine.test_resume import options as resume_options
 from tests.engine.test_sync_behaviour import APP, TARGETS, assert_oracle, estate, quiet
 
 OPERATION_COUNT = {kind.value: name for kind, name in COUNT_NAMES.items()}
@@ -202,3 +212,30 @@ def test_any_row_reads_back_as_written(username: str, before: str, after: str, d
     assert (row["username"], row["before"], row["after"], row["detail"]) == (
         cell(username), cell(before), cell(after or ""), cell(detail))
     assert row["status"] == ("" if status is None else str(status)) and row["attempts"] == "2"
+
+
+@pytest.mark.asyncio
+async def test_a_run_killed_and_resumed_keeps_one_audit_that_adds_up(tmp_path: Path) -> None:
+    """kill -9 in the middle of the users, then --resume: one file, one header, the run's id
+    on every row, and its attempts the write requests the servers received but for the writes
+    the kill caught unaudited (in flight, or after the last checkpoint: redone, and audited
+    again, by the resumed run)."""
+    async with running_emulators(resume_options()) as running:
+        before = await states(running)
+        config = write_config(tmp_path, running, queue_size=QUEUE, concurrency=CONCURRENCY)
+        await interrupted(config, running, "middle of the users")
+        code, _, err = await finish(await sync(config, "--resume"))
+        assert code in (0, 1), err
+        await assert_oracle(running, before)
+        served = await stats(running)
+    summary = json.loads((tmp_path / "state" / APP / "last-run.json").read_text())
+    assert summary["resumed"]
+    path = Path(summary["audit_file"])
+    assert path.read_text(encoding="utf-8").count("time,run_id,") == 1
+    rows = audit_rows(path)
+    assert {r["run_id"] for r in rows} == {summary["run_id"]}
+    for target in TARGETS:
+        attempts = sum(int(r["attempts"]) for r in rows if r["target"] == target)
+        received = write_requests(served[target])
+        assert received - IN_FLIGHT_BOUND - 64 <= attempts <= received, (target, attempts,
+                                                                           received)
