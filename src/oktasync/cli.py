@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only warnings and errors in the log")
     parser.add_argument("--log-format", choices=("human", "json"),
                         help="log lines as text or as JSON objects (default: human on a "
-                             "terminal, JSON otherwise, or $OKTASYNC_LOG_FORMAT); with json, "
-                             "or when stdout is not a terminal, a run's summary is one JSON line")
+                             "terminal, JSON otherwise, or $OKTASYNC_LOG_FORMAT); the run's "
+                             "summary on stdout follows it (with json: one JSON line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sync = sub.add_parser("sync", help="sync one app, or all: what changed since the last "
