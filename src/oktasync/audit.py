@@ -26,12 +26,6 @@ _FORMULA = frozenset(FORMULA_STARTS)
 COMMAS = len(AUDIT_HEADER) - 1  # in a row none of whose values needs quoting
 
 
-def cell(value: str) -> str:
-    """A value a spreadsheet will not run: one starting like a formula gets a leading ``'``
-    (OWASP's advice for CSV injection); the value is otherwise kept whole."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
-
-
 class AuditTrail:
     """The run's audit CSV, opened on its first row (a run that writes nothing leaves none)."""
 
@@ -50,7 +44,9 @@ class AuditTrail:
             self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                            time.gmtime(now))
         username, before, after, detail = op.username, op.before, _after(op), result.detail
-        if username[:1] in _FORMULA:  # cell() inlined: this runs once per write
+        # a value a spreadsheet would run as a formula gets a leading ' (OWASP's advice for
+        # CSV injection), the value otherwise whole; inline: this runs once per write
+        if username[:1] in _FORMULA:
             username = "'" + username
         if before[:1] in _FORMULA:
             before = "'" + before

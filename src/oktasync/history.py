@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from oktasync.errors import UsageError
 from oktasync.state import read_json, write_json_atomically
 
 RUNS = "runs"
@@ -73,7 +74,7 @@ def reports(app_dir: Path) -> Iterator[dict[str, Any]]:
     for path in sorted(folder.glob("*.json")):
         try:
             report = read_json(path)
-        except Exception:
+        except UsageError:  # damaged: left out of the view (``report`` names it)
             continue
         if isinstance(report, dict):
             yield report
