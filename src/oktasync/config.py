@@ -27,13 +27,14 @@ username regex with its replacement, the targets an app names, unique app names)
 Problems are ordered by section as the file is read: unknown top-level keys, each target, each
 app, ``[state]``, ``[pipeline]``, then the apps' target names.
 
-Warnings: a setting that is valid but has no effect yet (``schedule``: nothing runs on a
-schedule until ``oktasync serve`` exists) is accepted and named in :attr:`Config.warnings`,
-which the command line prints; it is never silently ignored.
+Warnings: a file that is valid but deserves a word (secrets written in a file, or in a
+``file:`` reference, that other users can read) loads, and :attr:`Config.warnings` says so;
+the command line prints them on every run.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -41,8 +42,8 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from oktasync.settings import (
     AppSettings,
     AttributeGroupSettings,
     ConfigFile,
+    SecretSetting,
     TargetSettings,
     ValidationContext,
     hint,
@@ -66,6 +68,7 @@ from oktasync.settings import (
     key_path,
     parse_duration,
     percent,
+    resolve_path,
 )
 from oktasync.usernames import RuleError, UsernameRule, compile_java_regex
 
@@ -79,8 +82,11 @@ __all__ = [
     "ConfigError",
     "DeactivationLimit",
     "LoadedConfig",
+    "NetworkConfig",
+    "OAuthConfig",
     "PipelineConfig",
     "TargetConfig",
+    "basic_credentials",
     "load_config",
     "parse_duration",
     "read_config",
@@ -125,6 +131,30 @@ class DeactivationLimit:
 
 
 @dataclass(frozen=True)
+class NetworkConfig:
+    """How to reach one server: a forward proxy (None: the environment's HTTPS_PROXY /
+    NO_PROXY), CA certificates trusted besides the system's, a client certificate."""
+
+    proxy: str | None = None
+    proxy_username: str | None = None
+    proxy_password: Secret | None = None
+    ca_bundle: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    """An Okta OAuth 2.0 service app: who signs the client assertion, and the scopes the
+    sync needs (decided here, from the app's settings)."""
+
+    client_id: str
+    private_key: Secret
+    key_id: str | None
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TargetConfig:
     """One ``[target.X]``: a Jira or Confluence Data Center server and how to write to it."""
 
@@ -146,6 +176,7 @@ class TargetConfig:
     user_filter: str | None = None
     required_groups: tuple[str, ...] | None = None
     okta_app_id: str | None = None
+    network: NetworkConfig = NetworkConfig()
 
 
 @dataclass(frozen=True)
@@ -216,7 +247,7 @@ class AppConfig:
 
     name: str
     okta_url: str
-    okta_token: Secret
+    okta_token: Secret | None  # None: okta_oauth
     username_rule: UsernameRule
     import_users: bool
     update_users: bool
@@ -245,6 +276,8 @@ class AppConfig:
     okta_hook_secret: Secret | None = None
     login_hook_secret: Secret | None = None
     deactivation_window_s: float = 3600.0
+    okta_oauth: OAuthConfig | None = None  # okta_auth = "oauth"
+    okta_network: NetworkConfig = NetworkConfig()
 
     @property
     def polls(self) -> bool:
@@ -405,11 +438,18 @@ class Config:
     audit: bool = True  # [state] audit
 
     def secret_values(self) -> list[str]:
-        """Every secret this configuration resolved (tokens, passwords, hook secrets), for the
-        log redaction: found by type, so a secret setting added later is redacted too."""
-        items: list[AppConfig | TargetConfig] = [*self.apps, *self.targets.values()]
-        found = [getattr(item, f.name) for item in items for f in fields(item)]
-        return [value.reveal() for value in found if isinstance(value, Secret)]
+        """Every secret this configuration resolved (tokens, passwords, hook secrets, keys,
+        proxy passwords), for the redaction: found by type, so a secret setting added later is
+        redacted too. Each comes with the forms it may travel in: a password inside Basic
+        credentials (base64 of user:password), and each line of a PEM key."""
+        values = [secret.reveal() for secret in _secrets_in([*self.apps,
+                                                             *self.targets.values()])]
+        for target in self.targets.values():
+            if target.username and target.password is not None:
+                values.append(basic_credentials(target.username, target.password.reveal()))
+        return values + [line for value in values if "\n" in value
+                         for line in value.splitlines() if len(line) >= 16]
+
 
     def app(self, name: str) -> AppConfig:
         """The app called ``name``; a ConfigError (not KeyError) that lists the apps otherwise."""
@@ -418,6 +458,22 @@ class Config:
                 return app
         names = ", ".join(a.name for a in self.apps)
         raise ConfigError([f"--app: no app named {name!r} (apps: {names})"])
+
+
+def _secrets_in(items: list[Any]) -> Iterator[Secret]:
+    """The Secrets in these dataclasses' fields, nested dataclasses included."""
+    for item in items:
+        for f in fields(item):
+            value = getattr(item, f.name)
+            if isinstance(value, Secret):
+                yield value
+            elif is_dataclass(value) and not isinstance(value, type):
+                yield from _secrets_in([value])
+
+
+def basic_credentials(username: str, password: str) -> str:
+    """``user:password`` as HTTP Basic authentication carries it (base64)."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,7 +513,7 @@ def read_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
     problems += _cross_checks(raw)
     if problems or file is None:
         raise ConfigError([text for _, text in sorted(problems, key=lambda p: p[0])])
-    return LoadedConfig(file, _build(file, config_path, raw))
+    return LoadedConfig(file, _build(file, config_path))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -549,7 +605,8 @@ def _cross_checks(raw: dict[str, Any]) -> list[_Problem]:
     for index, (name, table) in enumerate(targets.items()):
         if isinstance(table, dict):
             where = "target" + key_path(name)
-            found = _rule_problems(table) + _credential_problems(table)
+            found = (_rule_problems(table) + _credential_problems(table)
+                     + _network_problems(table, ""))
             problems += [((1, index), f"{where}{s}: {m}") for s, m in found]
     apps = raw.get("app")
     if not isinstance(apps, list) or not all(isinstance(t, dict) for t in apps):
@@ -557,7 +614,9 @@ def _cross_checks(raw: dict[str, Any]) -> list[_Problem]:
     first_by_name: dict[str, str] = {}
     for index, table in enumerate(apps):
         where = _app_where(index, raw)
-        problems += [((2, index), f"{where}{s}: {m}") for s, m in _rule_problems(table)]
+        found = _rule_problems(table) + _okta_auth_problems(table) + _network_problems(
+            table, "okta_")
+        problems += [((2, index), f"{where}{s}: {m}") for s, m in found]
         name = table.get("name")
         if isinstance(name, str) and is_name(name):
             first = first_by_name.setdefault(name.lower(), where)
@@ -611,6 +670,50 @@ def _credential_problems(table: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
+OAUTH_SETTINGS = ("okta_client_id", "okta_private_key", "okta_key_id")
+
+
+def _okta_auth_problems(table: dict[str, Any]) -> list[tuple[str, str]]:
+    """One way to authenticate to Okta, complete: an API token, or a service app's client id
+    with its private key; the other way's settings are refused, not silently ignored."""
+    mode = table.get("okta_auth", "token")
+    if mode == "token":
+        found = [(f".{key}", 'is set but okta_auth is "token": set okta_auth = "oauth" to use '
+                             "a service app, or remove it")
+                 for key in OAUTH_SETTINGS if key in table]
+        if "okta_token" not in table:
+            found.append((".okta_token", 'is required (or set okta_auth = "oauth" with '
+                                         "okta_client_id and okta_private_key)"))
+        return found
+    if mode != "oauth":
+        return []  # the field's own problem
+    found = [(f".{key}", 'is required when okta_auth = "oauth"')
+             for key in ("okta_client_id", "okta_private_key") if key not in table]
+    if "okta_token" in table:
+        found.append((".okta_token", 'is set but okta_auth = "oauth": remove it (an app uses '
+                                     "one way to authenticate)"))
+    return found
+
+
+def _network_problems(table: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
+    """Settings that go together: a proxy's user and password (and a proxy for them), a
+    client certificate and its key."""
+    found: list[tuple[str, str]] = []
+    user, password, proxy = (f"{prefix}proxy_username", f"{prefix}proxy_password",
+                             f"{prefix}proxy")
+    if (user in table) != (password in table):
+        have, need = (user, password) if user in table else (password, user)
+        found.append((f".{need}", f"is required with {have}"))
+    if (user in table or password in table) and proxy not in table:
+        found.append((f".{proxy}", f"is required with {user} and {password} (credentials of "
+                                   "a proxy from the environment go in its URL there)"))
+    if ("client_cert" in table) != ("client_key" in table):
+        have, need = (("client_cert", "client_key") if "client_cert" in table
+                      else ("client_key", "client_cert"))
+        found.append((f".{need}", f"is required with {have}"))
+    return found
+
+
 def _unknown_targets(names: object, targets: Mapping[str, object]) -> list[tuple[str, str]]:
     """Well-formed names in an app's ``targets`` with no ``[target.X]``: checked even when the
     list as a whole has another problem (a repeat, say)."""
@@ -627,15 +730,16 @@ def _unknown_targets(names: object, targets: Mapping[str, object]) -> list[tuple
 # building the engine's objects from a validated file
 
 
-def _build(file: ConfigFile, path: Path, raw: dict[str, Any]) -> Config:
+def _build(file: ConfigFile, path: Path) -> Config:
     return Config(
         path=path,
-        apps=tuple(_build_app(app) for app in file.app),
-        targets={name: _build_target(name, target) for name, target in file.target.items()},
+        apps=tuple(_build_app(app, path.parent) for app in file.app),
+        targets={name: _build_target(name, target, path.parent)
+                 for name, target in file.target.items()},
         state_dir=(path.parent / Path(file.state.dir).expanduser()).resolve(),
         pipeline=PipelineConfig(queue_size=file.pipeline.queue_size,
                                 max_in_flight=file.pipeline.max_in_flight),
-        warnings=tuple(_warnings(raw)),
+        warnings=tuple(_warnings(file, path)),
         listen=_listen(file.serve.listen),
         tls=(None if file.serve.tls_cert is None or file.serve.tls_key is None
              else (path.parent / file.serve.tls_cert, path.parent / file.serve.tls_key)),
@@ -645,9 +749,43 @@ def _build(file: ConfigFile, path: Path, raw: dict[str, Any]) -> Config:
     )
 
 
-def _warnings(raw: dict[str, Any]) -> list[str]:
-    """Valid settings that have no effect yet; the command line prints them (none now)."""
-    return []
+def _warnings(file: ConfigFile, path: Path) -> list[str]:
+    """Valid settings that deserve a word: secrets that others on the machine can read,
+    written in this file or in the files its ``file:`` references name."""
+    written: list[str] = []
+    warnings: list[str] = []
+    for where, setting in _secret_settings(file):
+        if setting.reference.startswith("file:"):
+            secret_file = resolve_path(setting.reference[len("file:"):], path.parent)
+            if _readable_by_others(secret_file):
+                warnings.append(f"{where}: its file {secret_file} is readable by other users; "
+                                f"chmod 600 {secret_file}")
+        elif not setting.reference.startswith("${"):
+            written.append(where)
+    if written and _readable_by_others(path):
+        warnings.insert(0, f"{path} holds secrets written in it ({', '.join(written)}) and is "
+                           f'readable by other users: chmod 600 {path}, or give them as "${{VAR}}" '
+                           'or "file:/path"')
+    return warnings
+
+
+def _secret_settings(file: ConfigFile) -> Iterator[tuple[str, SecretSetting]]:
+    """Each secret setting of the file, with where it is (``app[0] (corp).okta_token``)."""
+    sections: list[tuple[str, Any]] = [
+        (f"app[{i}] ({app.name})", app) for i, app in enumerate(file.app)]
+    sections += [(f"target{key_path(name)}", target) for name, target in file.target.items()]
+    for where, section in sections:
+        for key in type(section).model_fields:
+            value = getattr(section, key)
+            if isinstance(value, SecretSetting):
+                yield f"{where}.{key}", value
+
+
+def _readable_by_others(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & 0o044)
+    except OSError:
+        return False
 
 
 def _schedule(text: str, zone: str) -> Schedule:
@@ -673,11 +811,11 @@ def _limit(value: int | str) -> DeactivationLimit:
     return DeactivationLimit(percent=percent(value))
 
 
-def _build_app(a: AppSettings) -> AppConfig:
+def _build_app(a: AppSettings, base_dir: Path) -> AppConfig:
     return AppConfig(
         name=a.name,
         okta_url=a.okta_url,
-        okta_token=a.okta_token.secret,
+        okta_token=None if a.okta_token is None else a.okta_token.secret,
         username_rule=_rule(a.username_regex, a.username_replacement),
         import_users=a.import_users,
         update_users=a.update_users,
@@ -707,7 +845,28 @@ def _build_app(a: AppSettings) -> AppConfig:
         okta_hook_secret=None if a.okta_hook_secret is None else a.okta_hook_secret.secret,
         login_hook_secret=None if a.login_hook_secret is None else a.login_hook_secret.secret,
         deactivation_window_s=parse_duration(a.deactivation_window),
+        okta_oauth=_oauth(a),
+        okta_network=NetworkConfig(
+            proxy=a.okta_proxy, proxy_username=a.okta_proxy_username,
+            proxy_password=None if a.okta_proxy_password is None else a.okta_proxy_password.secret,
+            ca_bundle=_path(a.okta_ca_bundle, base_dir)),
     )
+
+
+def _oauth(a: AppSettings) -> OAuthConfig | None:
+    """The service app, with the scopes this app's reads need: users and groups always, the
+    System Log (incremental syncs, serve), and app assignments where an okta_app_id is set."""
+    if a.okta_auth != "oauth" or a.okta_client_id is None or a.okta_private_key is None:
+        return None
+    scopes = ["okta.users.read", "okta.groups.read", "okta.logs.read"]
+    if a.okta_app_id:
+        scopes.append("okta.apps.read")
+    return OAuthConfig(client_id=a.okta_client_id.strip(), private_key=a.okta_private_key.secret,
+                       key_id=a.okta_key_id and a.okta_key_id.strip(), scopes=tuple(scopes))
+
+
+def _path(value: str | None, base_dir: Path) -> Path | None:
+    return None if value is None else resolve_path(value, base_dir)
 
 
 def _attribute_rule(entry: AttributeGroupSettings) -> AttributeGroupRule:
@@ -717,7 +876,7 @@ def _attribute_rule(entry: AttributeGroupSettings) -> AttributeGroupRule:
         mapping={name_key(k.strip()): v for k, v in entry.map.items()})
 
 
-def _build_target(name: str, t: TargetSettings) -> TargetConfig:
+def _build_target(name: str, t: TargetSettings, base_dir: Path) -> TargetConfig:
     return TargetConfig(
         name=name,
         kind=t.kind,
@@ -737,4 +896,9 @@ def _build_target(name: str, t: TargetSettings) -> TargetConfig:
         user_filter=t.user_filter and t.user_filter.strip(),
         required_groups=None if t.required_groups is None else tuple(t.required_groups),
         okta_app_id=t.okta_app_id and t.okta_app_id.strip(),
+        network=NetworkConfig(
+            proxy=t.proxy, proxy_username=t.proxy_username,
+            proxy_password=None if t.proxy_password is None else t.proxy_password.secret,
+            ca_bundle=_path(t.ca_bundle, base_dir), client_cert=_path(t.client_cert, base_dir),
+            client_key=_path(t.client_key, base_dir)),
     )

@@ -7,7 +7,6 @@ from cancellation: an interrupted run still writes its summary.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import sqlite3
@@ -30,7 +29,7 @@ from oktasync.checkpoint import (
     read_checkpoint,
     start_meta,
 )
-from oktasync.config import AppConfig, Config, TargetConfig
+from oktasync.config import AppConfig, Config, TargetConfig, basic_credentials
 from oktasync.drift import Drift
 from oktasync.drift import counts as drift_counts
 from oktasync.drift import write_report as write_drift
@@ -52,6 +51,8 @@ from oktasync.history import audit_path, prune, save_report
 from oktasync.http import HttpClient, make_session
 from oktasync.incremental import EventSync, IncrementalSync
 from oktasync.models import name_key
+from oktasync.network import route_of
+from oktasync.oauth import OktaOAuth
 from oktasync.okta_source import OktaSource
 from oktasync.ownership import Held, Ownership
 from oktasync.pipeline import AppSync
@@ -221,13 +222,10 @@ async def release_held(config: Config, app: AppConfig) -> dict[str, Any] | None:
         ownership.close()
 
 
-def _basic(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
 def _target_headers(tc: TargetConfig) -> dict[str, str]:
-    auth = (f"Bearer {tc.token.reveal()}" if tc.token is not None
-            else _basic(tc.username or "", tc.password.reveal() if tc.password else ""))
+    auth = (f"Bearer {tc.token.reveal()}" if tc.token is not None else
+            "Basic " + basic_credentials(tc.username or "",
+                                         tc.password.reveal() if tc.password else ""))
     return {"Authorization": auth, "Accept": "application/json",
             "X-Atlassian-Token": "no-check"}
 
@@ -242,15 +240,17 @@ async def _clients(
     shared = InFlight(in_flight) if in_flight > 0 else None
     sessions: list[aiohttp.ClientSession] = []
     try:
-        session = make_session(connections=app.okta_concurrency, timeout_s=120)
+        session = _okta_session(app, app.okta_concurrency, 120)
         sessions.append(session)
         okta = _okta_client(app, session, OktaLimiter(
             concurrency=app.okta_concurrency, max_share=app.okta_max_share,
             global_limit=shared), options.retry)
+        await okta.sign_in()  # a refused service app stops the run here, before any write
         targets: dict[str, Target] = {}
         for name in app.targets:
             tc = config.targets[name]
-            session = make_session(connections=tc.concurrency, timeout_s=tc.timeout_s)
+            session = make_session(connections=tc.concurrency, timeout_s=tc.timeout_s,
+                                   route=route_of(name, tc.network))
             sessions.append(session)
             client = HttpClient(session, name=name, base_url=tc.url,
                                 headers=_target_headers(tc),
@@ -266,11 +266,24 @@ async def _clients(
                 await session.close()
 
 
+def _okta_session(app: AppConfig, connections: int, timeout_s: float) -> aiohttp.ClientSession:
+    return make_session(connections=connections, timeout_s=timeout_s,
+                        route=route_of(f"Okta ({app.name})", app.okta_network))
+
+
 def _okta_client(app: AppConfig, session: aiohttp.ClientSession, limiter: OktaLimiter,
                  policy: RetryPolicy) -> HttpClient:
-    return HttpClient(session, name=f"Okta ({app.name})", base_url=app.okta_url, headers={
-        "Authorization": f"SSWS {app.okta_token.reveal()}", "Accept": "application/json",
-    }, limiter=limiter, policy=policy)
+    """Okta's client: an API token in every request's header, or a service app's access
+    token (renewed as it goes) through ``OktaOAuth``."""
+    name = f"Okta ({app.name})"
+    headers = {"Accept": "application/json"}
+    auth = None
+    if app.okta_oauth is not None:
+        auth = OktaOAuth(app.okta_oauth, app.okta_url, name, session)
+    elif app.okta_token is not None:
+        headers["Authorization"] = f"SSWS {app.okta_token.reveal()}"
+    return HttpClient(session, name=name, base_url=app.okta_url, headers=headers,
+                      limiter=limiter, policy=policy, auth=auth)
 
 
 @contextlib.asynccontextmanager
@@ -278,10 +291,11 @@ async def okta_reader(app: AppConfig, *, share: float,
                       concurrency: int = 1) -> AsyncIterator[OktaSource]:
     """Okta alone, for reads outside a run (the service's System Log poller, finding a
     user): its own session and its own ``share`` of each rate-limit bucket."""
-    session = make_session(connections=concurrency, timeout_s=60)
+    session = _okta_session(app, concurrency, 60)
     try:
         client = _okta_client(app, session, OktaLimiter(concurrency=concurrency,
                                                         max_share=share), RetryPolicy())
+        await client.sign_in()
         yield OktaSource(client, app.profile_attributes)
     finally:
         with anyio.CancelScope(shield=True):

@@ -61,8 +61,10 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 
 
 def consequence_of_exception(exc: BaseException) -> Consequence:
-    """Connection resets, timeouts and truncated bodies are transient; anything else is a
-    bug, and is raised as it is (exit 70)."""
+    """Connection resets, timeouts, truncated bodies and a proxy's 5xx to a CONNECT are
+    transient; anything else is a bug, and is raised as it is (exit 70)."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return Consequence.RETRY if exc.status in RETRY_STATUSES else Consequence.RUN_STOPS
     return Consequence.RETRY if isinstance(exc, TRANSIENT_EXCEPTIONS) else Consequence.RUN_STOPS
 
 
@@ -91,6 +93,12 @@ def cause_of(exc: BaseException, timeout_s: float) -> Cause:
     if tls is not None:
         return Cause(Stage.CONNECT, f"TLS problem: {tls}",
                      "check the certificate, and that the url's scheme matches the server")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return Cause(Stage.CONNECT, f"the proxy cannot be reached ({_os_words(exc.os_error)})",
+                     "check the proxy setting (or HTTPS_PROXY) and that the proxy is running")
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return Cause(Stage.CONNECT, f"the proxy answered {exc.status} {exc.message}".strip(),
+                     "check the proxy's health, and that it may connect to this server")
     os_error = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else None
     if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(os_error, socket.gaierror):
         return Cause(Stage.CONNECT, "name not resolved", "check the host name in the url")
@@ -135,6 +143,59 @@ def _tls_error(exc: BaseException) -> str | None:
         return f"certificate not accepted ({verify})"
     reason = getattr(error, "reason", None)
     return str(reason).replace("_", " ").lower() if reason else "handshake failed"
+
+
+PROXY_CREDENTIALS = ("check proxy_username and proxy_password (okta_proxy_username and "
+                     "okta_proxy_password for Okta), or the credentials in HTTPS_PROXY")
+
+
+def no_retry_cures(server: str, base_url: str, exc: BaseException) -> RunStops | None:
+    """A transport failure that only a setting can cure, as the run's stop (exit 2): a TLS
+    certificate refused either way, or the proxy refusing us. None: judge it as usual."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status in (401, 403, 407):
+        where = f"{server}: the proxy refused to connect to {public_url(base_url)}"
+        if exc.status == 403:
+            return UsageError(f"{where} (HTTP 403): ask its administrators to allow it, or "
+                              "list the host in NO_PROXY if it needs no proxy")
+        return CredentialsError(f"{where} (HTTP {exc.status}, proxy authentication): "
+                                f"{PROXY_CREDENTIALS}")
+    return certificate_refused(server, base_url, exc)
+
+
+def certificate_refused(server: str, base_url: str, exc: BaseException) -> UsageError | None:
+    """A TLS failure that no retry can cure, as the run's stop (exit 2) saying what to set:
+    the server's certificate not trusted (a private CA: ``ca_bundle``), not for this host name,
+    or the server wanting a client certificate (``client_cert``). None for anything else."""
+    tls = _ssl_error_of(exc)
+    if tls is None:
+        return None
+    verify = getattr(tls, "verify_message", None)
+    reason = str(getattr(tls, "reason", "") or "").upper()
+    where = f"{server}: cannot connect to {public_url(base_url)}"
+    setting = "okta_ca_bundle" if server.startswith("Okta") else "ca_bundle"
+    if verify and "hostname" in verify.lower():
+        return UsageError(f"{where}: its TLS certificate is not for this host ({verify}); use "
+                          "in the url a host name the certificate holds")
+    if verify:
+        return UsageError(f"{where}: its TLS certificate is not trusted ({verify}); if a "
+                          f"private CA signed it, set {setting} to that CA's PEM file")
+    if "CERTIFICATE_REQUIRED" in reason or "BAD_CERTIFICATE" in reason or \
+            "UNKNOWN_CA" in reason:
+        return UsageError(f"{where}: the server refused our TLS client certificate or wants "
+                          f"one ({reason.replace('_', ' ').lower()}); set client_cert and "
+                          "client_key to a certificate it accepts")
+    return None
+
+
+def _ssl_error_of(exc: BaseException) -> ssl.SSLError | None:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = exc.certificate_error
+        return error if isinstance(error, ssl.SSLError) else None
+    inner = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(inner, ssl.SSLError):
+        return inner
+    cause = exc.__cause__ or exc.__context__
+    return cause if isinstance(cause, ssl.SSLError) else None
 
 
 def _os_words(error: OSError) -> str:

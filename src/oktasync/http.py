@@ -15,12 +15,13 @@ whose next attempt could not start before it gives up.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections import Counter
 from collections.abc import Container, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import anyio
@@ -29,6 +30,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from oktasync.errors import (
+    PROXY_CREDENTIALS,
     Consequence,
     Context,
     CredentialsError,
@@ -39,7 +41,9 @@ from oktasync.errors import (
     consequence_of_exception,
     consequence_of_status,
     no_answer,
+    no_retry_cures,
 )
+from oktasync.logs import REDACTOR
 from oktasync.ratelimit import AdaptiveConcurrency, Limiter
 
 
@@ -79,7 +83,9 @@ class Answer:
         return None
 
     def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
+        """The body as text for a message, every secret masked (a server or a proxy may echo
+        a request's credentials back in an error page)."""
+        return REDACTOR.redact(self.body.decode("utf-8", errors="replace"))
 
 
 @dataclass
@@ -104,16 +110,32 @@ class RequestCounters:
         return out
 
 
-def make_session(*, connections: int, timeout_s: float) -> aiohttp.ClientSession:
-    """A keep-alive session sized to the concurrency it will carry."""
+@dataclass(frozen=True)
+class Route:
+    """What a session needs to reach one server (``network.route_of`` decides it)."""
+
+    ssl: ssl.SSLContext
+    proxy: str | None = None
+    proxy_auth: aiohttp.BasicAuth | None = None
+    trust_env: bool = True  # no proxy configured: the environment's, if any
+
+
+def make_session(*, connections: int, timeout_s: float,
+                 route: Route | None = None) -> aiohttp.ClientSession:
+    """A keep-alive session sized to the concurrency it will carry, on ``route`` (its TLS
+    trust and proxy; None: the system's trust store and the environment's proxy)."""
     connector = aiohttp.TCPConnector(limit=max(1, connections), limit_per_host=0,
-                                     keepalive_timeout=60, enable_cleanup_closed=True)
+                                     keepalive_timeout=60, enable_cleanup_closed=True,
+                                     ssl=True if route is None else route.ssl)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(10.0, timeout_s))
     # No cookie jar: the APIs authenticate every request by header, and a jar costs a lookup
     # and an update on every request.
     return aiohttp.ClientSession(connector=connector, timeout=timeout,
                                  cookie_jar=aiohttp.DummyCookieJar(),
-                                 json_serialize=lambda o: orjson.dumps(o).decode())
+                                 json_serialize=lambda o: orjson.dumps(o).decode(),
+                                 proxy=None if route is None else route.proxy,
+                                 proxy_auth=None if route is None else route.proxy_auth,
+                                 trust_env=route is None or route.trust_env)
 
 
 _Attempt = tuple[Answer | None, float | None, BaseException | None, float]
@@ -132,6 +154,29 @@ class WriteTrace:
 WRITE_TRACE: ContextVar[WriteTrace | None] = ContextVar("oktasync_write_trace", default=None)
 
 
+class Auth(Protocol):
+    """Credentials that change while a run goes on (an OAuth access token, DPoP proofs):
+    asked for each attempt's headers, told of each refusal that a new token may cure."""
+
+    async def authorize(self, method: str, url: URL) -> Mapping[str, str]:
+        """The headers that authenticate this attempt."""
+        ...
+
+    async def renew(self, answer: Answer, sent: Mapping[str, str]) -> bool:
+        """Whether ``answer`` (a 401, a nonce demanded) is cured by new credentials: then the
+        request is sent once more, that attempt not counted."""
+        ...
+
+    def forbidden(self, answer: Answer) -> str | None:
+        """A 403 that says which permission the credentials lack, in words (the run stops
+        with it), or None."""
+        ...
+
+    async def sign_in(self) -> None:
+        """Obtain the credentials now (a refusal raises ``CredentialsError``)."""
+        ...
+
+
 class HttpClient:
     """Requests to one server, with its auth header, limiter and retry policy.
 
@@ -141,8 +186,10 @@ class HttpClient:
     def __init__(
         self, session: aiohttp.ClientSession, *, name: str, base_url: str,
         headers: Mapping[str, str], limiter: Limiter, policy: RetryPolicy,
+        auth: Auth | None = None,
     ) -> None:
         self.name = name
+        self._auth = auth
         self.base_url = base_url.rstrip("/")
         self._session = session
         self._headers = dict(headers)
@@ -152,6 +199,12 @@ class HttpClient:
         self.timeout_s = session.timeout.total
         self._deadline_s = self._policy.deadline_s(self.timeout_s)
         self.counters = RequestCounters(concurrency=limiter.concurrency)
+
+    async def sign_in(self) -> None:
+        """Obtain changing credentials now, so that their refusal stops a run before it
+        writes anything; static ones (a header) have nothing to obtain."""
+        if self._auth is not None:
+            await self._auth.sign_in()
 
     @property
     def limiter(self) -> Limiter:
@@ -188,14 +241,27 @@ class HttpClient:
         data = orjson.dumps(json) if json is not None else None
         headers = self._headers if data is None else self._json_headers
         started, attempt, throttled, spent, unclear = time.monotonic(), 0, 0, 0.0, False
+        renewed = False
         while True:
             attempt += 1
+            sent = headers if self._auth is None else {
+                **headers, **await self._auth.authorize(method, url)}
             answer, wait, error, took = await self._attempt(
-                method, url, bucket, data, headers, self._deadline_s - spent)
+                method, url, bucket, data, sent, self._deadline_s - spent)
             spent += took
             broken = None
             if answer is not None:
                 answer.after_unclear_attempt = unclear
+                if self._auth is not None and answer.status in (400, 401, 403):
+                    if not renewed and await self._auth.renew(answer, sent):
+                        renewed, attempt = True, attempt - 1
+                        continue
+                    forbidden = self._auth.forbidden(answer)
+                    if forbidden is not None:
+                        raise CredentialsError(f"{self.name}: {forbidden}")
+                if answer.status == 407:  # a proxy in front of a plain-http server
+                    raise CredentialsError(f"{self.name}: the proxy refused us (HTTP 407, "
+                                           f"proxy authentication): {PROXY_CREDENTIALS}")
                 consequence = consequence_of_status(answer.status)
                 if consequence is Consequence.RUN_STOPS:
                     raise CredentialsError(
@@ -204,8 +270,12 @@ class HttpClient:
                 broken = _broken(answer, expect) if answer.status < 300 else None
                 if consequence is None and broken is None:
                     return self._final(context, method, url, answer, accept, what)
-            elif error is not None and consequence_of_exception(error) is Consequence.RUN_STOPS:
-                raise error  # not a transport failure: a bug, said as one
+            elif error is not None:
+                refused = no_retry_cures(self.name, self.base_url, error)
+                if refused is not None:
+                    raise refused  # a certificate, a proxy's refusal: a setting must change
+                if consequence_of_exception(error) is Consequence.RUN_STOPS:
+                    raise error  # not a transport failure: a bug, said as one
             paced = answer is not None and answer.status == 429
             throttled += paced
             unclear = unclear or (method != "GET" and _unclear(answer, error))

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+from collections import deque
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -32,6 +33,7 @@ from oktasync.text import shown
 FORMATS = ("human", "json")
 MASK = "***"
 MIN_SECRET = 6  # shorter values would redact ordinary words and numbers; no real token is
+ISSUED_KEPT = 16  # access tokens remembered for redaction (one lives an hour)
 VERBOSE = False  # debug lines on (-v): hot paths check this before building a debug line
 
 
@@ -41,12 +43,24 @@ class Redactor:
 
     def __init__(self) -> None:
         self.secrets: tuple[str, ...] = ()
+        self._configured: tuple[str, ...] = ()
+        self._issued: deque[str] = deque(maxlen=ISSUED_KEPT)
 
     def set(self, values: Iterable[str]) -> None:
         """The secret values to redact, longest first (a secret containing another is masked
         whole)."""
-        self.secrets = tuple(sorted({v for v in values if len(v) >= MIN_SECRET}, key=len,
-                                    reverse=True))
+        self._configured = tuple(values)
+        self._update()
+
+    def add(self, value: str) -> None:
+        """A secret obtained at run time (an OAuth access token): redacted too, the newest
+        ``ISSUED_KEPT`` of them, so a service renewing tokens for months keeps a short list."""
+        self._issued.append(value)
+        self._update()
+
+    def _update(self) -> None:
+        values = {v for v in (*self._configured, *self._issued) if len(v) >= MIN_SECRET}
+        self.secrets = tuple(sorted(values, key=len, reverse=True))
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:

@@ -26,6 +26,7 @@ import ipaddress
 import json
 import math
 import re
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,13 +70,16 @@ __all__ = [
     "key_path",
     "parse_duration",
     "percent",
+    "private_key_problem",
     "render_toml",
+    "resolve_path",
     "shown",
 ]
 
 GROUP_TYPES: Final = ("OKTA_GROUP", "APP_GROUP", "BUILT_IN")
 ADOPT_MODES: Final = ("email-match", "always", "never")
 CHANGE_MODES: Final = ("poll", "hooks", "both")
+OKTA_AUTH_MODES: Final = ("token", "oauth")
 TARGET_KINDS: Final = ("jira-dc", "confluence-dc")
 USERNAME_SOURCES: Final = ("login", "email")
 OKTA_CONCURRENCY_LIMIT: Final = 75  # Okta's per-org concurrent request limit
@@ -693,6 +697,117 @@ class _Secret:
             raise _fail(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class _PrivateKey(_Secret):
+    """An OAuth private key (PEM, RSA or EC), resolved and parsed now: a key that cannot sign
+    is a configuration problem, found before any request (its text is never shown)."""
+
+    @staticmethod
+    def resolve(value: object, info: ValidationInfo) -> SecretSetting:
+        setting = _Secret.resolve(value, info)
+        problem = private_key_problem(setting.secret.reveal())
+        if problem is not None:
+            raise _fail(problem)
+        return setting
+
+
+def private_key_problem(pem: str) -> str | None:
+    """Why ``pem`` is not a private key the Okta token endpoint can take, or None."""
+    # imported on use: most configurations hold no key, and cryptography costs ~50 ms to load
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if "PRIVATE KEY-----" not in pem:
+        return ("is not a PEM private key (expected a -----BEGIN PRIVATE KEY----- block, "
+                "RSA or EC)")
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except TypeError:
+        return "is an encrypted private key: give the key unencrypted (and keep its file 0600)"
+    except (ValueError, UnsupportedAlgorithm):
+        return "is not a readable PEM private key (RSA or EC)"
+    if isinstance(key, rsa.RSAPrivateKey):
+        return None if key.key_size >= 2048 else "is an RSA key shorter than 2048 bits"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.name in ("secp256r1", "secp384r1", "secp521r1"):
+            return None
+        return f"is an EC key on {key.curve.name}: Okta takes P-256, P-384 or P-521"
+    return "is neither an RSA nor an EC key (Okta signs with RS256..512 or ES256..512)"
+
+
+@dataclass(frozen=True)
+class _PemFile:
+    """A path to a PEM file (relative to the config file's directory), checked now: a CA
+    bundle that holds certificates, a certificate, or a private key (its content never
+    shown)."""
+
+    kind: str  # "ca", "cert" or "key"
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.with_info_plain_validator_function(self.check)
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        return {"type": "string", "pattern": r"\S"}
+
+    def check(self, value: object, info: ValidationInfo) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise _fail(f"must be the path of a PEM file, got {shown(value)}")
+        path = resolve_path(value, _context(info).base_dir)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        except UnicodeDecodeError:
+            raise _fail(f"{path} is not a PEM (text) file") from None
+        marker = {"ca": "CERTIFICATE-----", "cert": "CERTIFICATE-----",
+                  "key": "PRIVATE KEY-----"}[self.kind]
+        if marker not in text:
+            what = {"ca": "CA certificates", "cert": "a certificate",
+                    "key": "a private key"}[self.kind]
+            raise _fail(f"{path} holds no PEM {what} (-----BEGIN {marker[:-5]}-----)")
+        if self.kind == "ca":
+            try:
+                ssl.create_default_context(cafile=str(path))
+            except ssl.SSLError as exc:
+                raise _fail(f"{path}: its certificates cannot be read ({exc.reason})") from None
+        return value
+
+
+def resolve_path(value: str, base_dir: Path) -> Path:
+    """A path setting as the engine opens it: ``~`` expanded, relative to the config file."""
+    path = Path(value.strip()).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+@dataclass(frozen=True)
+class _Proxy:
+    """A forward proxy's URL: http(s)://host[:port], without credentials (those go in the
+    ``proxy_username`` / ``proxy_password`` settings, a secret), path or query."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return _checked(self.check, core_schema.str_schema(pattern=r"^https?://[^/?#@]+/?$"))
+
+    def check(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise _fail(f"must be a URL string such as 'http://proxy.example.com:3128', "
+                        f"got {shown(value)}")
+        try:
+            parts = urlsplit(value.strip())
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise _fail("is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _fail("must be http://HOST:PORT (or https://), such as "
+                        "http://proxy.example.com:3128")
+        if parts.username is not None or parts.password is not None:
+            raise _fail("must not contain credentials: set proxy_username and proxy_password "
+                        "(a secret) instead")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise _fail("must not have a path, query or fragment: http://HOST:PORT")
+        return value.strip().rstrip("/")
+
+
 # --------------------------------------------------------------------------------------------
 # the file
 
@@ -724,8 +839,39 @@ class AppSettings(_Section):
         "The Okta org URL, no path or query. https is required except for loopback hosts "
         '(127.0.0.0/8, ::1, localhost). Not the admin console: "example-admin.okta.com" is '
         "refused."))
-    okta_token: Annotated[SecretSetting, _Secret()] = Field(description=(
-        f"An Okta API token (SSWS) with read access to users and groups: {SECRET_FORMS}."))
+    okta_auth: Annotated[str, _Choice(OKTA_AUTH_MODES)] = Field(default="token", description=(
+        '"token": an API token (okta_token). "oauth": an OAuth 2.0 service app (okta_client_id '
+        "and okta_private_key; Okta's recommendation for machines: the app is not tied to an "
+        "admin's account). oktasync asks for the scopes okta.users.read, okta.groups.read and "
+        "okta.logs.read (incremental syncs and serve read the System Log), plus okta.apps.read "
+        "where an okta_app_id is set; grant them to the app in Okta (Okta API Scopes). DPoP is "
+        "used when the app requires it."))
+    okta_token: Annotated[SecretSetting | None, _Secret()] = Field(default=None, description=(
+        "An Okta API token (SSWS) with read access to users and groups; required when "
+        f'okta_auth = "token": {SECRET_FORMS}.'))
+    okta_client_id: Annotated[str | None, _Text()] = Field(default=None, description=(
+        'The service app\'s client id (0oa...); required when okta_auth = "oauth".'))
+    okta_private_key: Annotated[SecretSetting | None, _PrivateKey()] = Field(
+        default=None, description=(
+            "The service app's private key, PEM, RSA (2048 bits or more) or EC (P-256, P-384, "
+            'P-521), unencrypted; required when okta_auth = "oauth". Usually '
+            '"file:/etc/oktasync/okta-key.pem" (mode 0600). ' + SECRET_FORMS + "."))
+    okta_key_id: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "Optional. Default: none. The key's id (kid) as Okta shows it on the app, sent in the "
+        "client assertion's header; needed when the app has several keys."))
+    okta_proxy: Annotated[str | None, _Proxy()] = Field(default=None, description=(
+        "Optional. Default: the HTTPS_PROXY / HTTP_PROXY environment variables (honouring "
+        "NO_PROXY), else none. A forward proxy for the requests to Okta, http://HOST:PORT; "
+        "https stays end to end (CONNECT)."))
+    okta_proxy_username: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "Optional. The proxy's user, with okta_proxy_password (Basic authentication)."))
+    okta_proxy_password: Annotated[SecretSetting | None, _Secret()] = Field(
+        default=None, description=(f"The password of okta_proxy_username: {SECRET_FORMS}."))
+    okta_ca_bundle: Annotated[str | None, _PemFile("ca")] = Field(default=None, description=(
+        "Optional. Default: none, the system's trust store alone. A PEM file of CA "
+        "certificates trusted for Okta in addition to the system's (for a TLS-inspecting "
+        "proxy). Relative paths are taken against this file's directory. Certificate "
+        "verification cannot be switched off."))
     username_regex: Annotated[str | None, _Text()] = Field(default=None, description=(
         "Optional. Default: none, the target username is the Okta login itself. A Java regex "
         "applied to "
@@ -921,6 +1067,24 @@ class TargetSettings(_Section):
     okta_app_id: Annotated[str | None, _Text()] = Field(default=None, description=(
         "Optional. Default: the app's okta_app_id. This target's own, for every app writing "
         "to it."))
+    proxy: Annotated[str | None, _Proxy()] = Field(default=None, description=(
+        "Optional. Default: the HTTPS_PROXY / HTTP_PROXY environment variables (honouring "
+        "NO_PROXY), else none. A forward proxy for the requests to this server, "
+        "http://HOST:PORT; https stays end to end (CONNECT)."))
+    proxy_username: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "Optional. The proxy's user, with proxy_password (Basic authentication)."))
+    proxy_password: Annotated[SecretSetting | None, _Secret()] = Field(
+        default=None, description=(f"The password of proxy_username: {SECRET_FORMS}."))
+    ca_bundle: Annotated[str | None, _PemFile("ca")] = Field(default=None, description=(
+        "Optional. Default: none, the system's trust store alone. A PEM file of CA "
+        "certificates trusted for this server in addition to the system's (a private CA). "
+        "Relative paths are taken against this file's directory. Certificate verification "
+        "cannot be switched off."))
+    client_cert: Annotated[str | None, _PemFile("cert")] = Field(default=None, description=(
+        "Optional. Default: none. A PEM client certificate (chain) for servers that require "
+        "mutual TLS; with client_key."))
+    client_key: Annotated[str | None, _PemFile("key")] = Field(default=None, description=(
+        "The unencrypted PEM private key of client_cert (keep its file 0600)."))
     timeout_s: Annotated[float, _Number(0, lo_open=True)] = Field(default=60.0, description=(
         "Seconds one attempt at a request may wait for its answer (a number > 0). A request is "
         "tried up to 8 times and gives up after 8 × timeout_s in total, backoff and Retry-After "

@@ -17,16 +17,18 @@ from oktasync_emulators.runner import RunningEmulators
 def write_config(
     tmp: Path, emulators: RunningEmulators, *, extra_app: str = "", extra_jira: str = "",
     extra_confluence: str = "", targets: tuple[str, ...] = ("jira", "confluence"),
-    queue_size: int = 1000, concurrency: int = 16,
+    queue_size: int = 1000, concurrency: int = 16, okta_auth: str | None = None,
 ) -> Path:
-    """A TOML config for one app syncing into the running emulators."""
+    """A TOML config for one app syncing into the running emulators; ``okta_auth``: the lines
+    that authenticate to Okta instead of the emulator's API token (a service app's)."""
     o = emulators.options
+    okta_auth = okta_auth if okta_auth is not None else f'okta_token = "{o.okta_token}"'
     target_list = ", ".join(f'"{t}"' for t in targets)
     text = f"""
 [[app]]
 name = "test-app"
 okta_url = "{emulators.okta_url}"
-okta_token = "{o.okta_token}"
+{okta_auth}
 username_regex = "(.*)@.*"
 username_replacement = "$1"
 okta_concurrency = 8

@@ -169,8 +169,9 @@ def test_required_settings_and_missing_app(tmp_path: Path) -> None:
         "target.x: needs credentials: token, or username and password",
         "app[0].name: is required",
         "app[0].okta_url: is required",
-        "app[0].okta_token: is required",
         "app[0].targets: is required",
+        'app[0].okta_token: is required (or set okta_auth = "oauth" with okta_client_id and '
+        "okta_private_key)",
     ]
     assert problems(tmp_path, TARGET) == ["app: must be an array of tables: write [[app]] sections"]
 

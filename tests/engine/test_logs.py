@@ -4,6 +4,7 @@ line, -v / -q, and no configured secret anywhere in what is printed — exceptio
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from oktasync import cli, logs
 from oktasync.config import load_config
@@ -23,7 +26,11 @@ from tests.engine.harness import write_config
 
 SECRETS = {"okta_token": "okta-SSWS-00aaBBccDDee", "jira token": "jira-PAT-11ffGGhhIIjj",
            "confluence password": "conf-pass-22kkLLmm", "okta_hook_secret": "hook-33nnOOppQQ",
-           "login_hook_secret": "login-44rrSSttUU"}
+           "login_hook_secret": "login-44rrSSttUU", "okta proxy password": "oproxy-55vvWWxx",
+           "jira proxy password": "jproxy-66yyZZaa"}
+OKTA_KEY = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption()).decode()
 
 
 @pytest.fixture
@@ -39,6 +46,7 @@ def restored_logging() -> Iterator[None]:
 
 def config_with_every_secret(tmp_path: Path) -> Path:
     path = tmp_path / "oktasync.toml"
+    (tmp_path / "okta-key.pem").write_text(OKTA_KEY, encoding="utf-8")
     path.write_text(f"""
 [[app]]
 name = "corp"
@@ -49,10 +57,24 @@ changes = "both"
 okta_hook_secret = "{SECRETS['okta_hook_secret']}"
 login_hook_secret = "{SECRETS['login_hook_secret']}"
 
+[[app]]
+name = "corp-oauth"
+okta_url = "https://example.okta.com"
+okta_auth = "oauth"
+okta_client_id = "0oa-service-app"
+okta_private_key = "file:okta-key.pem"
+okta_proxy = "http://proxy.corp:3128"
+okta_proxy_username = "svc"
+okta_proxy_password = "{SECRETS['okta proxy password']}"
+targets = ["jira"]
+
 [target.jira]
 kind = "jira-dc"
 url = "https://jira.example.com"
 token = "{SECRETS['jira token']}"
+proxy = "http://proxy.corp:3128"
+proxy_username = "svc"
+proxy_password = "{SECRETS['jira proxy password']}"
 
 [target.confluence]
 kind = "confluence-dc"
@@ -76,11 +98,17 @@ def test_every_secret_kind_is_redacted_from_lines_and_exceptions(
 ) -> None:
     monkeypatch.setitem(cli.OUTPUT, "json", True)  # as `main` sets it for --log-format json
     config = load_config(config_with_every_secret(tmp_path))
-    assert sorted(config.secret_values()) == sorted(SECRETS.values())
+    kinds = {**SECRETS,
+             "basic credentials": base64.b64encode(
+                 f"svc:{SECRETS['confluence password']}".encode()).decode(),
+             "OAuth private key": OKTA_KEY.splitlines()[1],
+             "OAuth access token": "eyJraWQiOiJhY2Nlc3MtdG9rZW4tb2YtYS1zZXJ2aWNlLWFwcCJ9"}
+    assert set(kinds.values()) - set(config.secret_values()) == {kinds["OAuth access token"]}
     logs.configure("json", 0)
     logs.REDACTOR.set(config.secret_values())
+    logs.REDACTOR.add(kinds["OAuth access token"])  # as oauth.py does with each token issued
     log = structlog.get_logger("oktasync.test")
-    for kind, secret in SECRETS.items():
+    for kind, secret in kinds.items():
         log.warning(f"a server said {secret}", kind=kind, header=f"Bearer {secret}",
                     nested={"token": secret})
         try:
@@ -90,10 +118,10 @@ def test_every_secret_kind_is_redacted_from_lines_and_exceptions(
         logging.getLogger("aiohttp.client").error("stdlib line with %s", secret)
     cli._print_summary("corp", {"problems": [{"reason": f"HTTP 400: bad token {secret}"}]})
     captured = capsys.readouterr()
-    for secret in SECRETS.values():
+    for secret in kinds.values():
         assert secret not in captured.err + captured.out
     lines = json_lines(captured.err)
-    assert len(lines) == 3 * len(SECRETS)
+    assert len(lines) == 3 * len(kinds)
     assert all("***" in line["event"] for line in lines if line["event"] != "failed")
     assert all("***" in line["exception"] and "RuntimeError" in line["exception"]
                for line in lines if line["event"] == "failed")

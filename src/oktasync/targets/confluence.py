@@ -32,6 +32,7 @@ import anyio
 from oktasync.concurrency import each_concurrently
 from oktasync.errors import Context, TargetReadError
 from oktasync.http import Answer, HttpClient, RequestCounters
+from oktasync.logs import REDACTOR
 from oktasync.models import (
     NAME_MAX,
     Capabilities,
@@ -79,7 +80,7 @@ def _message(answer: Answer) -> str:
     except ValueError:
         return answer.text()[:300]
     if isinstance(body, dict):
-        return str(body.get("message") or body.get("reason") or body)[:300]
+        return REDACTOR.redact(str(body.get("message") or body.get("reason") or body))[:300]
     return answer.text()[:300]
 
 

@@ -21,6 +21,7 @@ import anyio
 from oktasync.concurrency import each_concurrently
 from oktasync.errors import Context, TargetReadError
 from oktasync.http import Answer, HttpClient, RequestCounters
+from oktasync.logs import REDACTOR
 from oktasync.models import (
     NAME_MAX,
     Capabilities,
@@ -65,7 +66,7 @@ def _errors_text(answer: Answer) -> str:
         return answer.text()[:300]
     messages = list(body.get("errorMessages") or [])
     messages += [f"{k}: {v}" for k, v in (body.get("errors") or {}).items()]
-    return "; ".join(messages) or answer.text()[:300]
+    return REDACTOR.redact("; ".join(messages)) or answer.text()[:300]
 
 
 def _is_refusal(text: str) -> bool:
