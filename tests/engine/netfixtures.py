@@ -128,6 +128,7 @@ class RunningProxy:
     record_file: Path
     log_file: Path
     credentials: tuple[str, str] | None = None
+    pid: int = 0  # of proxy.py's main process, which leads a process group of its own
 
     @property
     def url(self) -> str:
@@ -196,6 +197,7 @@ async def forward_proxy(
         process = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             cwd=str(directory), start_new_session=True)
+    running.pid = process.pid
     try:
         running.port = await _listening_port(process, port_file, start_timeout_s, running)
         yield running
