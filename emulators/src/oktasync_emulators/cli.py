@@ -2,8 +2,8 @@
 
 Contract with scripts and benchmarks: once all three listen, the FIRST line of stdout is one
 JSON object saying where they are and how to sign in, flushed; all logging goes to stderr.
-SIGINT or SIGTERM stops them, exit 0; a port that cannot be listened on exits 2, and so does
-a mistake on the command line (argparse's own message).
+SIGINT or SIGTERM stops them, exit 0; a port that cannot be listened on exits 2, and so do
+TLS files that cannot be used and a mistake on the command line (argparse's own message).
 
 This module is the emulators' whole command line, so `oktasync emulate` only hands its
 arguments over (``main(argv, prog="oktasync emulate")``): the engine and the emulators share
@@ -156,6 +156,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add("--preload-fraction", type=_share, default=0.0, metavar="F",
         help="Jira and Confluence start with this share of the active Okta users' accounts "
              "and memberships, as the demo config would sync them (default 0)")
+    add("--tls-cert", default=None, metavar="PEM",
+        help="serve HTTPS with this certificate chain (default: plain HTTP)")
+    add("--tls-key", default=None, metavar="PEM",
+        help="the private key of --tls-cert (default: in the --tls-cert file)")
+    add("--tls-client-ca", default=None, metavar="PEM",
+        help="mutual TLS: require a client certificate signed by these CAs (needs --tls-cert)")
     return parser
 
 
@@ -176,12 +182,16 @@ def options_from(args: argparse.Namespace) -> EmulatorOptions:
         lazy=args.lazy, preload_fraction=args.preload_fraction,
         hook_ca_file=args.hook_ca_file, hook_duplicate=args.hook_duplicate,
         hook_reorder=args.hook_reorder, hook_delay_s=args.hook_delay_s,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
     )
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Parse, serve until SIGINT/SIGTERM; 0 when stopped that way, 2 when it cannot listen."""
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.tls_cert is None and (args.tls_key is not None or args.tls_client_ca is not None):
+        parser.error("--tls-key and --tls-client-ca need --tls-cert")
     configure_logging(args.verbose)
     try:
         return asyncio.run(serve(options_from(args), prog))
@@ -209,6 +219,11 @@ async def serve(options: EmulatorOptions, prog: str = PROG) -> int:
     """Start, print the JSON line, serve until SIGINT or SIGTERM arrives."""
     from oktasync_emulators.runner import running_emulators
 
+    try:
+        options.server_ssl_context()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        print(f"{prog}: cannot serve HTTPS with {options.tls_cert}: {exc}", file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

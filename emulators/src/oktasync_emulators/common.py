@@ -5,7 +5,9 @@ including the ways they fail. Everything that is the same for Okta, Jira and Con
 here so the three cannot drift apart in how they count or how they break:
 
 * ``Stats`` is the single source of the counts tests and benchmarks read from
-  ``GET /_emulator/stats`` (the engine never calls it).
+  ``GET /_emulator/stats`` (the engine never calls it), including ``peers``: the requests
+  served per client (peer) port, so a test can tell which TCP connections reached the
+  emulator (all through a proxy, or not).
 * ``build_app`` wraps an emulator's routes in one middleware that adds latency, asks the
   emulator's own gate (auth, rate limit) whether to answer at all, injects the two faults real
   servers show (503 with no effect, no Retry-After unless asked for; a write applied and then
@@ -92,6 +94,8 @@ class Stats:
     def __init__(self) -> None:
         self.total = Counters()
         self.by_endpoint: dict[str, Counters] = {}
+        # requests per client port: every request outside CONTROL_PREFIX, however answered
+        self.peers: Counter[int] = Counter()
 
     def _both(self, endpoint: str) -> tuple[Counters, Counters]:
         per = self.by_endpoint.get(endpoint)
@@ -125,13 +129,22 @@ class Stats:
             c.lost_answer += lost_answer
             c.altered += altered
 
+    def record_peer(self, request: web.Request) -> None:
+        """Count a request against the client port of the connection it came on."""
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if isinstance(peer, tuple) and len(peer) >= 2 and isinstance(peer[1], int):
+            self.peers[peer[1]] += 1
+
     def reset(self) -> None:
         self.total = Counters()
         self.by_endpoint = {}
+        self.peers = Counter()
 
     def to_json(self) -> dict[str, Any]:
         out = self.total.to_json()
         out["by_endpoint"] = {k: v.to_json() for k, v in sorted(self.by_endpoint.items())}
+        out["peers"] = {str(port): n for port, n in sorted(self.peers.items())}
         return out
 
 
@@ -346,6 +359,13 @@ def build_app(
     alterations = Alterations()
 
     @web.middleware
+    async def peers(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # outermost, so a request any middleware refuses (Okta's concurrency limit) counts too
+        if not request.path.startswith(CONTROL_PREFIX):
+            stats.record_peer(request)
+        return await handler(request)
+
+    @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(CONTROL_PREFIX):
             return await handler(request)
@@ -374,7 +394,7 @@ def build_app(
         return response
 
     app = web.Application(
-        middlewares=[*(outer_middlewares or []), middleware], client_max_size=4 * 1024 * 1024
+        middlewares=[peers, *(outer_middlewares or []), middleware], client_max_size=4 * 1024 * 1024
     )
     routes(app)
     app.router.add_get("/_emulator/stats", _stats_handler(stats))

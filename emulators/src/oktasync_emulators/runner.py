@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import socket
+import ssl
 import unicodedata
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -90,7 +91,26 @@ class EmulatorOptions:
     confluence_index_lag_s: float = 0.0
     lazy: bool = False  # Okta users generated from the seed as they are read (read-only)
     preload_fraction: float = 0.0  # share of the desired state Jira and Confluence start with
+    # HTTPS: the servers' certificate chain and key (PEM files; the key may be in tls_cert)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # mutual TLS: a client must present a certificate signed by these CAs (PEM), or the
+    # handshake fails; needs tls_cert
+    tls_client_ca: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def server_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context the three servers listen with; None: plain HTTP (the default)."""
+        if self.tls_cert is None:
+            if self.tls_key is not None or self.tls_client_ca is not None:
+                raise ValueError("tls_key and tls_client_ca need tls_cert")
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_client_ca is not None:
+            context.load_verify_locations(cafile=self.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
     def faults(self, salt: int) -> FaultConfig:
         return FaultConfig(
@@ -319,27 +339,39 @@ def _chunks(items: Iterator[int], size: int) -> Iterator[list[int]]:
         yield chunk
 
 
-async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+async def _start(app: web.Application, host: str, port: int,
+                 ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True,
+                       ssl_context=ssl_context)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     bound = next((s.getsockname()[1] for s in sockets if s.family == socket.AF_INET), port)
-    return runner, f"http://{host}:{bound}"
+    scheme = "http" if ssl_context is None else "https"
+    return runner, f"{scheme}://{host}:{bound}"
 
 
 @asynccontextmanager
 async def running_emulators(options: EmulatorOptions) -> AsyncIterator[RunningEmulators]:
-    """Start all three emulators, yield where they listen, stop them on exit."""
+    """Start all three emulators, yield where they listen, stop them on exit.
+
+    With ``options.tls_cert`` they serve HTTPS (the URLs say ``https://``), with
+    ``options.tls_client_ca`` only to clients presenting a certificate that CA signed.
+    """
+    ssl_context = options.server_ssl_context()  # a bad PEM fails here, before anything starts
     okta, jira, confluence = build_emulators(options)
     runners: list[web.AppRunner] = []
     try:
         urls = []
         apps = [okta.make_app(), jira.make_app(), confluence.make_app()]
         for app, port in zip(apps, options.ports, strict=True):
-            runner, url = await _start(app, options.host, port)
+            runner, url = await _start(app, options.host, port, ssl_context)
             runners.append(runner)
             urls.append(url)
         yield RunningEmulators(okta, jira, confluence, okta_url=urls[0], jira_url=urls[1],
