@@ -50,6 +50,7 @@ from oktasync_emulators.directory import (
 )
 from oktasync_emulators.eventhooks import DeliveryOptions
 from oktasync_emulators.jira import JiraEmulator
+from oktasync_emulators.oauth import OAuthClient
 from oktasync_emulators.okta import OktaEmulator, OktaRateConfig
 
 # From this many users, --lazy with --preload-fraction builds the lazy directory in a second
@@ -90,6 +91,7 @@ class EmulatorOptions:
     confluence_index_lag_s: float = 0.0
     lazy: bool = False  # Okta users generated from the seed as they are read (read-only)
     preload_fraction: float = 0.0  # share of the desired state Jira and Confluence start with
+    oauth_clients: list[OAuthClient] = field(default_factory=list)  # Okta service apps
     extra: dict[str, Any] = field(default_factory=dict)
 
     def faults(self, salt: int) -> FaultConfig:
@@ -117,8 +119,11 @@ class RunningEmulators:
     def info(self) -> dict[str, Any]:
         """The JSON line `oktasync-emulate` prints: where each server is and how to sign in."""
         o = self.options
+        okta: dict[str, Any] = {"url": self.okta_url, "token": o.okta_token}
+        if o.oauth_clients:
+            okta["oauth_clients"] = self.okta.oauth.describe()
         return {
-            "okta": {"url": self.okta_url, "token": o.okta_token},
+            "okta": okta,
             "jira": {
                 "url": self.jira_url,
                 "username": o.admin_user,
@@ -173,6 +178,7 @@ def build_emulators(
         hooks=DeliveryOptions(duplicate=options.hook_duplicate, reorder=options.hook_reorder,
                               delay_s=options.hook_delay_s, ca_file=options.hook_ca_file,
                               seed=options.seed),
+        oauth_clients=options.oauth_clients,
     )
     return okta, jira, confluence
 
