@@ -519,6 +519,8 @@ class OAuthServer:
         guess: real ones are JWTs signed by Okta, but clients must not read them; opaque ones
         make sure the engine does not.
         """
+        if len(self.tokens) > 10_000:  # clients that never come back leave their tokens here
+            self.tokens = {t: held for t, held in self.tokens.items() if held.expires_at > now}
         token = secrets.token_urlsafe(48)
         ttl = app.client.token_ttl_s
         self.tokens[token] = _Token(app.client.client_id, scopes, now + ttl, jkt)
