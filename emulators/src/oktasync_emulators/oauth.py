@@ -400,7 +400,8 @@ class OAuthServer:
                                   "the future.", "exp_too_far")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
-            # guess: the description
+            # guess: Okta may take an assertion without jti (a devforum post shows one without
+            # it answered); we require one, stricter, and the description is ours
             raise _client_refused("The client_assertion token must have a 'jti' claim.",
                                   "jti_missing")
         if not self._assertions.use(f"{client_id}:{jti}", float(exp), now):
