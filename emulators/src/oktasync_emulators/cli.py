@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oktasync_emulators.defaults import (
     DEFAULT_HOST,
@@ -162,10 +162,58 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="the private key of --tls-cert (default: in the --tls-cert file)")
     add("--tls-client-ca", default=None, metavar="PEM",
         help="mutual TLS: require a client certificate signed by these CAs (needs --tls-cert)")
+    _add_oauth_arguments(parser)
     return parser
 
 
-def options_from(args: argparse.Namespace) -> EmulatorOptions:
+def _add_oauth_arguments(parser: argparse.ArgumentParser) -> None:
+    """One Okta service app (OAuth 2.0, private_key_jwt); more via POST /_emulator/oauth/clients."""
+    group = parser.add_argument_group(
+        "Okta OAuth 2.0 service app",
+        "register one app whose tokens Okta accepts besides the SSWS token "
+        "(--oauth-client-id and --oauth-public-key go together)")
+    add = group.add_argument
+    add("--oauth-client-id", default=None, metavar="ID", help="the app's client id")
+    add("--oauth-public-key", default=None, metavar="FILE",
+        help="the app's public key: a PEM file or a JWK (JSON) file")
+    add("--oauth-kid", default=None, metavar="KID",
+        help="the key id assertions must name if they name one (default: the JWK's kid)")
+    add("--oauth-scopes", default="okta.users.read okta.groups.read", metavar="SCOPES",
+        help="space-separated scopes granted to the app "
+             "(default: okta.users.read okta.groups.read)")
+    add("--oauth-dpop", action="store_true", help="the app requires DPoP-bound tokens")
+    add("--oauth-token-ttl-s", type=_positive, default=3600.0, metavar="SECONDS",
+        help="access token lifetime (default 3600)")
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _oauth_clients(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Any]:
+    """The app the --oauth-* arguments describe (none without them); mistakes exit 2."""
+    if args.oauth_client_id is None and args.oauth_public_key is None:
+        return []
+    if args.oauth_client_id is None or args.oauth_public_key is None:
+        parser.error("--oauth-client-id and --oauth-public-key go together")
+    from oktasync_emulators.oauth import OAuthClient, load_public_key
+
+    try:
+        with open(args.oauth_public_key, encoding="utf-8") as handle:
+            material = handle.read()
+        load_public_key(material)
+    except (OSError, ValueError) as exc:
+        parser.error(f"--oauth-public-key {args.oauth_public_key}: {exc}")
+    return [OAuthClient(args.oauth_client_id, material, tuple(args.oauth_scopes.split()),
+                        args.oauth_kid, args.oauth_dpop, args.oauth_token_ttl_s)]
+
+
+def options_from(
+    args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
+) -> EmulatorOptions:
     from oktasync_emulators.runner import EmulatorOptions
 
     return EmulatorOptions(
@@ -183,6 +231,7 @@ def options_from(args: argparse.Namespace) -> EmulatorOptions:
         hook_ca_file=args.hook_ca_file, hook_duplicate=args.hook_duplicate,
         hook_reorder=args.hook_reorder, hook_delay_s=args.hook_delay_s,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+        oauth_clients=_oauth_clients(args, parser or build_parser()),
     )
 
 
@@ -190,11 +239,12 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Parse, serve until SIGINT/SIGTERM; 0 when stopped that way, 2 when it cannot listen."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    options = options_from(args, parser)
     if args.tls_cert is None and (args.tls_key is not None or args.tls_client_ca is not None):
         parser.error("--tls-key and --tls-client-ca need --tls-cert")
     configure_logging(args.verbose)
     try:
-        return asyncio.run(serve(options_from(args), prog))
+        return asyncio.run(serve(options, prog))
     except KeyboardInterrupt:  # before the handlers were in place: stopped all the same
         return 0
 

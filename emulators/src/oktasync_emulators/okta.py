@@ -1,10 +1,11 @@
 """An Okta Management API emulator: the read side the engine uses, with Okta's limits and quirks.
 
 It serves a ``Directory`` the way Okta does (see ``okta-api.md`` in the reference notes): SSWS
-auth, cursor paging with one ``Link`` header per relation, ``search``/``filter`` expressions,
-DEPROVISIONED users hidden from plain listings, an eventually consistent ``search``, Okta's
-error bodies, and per-bucket rate limits plus a concurrency limit whose headers ride on every
-answer. Payloads copy the field set, order and nulls of real recorded answers.
+auth or OAuth 2.0 service-app tokens (``oauth.py``: scopes per route, DPoP), cursor paging
+with one ``Link`` header per relation, ``search``/``filter`` expressions, DEPROVISIONED users
+hidden from plain listings, an eventually consistent ``search``, Okta's error bodies, and
+per-bucket rate limits plus a concurrency limit whose headers ride on every answer. Payloads
+copy the field set, order and nulls of real recorded answers.
 
 Shared accounting, latency and 503 faults come from ``common.build_app``; this module only adds
 what is specific to Okta. Points where real Okta behaviour is not documented are marked
@@ -54,6 +55,13 @@ from oktasync_emulators.directory import (
     user_state,
 )
 from oktasync_emulators.eventhooks import DeliveryOptions, EventHooks, HookRefused
+from oktasync_emulators.oauth import (
+    TOKEN_PATH,
+    OAuthClient,
+    OAuthCounts,
+    OAuthServer,
+    ResourceRefusal,
+)
 from oktasync_emulators.systemlog import (
     ADMIN_ID,
     DEFAULT_SINCE_MS,
@@ -821,6 +829,7 @@ def bucket_of(path: str) -> str:
 # The emulator
 
 _SSWS = re.compile(r"^SSWS ?(\S+)\s*$")
+_OAUTH = re.compile(r"^(Bearer|DPoP) (\S+)\s*$")
 
 
 def _okta_errors(handler: Handler) -> Handler:
@@ -851,8 +860,10 @@ class OktaEmulator:
         search_lag_s: float = 0.0,
         log_delay_s: float = 0.0,
         hooks: DeliveryOptions | None = None,
+        oauth_clients: Iterable[OAuthClient] = (),
     ) -> None:
         self.directory = directory
+        self.oauth = OAuthServer(oauth_clients)
         directory.log.delay_s = log_delay_s
         self.event_hooks = EventHooks(hooks)
         directory.log.listeners.append(self.event_hooks.written)
@@ -882,22 +893,46 @@ class OktaEmulator:
 
     # -- middleware hooks --------------------------------------------------------------------
 
-    def _authorized(self, request: web.Request) -> bool:
-        match = _SSWS.match(request.headers.get("Authorization", ""))
-        return match is not None and match.group(1) == self.token
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        """None when the request may go on: the API token (SSWS), or an OAuth access token
+        with its DPoP proof and the route's scope (oauth.py); else Okta's refusal."""
+        header = request.headers.get("Authorization", "")
+        oauth = _OAUTH.match(header)
+        if oauth is not None:
+            refusal = self.oauth.check_resource(request, oauth.group(1), oauth.group(2))
+            return None if refusal is None else _refusal_response(refusal)
+        match = _SSWS.match(header)
+        self.oauth.counts.resource_requests["SSWS" if match else "none"] += 1
+        if match is not None and match.group(1) == self.token:
+            return None
+        return okta_error(401, "E0000011", "Invalid token provided")
 
     async def _gate(self, request: web.Request) -> web.StreamResponse | None:
-        """Auth, then the bucket, then routing errors (Okta's JSON, not aiohttp's pages)."""
+        """Auth, then the bucket, then routing errors (Okta's JSON, not aiohttp's pages).
+
+        The token endpoint needs no API token: its client assertion is its authentication.
+        guess: Okta rate-limits ``/oauth2/v1/token`` in a bucket of its own; it is not
+        emulated (its requests are counted in ``/_emulator/oauth``), its answers carry the
+        ``other`` bucket's headers.
+        """
         now = time.time()
         bucket = bucket_of(request.path)
-        if not self._authorized(request):
-            # guess: a request Okta cannot tie to the org does not use the org's bucket
+        if request.path == TOKEN_PATH:
             request[RATE_KEY] = self.limiter.peek(bucket, now)
-            return okta_error(401, "E0000011", "Invalid token provided")
+            return self._routing_error(request)
+        refusal = self._authorized(request)
+        if refusal is not None:
+            # guess: a refused request (no valid token, a bad DPoP proof, a scope the token
+            # lacks) does not use the org's bucket
+            request[RATE_KEY] = self.limiter.peek(bucket, now)
+            return refusal
         allowed, info = self.limiter.take(bucket, now)
         request[RATE_KEY] = info
         if not allowed:
             return rate_limited_response()
+        return self._routing_error(request)
+
+    def _routing_error(self, request: web.Request) -> web.Response | None:
         route_error = getattr(request.match_info, "http_exception", None)
         if isinstance(route_error, web.HTTPMethodNotAllowed):
             return okta_error(
@@ -959,6 +994,7 @@ class OktaEmulator:
             return json_response(body)
         if request.path == "/_emulator/stats/reset" and request.method == "POST":
             self.limiter.forget_history()
+            self.oauth.counts = OAuthCounts()
         return await handler(request)
 
     # -- routes ------------------------------------------------------------------------------
@@ -981,6 +1017,7 @@ class OktaEmulator:
         app.router.add_put(hooks + "/{id}", _okta_errors(self.replace_event_hook))
         app.router.add_delete(hooks + "/{id}", _okta_errors(self.delete_event_hook))
         app.router.add_post(hooks + "/{id}/lifecycle/{action}", _okta_errors(self.hook_lifecycle))
+        app.router.add_post(TOKEN_PATH, self.oauth.token_endpoint)
 
     def _user_picker(self, request: web.Request) -> tuple[Callable[[str], User | None], bool]:
         """Which users a listing shows, and whether it is a sortable search."""
@@ -1265,6 +1302,8 @@ class OktaEmulator:
         r.add_get("/_emulator/hooks", self._hook_counts)
         r.add_post("/_emulator/users/{id}/sessions", _control(self._sign_in))
         r.add_post("/_emulator/logs/delay", _control(self._set_log_delay))
+        r.add_get("/_emulator/oauth", self._oauth_counts)
+        r.add_post("/_emulator/oauth/clients", _control(self._add_oauth_client))
 
     async def _state(self, request: web.Request) -> web.StreamResponse:
         return json_response(self.directory.state_json())
@@ -1357,6 +1396,20 @@ class OktaEmulator:
         written = sign_in(self.directory, request.match_info["id"], app_id)
         return 200, {"events": written}
 
+    async def _oauth_counts(self, request: web.Request) -> web.StreamResponse:
+        """Token requests, tokens issued by type, refusals by reason, resource requests by
+        auth kind (SSWS, Bearer, DPoP, none), and the registered service apps."""
+        return json_response({**self.oauth.counts.to_json(), "clients": self.oauth.describe()})
+
+    async def _add_oauth_client(
+        self, request: web.Request, body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        """Register a service app (or replace its key and grants): ``client_id`` (default: a
+        new one), ``public_key`` (PEM or JWK), ``kid``, ``scopes``, ``dpop``, ``token_ttl_s``."""
+        app = self.oauth.register(OAuthClient.from_json(body))
+        return 201, next(d for d in self.oauth.describe()
+                         if d["client_id"] == app.client.client_id)
+
     async def _set_log_delay(self, request: web.Request, body: dict[str, Any]) -> tuple[int, Any]:
         """Events written from now on become readable ``seconds`` after their ``published``."""
         seconds = body.get("seconds")
@@ -1364,6 +1417,18 @@ class OktaEmulator:
             raise ValueError("seconds must be a number >= 0")
         self.directory.log.delay_s = float(seconds)
         return 200, {"delay_s": float(seconds)}
+
+
+def _refusal_response(refusal: ResourceRefusal) -> web.Response:
+    """A refused OAuth resource request: Okta's error body (or OAuth's), and the challenge."""
+    if refusal.okta_code is not None:
+        response = okta_error(refusal.status, refusal.okta_code, refusal.okta_summary)
+    else:
+        response = json_response({"error": refusal.error,
+                                  "error_description": refusal.description},
+                                 status=refusal.status)
+    response.headers["WWW-Authenticate"] = refusal.challenge
+    return response
 
 
 async def _hook_body(request: web.Request) -> Any:

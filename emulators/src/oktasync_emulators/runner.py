@@ -51,6 +51,7 @@ from oktasync_emulators.directory import (
 )
 from oktasync_emulators.eventhooks import DeliveryOptions
 from oktasync_emulators.jira import JiraEmulator
+from oktasync_emulators.oauth import OAuthClient
 from oktasync_emulators.okta import OktaEmulator, OktaRateConfig
 
 # From this many users, --lazy with --preload-fraction builds the lazy directory in a second
@@ -97,6 +98,7 @@ class EmulatorOptions:
     # mutual TLS: a client must present a certificate signed by these CAs (PEM), or the
     # handshake fails; needs tls_cert
     tls_client_ca: str | None = None
+    oauth_clients: list[OAuthClient] = field(default_factory=list)  # Okta service apps
     extra: dict[str, Any] = field(default_factory=dict)
 
     def server_ssl_context(self) -> ssl.SSLContext | None:
@@ -137,8 +139,11 @@ class RunningEmulators:
     def info(self) -> dict[str, Any]:
         """The JSON line `oktasync-emulate` prints: where each server is and how to sign in."""
         o = self.options
+        okta: dict[str, Any] = {"url": self.okta_url, "token": o.okta_token}
+        if o.oauth_clients:
+            okta["oauth_clients"] = self.okta.oauth.describe()
         return {
-            "okta": {"url": self.okta_url, "token": o.okta_token},
+            "okta": okta,
             "jira": {
                 "url": self.jira_url,
                 "username": o.admin_user,
@@ -193,6 +198,7 @@ def build_emulators(
         hooks=DeliveryOptions(duplicate=options.hook_duplicate, reorder=options.hook_reorder,
                               delay_s=options.hook_delay_s, ca_file=options.hook_ca_file,
                               seed=options.seed),
+        oauth_clients=options.oauth_clients,
     )
     return okta, jira, confluence
 
