@@ -114,6 +114,7 @@ def _write_config(folder: Path, running: Any) -> Path:
         jira=info["jira"]["url"], jira_token=info["jira"]["token"],
         confluence=info["confluence"]["url"], confluence_token=info["confluence"]["token"],
         state=(folder / "state").as_posix()), encoding="utf-8")
+    path.chmod(0o600)  # it holds the emulators' tokens, written in it
     return path
 
 

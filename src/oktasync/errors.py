@@ -405,13 +405,18 @@ def no_answer(context: Context, server: str, base_url: str, method: str, url: UR
              f"{seconds(spent_s)} s")
     if deadline is not None:
         tries += f", {deadline}"
+    hint = cause.hint
+    if cause.stage is Stage.DROPPED and base.startswith("https:"):
+        # TLS 1.3 servers refuse a missing client certificate after the handshake, by closing
+        hint += ("; a server that requires a client certificate (mutual TLS) closes "
+                 "connections without one: set client_cert and client_key")
     if cause.stage is Stage.CONNECT:
         text = f"{server}: cannot connect to {base} ({cause.words})"
     elif cause.stage is Stage.ANSWER and timeout_s is not None:
         text = f"{server}: no answer from {base} within {seconds(timeout_s)} s ({method} {path})"
     else:
         text = f"{server}: {base} gave no answer ({cause.words}; {method} {path})"
-    return FAILURE_OF[context](f"{text}; {tries}; {cause.hint}", method=method,
+    return FAILURE_OF[context](f"{text}; {tries}; {hint}", method=method,
                                url=str(url.with_query(None).with_fragment(None)), status=None,
                                body=cause.words, cause=cause, attempts=attempts, spent_s=spent_s)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,7 @@ queue_size = {queue_size}
 """
     path = tmp / "oktasync.toml"
     path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)  # it holds the emulators' tokens, written in it
     return path
 
 
@@ -69,8 +72,15 @@ def load(path: Path) -> Config:
     return load_config(path)
 
 
+# The tests' own TLS client identity, for emulators served over HTTPS (test_networks sets it:
+# the test CA trusted, the client certificate presented); None: the system's defaults.
+TEST_CLIENT_TLS: ContextVar[ssl.SSLContext | None] = ContextVar("test_client_tls", default=None)
+
+
 async def get_json(url: str) -> Any:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+    tls = TEST_CLIENT_TLS.get()
+    async with aiohttp.ClientSession() as session, session.get(
+            url, ssl=True if tls is None else tls) as response:
         response.raise_for_status()
         return await response.json()
 

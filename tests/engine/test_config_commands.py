@@ -122,11 +122,14 @@ def test_config_check_prints_every_setting_resolved_with_secrets_masked() -> Non
     printed = tomllib.loads(out)  # the output is a TOML file itself
     app, jira = printed["app"][0], printed["target"]["jira"]
     # every setting that has a value, defaults filled in; the unset ones as comments
-    assert set(app) | {"user_filter", "okta_app_id", "okta_hook_secret",
-                       "login_hook_secret"} == set(SECTIONS["app"].model_fields)
+    assert set(app) | {"user_filter", "okta_app_id", "okta_hook_secret", "login_hook_secret",
+                       "okta_client_id", "okta_private_key", "okta_key_id", "okta_proxy",
+                       "okta_proxy_username", "okta_proxy_password", "okta_ca_bundle"} == \
+        set(SECTIONS["app"].model_fields)
     assert set(jira) | {"username", "password", "username_regex", "username_replacement",
-                        "user_filter", "required_groups", "okta_app_id"} == \
-        set(SECTIONS["target"].model_fields)
+                        "user_filter", "required_groups", "okta_app_id", "proxy",
+                        "proxy_username", "proxy_password", "ca_bundle", "client_cert",
+                        "client_key"} == set(SECTIONS["target"].model_fields)
     assert "# username: not set" in out
     assert (app["okta_concurrency"], app["schedule"], jira["timeout_s"]) == (8, "1h", 60.0)
     assert printed["state"]["dir"] == str(REPO / "config" / "var" / "oktasync")  # resolved
@@ -153,7 +156,13 @@ def test_config_check_names_a_file_secret_and_a_literal_one_without_their_values
         password = "{SECRETS['JIRA_PAT']}"
         """), encoding="utf-8")
     code, out, err = oktasync("config", "check", "--config", str(config))
-    assert (code, err) == (0, "")
+    # both files are readable by others (0644): each is named with the fix, not its secret
+    assert (code, err) == (0, (
+        f"oktasync: warning: {config} holds secrets written in it (target.jira.password) and "
+        f"is readable by other users: chmod 600 {config}, or give them as \"${{VAR}}\" or "
+        f'"file:/path"\noktasync: warning: app[0] (corp).okta_token: its file '
+        f"{tmp_path / 'okta.token'} is readable by other users; chmod 600 "
+        f"{tmp_path / 'okta.token'}\n"))
     assert SECRETS["OKTA_API_TOKEN"] not in out and SECRETS["JIRA_PAT"] not in out
     assert 'okta_token = "********"  # from file:okta.token' in out
     assert 'password = "********"  # written in the file' in out

@@ -61,6 +61,9 @@ C = "tests.engine.test_config::"
 S = "tests.engine.test_settings::"
 H = "tests.engine.test_hooks::"
 D = "tests.engine.test_okta_delivers::"
+N = "tests.engine.test_networks::"
+NC = "tests.engine.test_network_config::"
+OA = "tests.engine.test_okta_oauth_sync::"
 COVERAGE: dict[str, tuple[str, ...]] = {
     "app.name": (S + "test_the_state_directory_and_the_app_name_place_every_file",
                  B + "test_two_apps_on_one_target_never_take_access_the_other_app_gave",
@@ -68,6 +71,25 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "app.okta_url": ("tests.engine.test_sync_e2e::"
                      "test_full_sync_reaches_the_oracle_state_and_a_second_run_writes_nothing",
                      C + "test_okta_url_refused"),
+    "app.okta_auth": (OA + "test_a_service_app_syncs_to_the_oracle_state",
+                      NC + "test_service_app_settings_go_together_and_exclude_the_token"),
+    "app.okta_client_id": (
+        OA + "test_a_refused_service_app_stops_before_anything_with_exit_2_saying_which",),
+    "app.okta_private_key": (
+        OA + "test_a_service_app_syncs_to_the_oracle_state",
+        NC + "test_a_key_that_cannot_sign_is_named_without_its_content"),
+    "app.okta_key_id": (OA + "test_a_service_app_syncs_to_the_oracle_state",),
+    "app.okta_proxy": (
+        N + "test_every_request_goes_through_the_configured_proxies_with_credentials",
+                       NC + "test_proxy_mistakes_name_the_setting"),
+    "app.okta_proxy_username": (
+        N + "test_every_request_goes_through_the_configured_proxies_with_credentials",),
+    "app.okta_proxy_password": (
+        N + "test_every_request_goes_through_the_configured_proxies_with_credentials",
+        "tests.engine.test_logs::test_every_secret_kind_is_redacted_from_lines_and_exceptions"),
+    "app.okta_ca_bundle": (
+        N + "test_a_certificate_problem_stops_the_run_with_exit_2_naming_server_and_fix",
+        N + "test_targets_on_a_private_ca_with_client_certificates_reach_the_oracle_state"),
     "app.okta_token": ("tests.engine.test_sync_cli::test_secrets_appear_in_no_summary_file_or_log",
                        C + "test_missing_env_var_names_the_var_not_a_value"),
     "app.username_regex": (B + "test_an_empty_username_is_skipped_and_reported",
@@ -180,6 +202,23 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "target.username_replacement": ("tests.engine.test_username_rules::"
                                     "test_targets_name_accounts_by_their_own_rules",
                                     C + "test_a_targets_own_rule_is_checked_like_the_apps"),
+    "target.proxy": (
+        N + "test_every_request_goes_through_the_configured_proxies_with_credentials",
+                     NC + "test_proxy_mistakes_name_the_setting"),
+    "target.proxy_username": (N + "test_wrong_proxy_credentials_stop_the_run_with_exit_2",),
+    "target.proxy_password": (N + "test_wrong_proxy_credentials_stop_the_run_with_exit_2",
+                              "tests.engine.test_logs::"
+                              "test_every_secret_kind_is_redacted_from_lines_and_exceptions"),
+    "target.ca_bundle": (
+        N + "test_targets_on_a_private_ca_with_client_certificates_reach_the_oracle_state",
+        N + "test_a_certificate_problem_stops_the_run_with_exit_2_naming_server_and_fix",
+        NC + "test_ca_bundles_and_client_certificates_are_checked_when_the_file_loads"),
+    "target.client_cert": (
+        N + "test_targets_on_a_private_ca_with_client_certificates_reach_the_oracle_state",
+        N + "test_a_certificate_problem_stops_the_run_with_exit_2_naming_server_and_fix"),
+    "target.client_key": (
+        N + "test_targets_on_a_private_ca_with_client_certificates_reach_the_oracle_state",
+        NC + "test_ca_bundles_and_client_certificates_are_checked_when_the_file_loads"),
     "target.timeout_s": ("tests.engine.test_unreachable::"
                          "test_a_server_that_never_answers_is_given_up_within_the_deadline",),
     "state.dir": (S + "test_the_state_directory_and_the_app_name_place_every_file",
@@ -503,6 +542,7 @@ def test_schedule_is_how_often_serve_syncs_and_warns_no_more(tmp_path: Path) -> 
     path = tmp_path / "oktasync.toml"
     path.write_text(text.replace('targets = ["jira", "confluence"]',
                                  'targets = ["jira", "confluence"]\nschedule = "15m"'), "utf-8")
+    path.chmod(0o600)  # its demo tokens are written in it
     config = load_config(path, env={})
     assert config.apps[0].schedule_s == 900 and config.warnings == ()
     done = subprocess.run([sys.executable, "-m", "oktasync", "config", "check", "--config",

@@ -101,15 +101,17 @@ class EmulatorOptions:
     oauth_clients: list[OAuthClient] = field(default_factory=list)  # Okta service apps
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def server_ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context the three servers listen with; None: plain HTTP (the default)."""
+    def server_ssl_context(self, *, mutual: bool = True) -> ssl.SSLContext | None:
+        """The TLS context a server listens with; None: plain HTTP (the default). ``mutual``
+        False: no client certificate asked for whatever ``tls_client_ca`` says (Okta's API:
+        the real one does not do mutual TLS)."""
         if self.tls_cert is None:
             if self.tls_key is not None or self.tls_client_ca is not None:
                 raise ValueError("tls_key and tls_client_ca need tls_cert")
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls_cert, self.tls_key)
-        if self.tls_client_ca is not None:
+        if self.tls_client_ca is not None and mutual:
             context.load_verify_locations(cafile=self.tls_client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
         return context
@@ -368,16 +370,19 @@ async def running_emulators(options: EmulatorOptions) -> AsyncIterator[RunningEm
     """Start all three emulators, yield where they listen, stop them on exit.
 
     With ``options.tls_cert`` they serve HTTPS (the URLs say ``https://``), with
-    ``options.tls_client_ca`` only to clients presenting a certificate that CA signed.
+    ``options.tls_client_ca`` Jira and Confluence only to clients presenting a certificate
+    that CA signed.
     """
-    ssl_context = options.server_ssl_context()  # a bad PEM fails here, before anything starts
+    # a bad PEM fails here, before anything starts; Okta never asks for a client certificate
+    contexts = [options.server_ssl_context(mutual=False), options.server_ssl_context(),
+                options.server_ssl_context()]
     okta, jira, confluence = build_emulators(options)
     runners: list[web.AppRunner] = []
     try:
         urls = []
         apps = [okta.make_app(), jira.make_app(), confluence.make_app()]
-        for app, port in zip(apps, options.ports, strict=True):
-            runner, url = await _start(app, options.host, port, ssl_context)
+        for app, port, context in zip(apps, options.ports, contexts, strict=True):
+            runner, url = await _start(app, options.host, port, context)
             runners.append(runner)
             urls.append(url)
         yield RunningEmulators(okta, jira, confluence, okta_url=urls[0], jira_url=urls[1],
