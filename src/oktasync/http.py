@@ -115,8 +115,7 @@ class Route:
     """What a session needs to reach one server (``network.route_of`` decides it)."""
 
     ssl: ssl.SSLContext
-    proxy: str | None = None
-    proxy_auth: aiohttp.BasicAuth | None = None
+    proxy: str | None = None  # with its credentials, if any
     trust_env: bool = True  # no proxy configured: the environment's, if any
 
 
@@ -134,7 +133,6 @@ def make_session(*, connections: int, timeout_s: float,
                                  cookie_jar=aiohttp.DummyCookieJar(),
                                  json_serialize=lambda o: orjson.dumps(o).decode(),
                                  proxy=None if route is None else route.proxy,
-                                 proxy_auth=None if route is None else route.proxy_auth,
                                  trust_env=route is None or route.trust_env)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ssl
 
-import aiohttp
+from yarl import URL
 
 from oktasync.config import NetworkConfig
 from oktasync.errors import UsageError
@@ -21,10 +21,14 @@ from oktasync.http import Route
 
 def route_of(server: str, network: NetworkConfig) -> Route:
     """The route to ``server`` (named as the config names it, for messages)."""
-    auth = None
-    if network.proxy_username is not None and network.proxy_password is not None:
-        auth = aiohttp.BasicAuth(network.proxy_username, network.proxy_password.reveal())
-    return Route(ssl=tls_context(server, network), proxy=network.proxy, proxy_auth=auth,
+    proxy = network.proxy
+    if proxy is not None and network.proxy_username is not None \
+            and network.proxy_password is not None:
+        # in the URL, as aiohttp takes them without its deprecated BasicAuth (the password is
+        # a secret: masked wherever it could be printed)
+        proxy = str(URL(proxy).with_user(network.proxy_username)
+                    .with_password(network.proxy_password.reveal()))
+    return Route(ssl=tls_context(server, network), proxy=proxy,
                  trust_env=network.proxy is None)
 
 

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from oktasync.engine import SyncOptions, run_sync
+from oktasync_emulators.oauth import OAuthClient
 from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import (
@@ -148,6 +151,52 @@ async def test_every_request_goes_through_the_configured_proxies_with_credential
         await assert_oracle_state(running, before)
         served = assert_all_through_proxy(proxy.seen(), running, at_least=50)
         assert all(served[name] > 0 for name in ("okta", "jira", "confluence")), served
+
+
+@pytest.mark.asyncio
+async def test_through_a_proxy_on_a_private_ca_with_an_okta_service_app_end_to_end(
+        tmp_path: Path) -> None:
+    """The issue's whole picture at once: a forward proxy with credentials for every server,
+    every server on certificates from a private CA (Jira and Confluence asking for client
+    certificates), Okta through a DPoP-bound service app's tokens. The desired state is
+    reached, a second run writes nothing, and the proxy carried every request."""
+    tls = make_tls_files(tmp_path / "tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_file = tmp_path / "okta-key.pem"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    async with tls_estate(tls, mutual=True) as running, \
+            forward_proxy(tmp_path / "proxy", basic_auth=("svc", "proxy-pass-3Wn")) as proxy:
+        running.okta.oauth.register(OAuthClient("0oaEnterpriseSync1", public.decode(),
+                                                ("okta.users.read", "okta.groups.read",
+                                                 "okta.logs.read"), dpop=True))
+        before = await states(running)
+        via = f'proxy = "{proxy.url}"\nproxy_username = "svc"\nproxy_password = "proxy-pass-3Wn"\n'
+        app = (f'okta_ca_bundle = "{tls.ca}"\nokta_proxy = "{proxy.url}"\n'
+               'okta_proxy_username = "svc"\nokta_proxy_password = "proxy-pass-3Wn"')
+        oauth = ('okta_auth = "oauth"\nokta_client_id = "0oaEnterpriseSync1"\n'
+                 f'okta_private_key = "file:{key_file}"')
+        config = load(write_config(tmp_path, running, extra_app=app, okta_auth=oauth,
+                                   extra_jira=tls_lines(tls, client=True) + via,
+                                   extra_confluence=tls_lines(tls, client=True) + via))
+        result = await run_sync(config, SyncOptions(), echo=quiet)
+        assert result.exit_code in (0, 1), result.summaries[APP]["notes"]
+        await assert_oracle_state(running, before)
+        first = await stats(running)
+        again = await run_sync(config, SyncOptions(full=True), echo=quiet)
+        assert again.exit_code == result.exit_code
+        for target in ("jira", "confluence"):
+            assert write_requests((await stats(running))[target]) == \
+                write_requests(first[target]), target
+        served = assert_all_through_proxy(proxy.seen(), running, at_least=100)
+        assert all(served[name] > 0 for name in ("okta", "jira", "confluence")), served
+        counts = running.okta.oauth.counts.to_json()
+        assert set(counts["resource_requests"]) == {"DPoP"}, counts  # never an API token
+        assert counts["tokens_issued"] == {"DPoP": 1}, counts
 
 
 @pytest.mark.asyncio
