@@ -250,21 +250,12 @@ class HttpClient:
             broken = None
             if answer is not None:
                 answer.after_unclear_attempt = unclear
-                if self._auth is not None and answer.status in (400, 401, 403):
-                    if not renewed and await self._auth.renew(answer, sent):
-                        renewed, attempt = True, attempt - 1
-                        continue
-                    forbidden = self._auth.forbidden(answer)
-                    if forbidden is not None:
-                        raise CredentialsError(f"{self.name}: {forbidden}")
-                if answer.status == 407:  # a proxy in front of a plain-http server
-                    raise CredentialsError(f"{self.name}: the proxy refused us (HTTP 407, "
-                                           f"proxy authentication): {PROXY_CREDENTIALS}")
+                if self._auth is not None and not renewed and await self._renewed(answer, sent):
+                    renewed, attempt = True, attempt - 1  # once, and not counted
+                    continue
                 consequence = consequence_of_status(answer.status)
-                if consequence is Consequence.RUN_STOPS:
-                    raise CredentialsError(
-                        f"{self.name} rejected the credentials (HTTP {answer.status}) "
-                        f"at {method} {url.path}")
+                if consequence is Consequence.RUN_STOPS or answer.status in (403, 407):
+                    self._check_credentials(answer, method, url)
                 broken = _broken(answer, expect) if answer.status < 300 else None
                 if consequence is None and broken is None:
                     return self._final(context, method, url, answer, accept, what)
@@ -290,6 +281,25 @@ class HttpClient:
             await anyio.sleep(delay)
             if not paced:
                 spent += delay
+
+    async def _renewed(self, answer: Answer, sent: Mapping[str, str]) -> bool:
+        """Whether changing credentials were renewed for this refusal (a 401, a nonce asked
+        for): then the request goes again."""
+        return (self._auth is not None and answer.status in (400, 401)
+                and await self._auth.renew(answer, sent))
+
+    def _check_credentials(self, answer: Answer, method: str, url: URL) -> None:
+        """Raise ``CredentialsError`` for an answer that refuses our credentials: a 401, a
+        403 that names a missing permission (a scope), a proxy's 407."""
+        forbidden = self._auth.forbidden(answer) if self._auth is not None else None
+        if forbidden is not None:
+            raise CredentialsError(f"{self.name}: {forbidden}")
+        if answer.status == 407:  # a proxy in front of a plain-http server
+            raise CredentialsError(f"{self.name}: the proxy refused us (HTTP 407, proxy "
+                                   f"authentication): {PROXY_CREDENTIALS}")
+        if answer.status == 401:
+            raise CredentialsError(f"{self.name} rejected the credentials (HTTP 401) at "
+                                   f"{method} {url.path}")
 
     def _final(self, context: Context, method: str, url: URL, answer: Answer,
                accept: Container[int], what: str | None) -> Answer:

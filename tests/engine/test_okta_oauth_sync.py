@@ -171,3 +171,22 @@ async def test_a_refused_service_app_stops_before_anything_with_exit_2_saying_wh
     counted = await stats(estate)
     assert write_requests(counted["jira"]) == write_requests(counted["confluence"]) == 0
     assert (await oauth_counts(estate))["resource_requests"] == {}  # not one API request
+
+
+@pytest.mark.asyncio
+async def test_a_token_without_a_scope_an_endpoint_needs_stops_the_run_naming_the_scope(
+        estate: RunningEmulators, tmp_path: Path) -> None:
+    """Okta answers 403 insufficient_scope when a token lacks a scope (an admin narrowed the
+    app's grants while its token lived): the run stops with exit 2 naming the scope."""
+    key_file, public = key_files(tmp_path, rsa.generate_private_key(65537, 2048))
+    estate.okta.oauth.register(OAuthClient(CLIENT_ID, public, SCOPES))
+    config = load(write_config(tmp_path, estate, okta_auth=oauth_lines(key_file)))
+    assert (await run_sync(config, SyncOptions(), echo=quiet)).exit_code in (0, 1)
+    for token in estate.okta.oauth.tokens.values():  # the cached token loses the System Log
+        token.scopes = token.scopes - {"okta.logs.read"}
+    result = await run_sync(config, SyncOptions(), echo=quiet)  # incremental: reads the log
+    assert result.exit_code == 2
+    notes = " ".join(result.summaries["test-app"]["notes"])
+    assert (f"Okta (test-app): the service app {CLIENT_ID} lacks okta.logs.read for "
+            "/api/v1/logs: grant it in the Okta admin console") in notes, notes
+    assert (await oauth_counts(estate))["resource_refused"] == {"insufficient_scope": 1}
