@@ -444,9 +444,11 @@ class Config:
         credentials (base64 of user:password), and each line of a PEM key."""
         values = [secret.reveal() for secret in _secrets_in([*self.apps,
                                                              *self.targets.values()])]
-        for target in self.targets.values():
-            if target.username and target.password is not None:
-                values.append(basic_credentials(target.username, target.password.reveal()))
+        pairs = [(t.username, t.password) for t in self.targets.values()]
+        pairs += [(n.proxy_username, n.proxy_password) for n in (
+            *(a.okta_network for a in self.apps), *(t.network for t in self.targets.values()))]
+        values += [basic_credentials(user, password.reveal()) for user, password in pairs
+                   if user and password is not None]
         return values + [line for value in values if "\n" in value
                          for line in value.splitlines() if len(line) >= 16]
 
