@@ -71,7 +71,7 @@ class Case:
     seed: Inject | None = None  # odd data: adds it to Okta, returns the ids to look for
     # per seeded id: (problem kind, words in its reason) on each target, or None: no problem
     outcome: tuple[str, tuple[str, ...]] | None = None
-    okta_rate: float = 0.0  # Okta's rate limits (0: off); with it, 2 s windows
+    okta_rate: float = 0.0  # Okta's rate limits (0: off); with it, 1 s windows
 
 
 # -- odd data ---------------------------------------------------------------------------------
@@ -123,29 +123,33 @@ async def long_group(running: RunningEmulators) -> dict[str, str]:
 USERS, MEMBERS = "GET /api/v1/users", "GET /api/v1/groups/{id}/users"
 JIRA_USERS, CONFLUENCE_USERS = ("GET /rest/api/2/user/list",
                                 "GET /rest/api/admin/users/list/active")
+CONFLUENCE_MEMBERS = "GET /rest/api/group/{groupName}/member"
 ALWAYS: dict[str, Any] = {"times": None}
-# Okta's limits, scaled so that a run spends its budget and waits for the next window (2 s):
+# Okta's limits, scaled so that a run spends its budget and waits for the next window (1 s):
 # 8 member listings a window, 4 of them this app's (okta_max_share 0.5)
-LIMITED = 0.24
+LIMITED = 0.48
 CASES = [
-    # an answer that is not what the API documents: retried, then the listing fails
-    Case("okta-users-html-502-page", "okta", USERS, "html", 4,
-         ("Okta", "users listing", "HTML"), ALWAYS),
+    # an answer that is not what the API documents: retried (a few times: the run goes on),
+    # then the listing fails. Okta's listings retry for about 20 s before they give up, so one
+    # Okta case gives up (page 2 of the users: mid-listing) and the targets' (timeout_s = 1)
+    # give up for the other kinds of body
     Case("okta-users-page-2-truncated-json", "okta", USERS, "truncated", 4,
          ("Okta", "users listing", "not JSON"), {"times": None, "skip": 1}),
-    Case("okta-members-wrong-type", "okta", MEMBERS, "wrong-type", 4,
-         ("Okta", "expected"), ALWAYS),
+    Case("okta-members-html-502-page-twice", "okta", MEMBERS, "html", 0, (), {"times": 2}),
+    Case("okta-members-wrong-type-once", "okta", MEMBERS, "wrong-type", 0),
     Case("okta-users-empty-200-twice", "okta", USERS, "empty", 0, (), {"times": 2}),
-    Case("jira-user-list-empty-200", "jira", JIRA_USERS, "empty", 4, ("jira",), ALWAYS),
     Case("confluence-users-html-502-page", "confluence", CONFLUENCE_USERS, "html", 4,
          ("confluence", "HTML"), ALWAYS),
+    Case("confluence-members-wrong-type", "confluence", CONFLUENCE_MEMBERS, "wrong-type", 4,
+         ("confluence", "expected"), ALWAYS),
+    Case("jira-user-list-empty-200", "jira", JIRA_USERS, "empty", 4, ("jira",), ALWAYS),
     Case("jira-user-list-html-once", "jira", JIRA_USERS, "html", 0),
     # a listing that ends early without an error: Okta's user listing has no count to check,
     # so the guard compares with the last complete run (230 users, now 200: 13 % > 10 %)
     Case("okta-users-link-missing-mid-listing", "okta", USERS, "no-link", 3,
          ("max_listing_shrink", "230")),
     # the connection: reset half-way through a body, headers and then nothing
-    Case("okta-users-reset-mid-body-twice", "okta", USERS, "reset", 0, (), {"times": 2}),
+    Case("okta-users-reset-mid-body-once", "okta", USERS, "reset", 0),
     Case("jira-user-list-reset-mid-body", "jira", JIRA_USERS, "reset", 4, ("jira",), ALWAYS),
     Case("okta-members-headers-then-stall", "okta", MEMBERS, "stall", 0, (),
          {"times": 1, "stall_s": 2}),
@@ -155,8 +159,6 @@ CASES = [
          ("jira", "no answer from", "within 1 s"), ALWAYS),
     # a Date far off the local clock
     Case("okta-clock-2h-ahead", "okta", None, "clock", 0, (), {"skew_s": 7200}, okta_rate=LIMITED),
-    Case("okta-clock-3h-behind", "okta", None, "clock", 0, (), {"skew_s": -10800},
-         okta_rate=LIMITED),
     Case("okta-proxy-date-a-day-behind", "okta", None, "clock", 0, (),
          {"skew_s": -86400, "date_only": True}, okta_rate=LIMITED),
     Case("jira-clock-a-day-ahead", "jira", None, "clock", 0, (), {"skew_s": 86400}),
@@ -305,7 +307,7 @@ def assert_injected(case: Case, before: dict[str, Any], after: dict[str, Any],
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 async def test_bad_input(tmp_path: Path, case: Case) -> None:
     options = EmulatorOptions(users=230, groups=6, seed=5, ports=(0, 0, 0),
-                              okta_rate_scale=case.okta_rate, okta_window_s=2, **SECRETS)
+                              okta_rate_scale=case.okta_rate, okta_window_s=1, **SECRETS)
     async with running_emulators(options) as running:
         config = write_config(tmp_path, running, extra_jira=QUICK, extra_confluence=QUICK)
         code, out, err, _ = await sync(config)
