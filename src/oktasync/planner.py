@@ -105,7 +105,7 @@ def plan_groups(wanted: Iterable[str], existing: Iterable[str], rules: TargetRul
     have = {name_key(g) for g in existing}
     reported: set[str] = set()  # a forbidden group is reported once, however often it is wanted
     for name in dict.fromkeys(wanted):
-        reason = rules.forbidden_group(name)
+        reason = group_refused(name, rules)
         if reason is not None:
             if name_key(name) not in reported:
                 reported.add(name_key(name))
@@ -412,7 +412,17 @@ def _wanted_groups(desired: Desired, rules: TargetRules) -> list[str]:
     seen: dict[str, str] = {}
     for group in (*desired.groups, *rules.default_groups):
         seen.setdefault(name_key(group), group)
-    return [g for g in seen.values() if rules.forbidden_group(g) is None]
+    return [g for g in seen.values() if group_refused(g, rules) is None]
+
+
+def group_refused(name: str, rules: TargetRules) -> str | None:
+    """Why the target refuses a group name, or None: its own rules, then the length its
+    group table holds (embedded Crowd's, 255 UTF-16 units like user names): a longer name
+    would be refused on creation and every membership in it would fail."""
+    reason = rules.forbidden_group(name)
+    if reason is None and utf16_length(name) > rules.name_max:
+        return f"longer than {rules.name_max} characters ({utf16_length(name):,})"
+    return reason
 
 
 def _plan_memberships(

@@ -110,6 +110,23 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
     return seconds if seconds > 0 else None
 
 
+# Okta's rate-limit windows are one minute: a Reset further than this from a clock is not
+# on that clock (a Date set by a proxy with a wrong clock, or our own clock off)
+OKTA_WINDOW_MAX_S = 61.0
+
+
+def _seconds_to_reset(reset: int, headers: Mapping[str, str]) -> float:
+    """How long until Okta's window ends. Reset and Date both have one-second resolution:
+    Date is the floor of the server's clock, so ``reset - date`` is the latest the window can
+    end; waiting that long is never early, and Okta's clock, not ours, decides. A Date that
+    puts the Reset outside one window is not Okta's clock: then our clock, if it agrees, else
+    at most one window (a run must never wait hours or a day on a wrong Date)."""
+    for now in (_server_now(headers), time.time()):
+        if now is not None and -1.0 <= reset - now <= OKTA_WINDOW_MAX_S:
+            return max(0.0, reset - now)
+    return OKTA_WINDOW_MAX_S
+
+
 @dataclass
 class _Window:
     """One Okta bucket's current window, as the answers describe it (our monotonic clock)."""
@@ -190,11 +207,7 @@ class OktaLimiter:
             return 1.0 if status == 429 else None
         if limit == 0:
             return 0.25 if status == 429 else None  # the concurrency limit: no window to wait for
-        # Reset and Date both have one-second resolution: Date is the floor of the server's
-        # clock, so `reset - date` is the latest the window can end. Waiting that long is
-        # never early, and Okta's clock, not ours, decides.
-        server_now = _server_now(headers)
-        seconds_left = max(0.0, reset - (server_now if server_now is not None else time.time()))
+        seconds_left = _seconds_to_reset(reset, headers)
         resets_at = time.monotonic() + seconds_left
         self._learn(bucket, limit, remaining, reset, resets_at)
         return seconds_left + 0.05 if status == 429 else None

@@ -1,13 +1,18 @@
 """The emulators break answers on request as real servers and their proxies do, and count it.
 
 ``POST /_emulator/answers`` alters the next 200 answers of one endpoint: an HTML maintenance
-page, a truncated JSON body, a JSON value of the wrong type, an empty body, or a listing that
-ends early without saying so. Okta's control ``DELETE /_emulator/users/{id}`` deletes as
-Okta's API does: deactivate first, delete the second time.
+page, a truncated JSON body, a JSON value of the wrong type, an empty body, a listing that
+ends early without saying so, a page without its ``Link`` header, headers and then a stall, a
+connection reset half-way through the body; ``POST /_emulator/clock`` sets a server's clock
+off. Okta's control ``DELETE /_emulator/users/{id}`` deletes as Okta's API does: deactivate
+first, delete the second time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -128,3 +133,55 @@ async def test_deleting_an_okta_user_deactivates_first_then_deletes() -> None:
             assert user.id not in {u["id"] for u in await response.json()}
         async with session.delete(url) as response:
             assert response.status == 404
+
+
+@pytest.mark.asyncio
+async def test_an_answer_stalls_after_its_headers_resets_mid_body_or_loses_its_link() -> None:
+    options = EmulatorOptions(users=450, groups=5, seed=2, ports=(0, 0, 0), okta_rate_scale=0)
+    async with running_emulators(options) as running, aiohttp.ClientSession() as session:
+        users = running.okta_url + "/api/v1/users?limit=200"
+        await alter(session, running.okta_url, endpoint="GET /api/v1/users", mode="stall")
+        async with session.get(users, headers=OKTA_AUTH) as response:
+            assert response.status == 200 and int(response.headers["Content-Length"]) > 1000
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(response.read(), timeout=0.5)
+
+        await alter(session, running.okta_url, endpoint="GET /api/v1/users", mode="reset")
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await answer(session, users, OKTA_AUTH)
+
+        await alter(session, running.okta_url, endpoint="GET /api/v1/users", mode="no-link")
+        status, _, body, links = await answer(session, users, OKTA_AUTH)
+        assert status == 200 and links == [] and len(orjson.loads(body)) == 200
+
+        status, _, body, links = await answer(session, users, OKTA_AUTH)  # all used up
+        assert status == 200 and len(orjson.loads(body)) == 200 and links
+        async with session.get(running.okta_url + "/_emulator/stats") as response:
+            assert (await response.json())["faults"]["altered"] == 3
+
+
+@pytest.mark.asyncio
+async def test_the_clock_of_a_server_can_be_set_off() -> None:
+    options = EmulatorOptions(users=10, groups=2, seed=2, ports=(0, 0, 0))
+    async with running_emulators(options) as running, aiohttp.ClientSession() as session:
+        users = running.okta_url + "/api/v1/users"
+
+        async def clocks() -> tuple[float, int]:
+            async with session.get(users, headers=OKTA_AUTH) as response:
+                assert response.status == 200
+                return (parsedate_to_datetime(response.headers["Date"]).timestamp(),
+                        int(response.headers["X-Rate-Limit-Reset"]))
+
+        date, reset = await clocks()
+        assert abs(date - time.time()) < 2 and 0 <= reset - date <= 61
+        # the server's clock 2 h behind (Date and Reset agree), then a proxy's Date a day ahead
+        for body, reset_moves in (({"skew_s": -7200}, True),
+                                  ({"skew_s": 86400, "date_only": True}, False)):
+            async with session.post(running.okta_url + "/_emulator/clock", json=body) as response:
+                assert response.status == 200
+            date, reset = await clocks()
+            off = body["skew_s"]
+            assert abs(date - (time.time() + off)) < 2
+            assert (0 <= reset - date <= 61) is reset_moves, (reset, date)
+        async with session.post(running.okta_url + "/_emulator/clock", json={}) as response:
+            assert response.status == 400

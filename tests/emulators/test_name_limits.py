@@ -1,4 +1,4 @@
-"""Jira and Confluence refuse names longer than their user table holds (255), as the real
+"""Jira and Confluence refuse names longer than their user and group tables hold (255), as the real
 servers do (embedded Crowd: "Value '...' exceeds maximum allowed length of 255 characters"),
 counted as Java counts a String: in UTF-16 units.
 """
@@ -137,3 +137,19 @@ async def test_confluence_takes_names_of_exactly_255() -> None:
         assert status == 201, body
         user = emulator.store.user(LONGEST["name"])
         assert user is not None and user.display_name == LONGEST["display"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("make", "path"), [(jira, "/rest/api/2/group"),
+                                             (confluence, "/rest/api/admin/group")],
+                         ids=["jira", "confluence"])
+async def test_a_group_name_over_255_is_refused_and_255_taken(make: Any, path: str) -> None:
+    emulator = make()
+    async with serve(emulator) as session:
+        status, body = await call(session, "POST", path, json={"name": "g" * 256})
+        assert status == 400 and "255" in str(body), body
+        assert emulator.store.group("g" * 256) is None
+        status, body = await call(session, "POST", path, json={"name": EMOJI * 128})
+        assert status == 400, body  # 128 characters, 256 UTF-16 units
+        status, body = await call(session, "POST", path, json={"name": "g" * 255})
+        assert status == 201, body

@@ -89,8 +89,10 @@ def confluence_forbids(name: str) -> bool:
 
 FORBIDS = {"jira": jira_forbids, "confluence": confluence_forbids}
 # atlassian-api.md: a group name containing "/" may not be addressable on Confluence: reported,
-# not written.
-GROUP_FORBIDS = {"jira": lambda name: False, "confluence": lambda name: "/" in name}
+# not written. Both keep group names in embedded Crowd's group table, which holds 255 (UTF-16
+# units) like its user table: a longer name is one the target forbids, reported, not written.
+GROUP_FORBIDS = {"jira": lambda name: java_length(name) > NAME_MAX,
+                 "confluence": lambda name: "/" in name or java_length(name) > NAME_MAX}
 CAN_RENAME = {"jira": True, "confluence": False}
 CAN_UPDATE = {"jira": True, "confluence": False}
 

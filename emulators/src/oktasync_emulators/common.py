@@ -14,8 +14,13 @@ here so the three cannot drift apart in how they count or how they break:
   answered 504) and counts everything.
 * ``Alterations`` breaks chosen answers on request (``POST /_emulator/answers``) the ways real
   servers and the proxies in front of them do: an HTML maintenance page with status 200, a
-  truncated JSON body, a JSON value of the wrong type, an empty body, or a listing that ends
-  early (no ``next`` link, ``isLast`` too soon). Each one is counted in the stats' ``faults``.
+  truncated JSON body, a JSON value of the wrong type, an empty body, a listing that ends
+  early (no ``next`` link, ``isLast`` too soon), a page without any ``Link`` header, an answer
+  whose headers arrive and then nothing more (a stall), or a connection reset half-way through
+  the body. Each one is counted in the stats' ``faults``.
+* ``POST /_emulator/clock`` sets the server's clock off the real one: every clock an answer
+  shows (``Date``, Okta's ``X-Rate-Limit-Reset``) moves by ``skew_s`` seconds, or only the
+  ``Date`` when ``date_only`` (a proxy in front with a wrong clock).
 
 Paths under ``/_emulator/`` are the emulators' own control surface: never delayed, limited,
 faulted or counted.
@@ -24,11 +29,16 @@ faulted or counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import socket
+import struct
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 import orjson
@@ -59,6 +69,8 @@ class FaultConfig:
     fail_retry_after: int | None = None
     ambiguous_rate: float = 0.0  # share of writes applied, then answered 504 (answer lost)
     seed: int | None = None
+    clock_skew_s: float = 0.0  # the server's clock minus the real one (Date, rate-limit Reset)
+    skew_date_only: bool = False  # only the Date header is off (a proxy's clock)
 
 
 @dataclass
@@ -222,7 +234,9 @@ MAINTENANCE_PAGE = (
     "<h1>We'll be back soon</h1><p>The service is undergoing scheduled maintenance.</p>"
     "</body></html>"
 )
-ALTERATION_MODES = ("html", "truncated", "wrong-type", "empty", "end-listing")
+ALTERATION_MODES = ("html", "truncated", "wrong-type", "empty", "end-listing", "no-link",
+                    "stall", "reset")
+STALL_MAX_S = 30.0  # a stalled answer gives up waiting for the client to leave after this
 
 
 @dataclass
@@ -237,6 +251,7 @@ class Alteration:
     path: str | None = None
     skip: int = 0
     times: int | None = 1
+    stall_s: float = STALL_MAX_S  # "stall": how long at most the rest of the answer is held
 
     def take(self, endpoint: str, path: str) -> bool:
         """Whether this answer is one to alter (and count it)."""
@@ -269,6 +284,8 @@ class Alterations:
             return None
         for alteration in self.pending:
             if alteration.take(endpoint, request.path):
+                if alteration.mode in ("stall", "reset"):
+                    return CutAnswer(response, alteration.mode, alteration.stall_s)
                 return _altered(response, alteration.mode)
         return None
 
@@ -278,9 +295,11 @@ class Alterations:
             alteration = Alteration(
                 endpoint=str(body["endpoint"]), mode=str(body["mode"]), path=body.get("path"),
                 skip=int(body.get("skip", 0)),
-                times=None if body.get("times", 1) is None else int(body.get("times", 1)))
+                times=None if body.get("times", 1) is None else int(body.get("times", 1)),
+                stall_s=float(body.get("stall_s", STALL_MAX_S)))
         except (ValueError, KeyError, TypeError) as exc:
-            raise web.HTTPBadRequest(text=f"expected {{endpoint, mode, path?, skip?, times?}}: "
+            raise web.HTTPBadRequest(text=f"expected {{endpoint, mode, path?, skip?, times?, "
+                                          f"stall_s?}}: "
                                           f"{exc}") from exc
         if alteration.mode not in ALTERATION_MODES:
             raise web.HTTPBadRequest(text=f"mode must be one of {', '.join(ALTERATION_MODES)}")
@@ -309,11 +328,59 @@ def _altered(response: web.Response, mode: str) -> web.Response:
         raw = b"{}" if raw.lstrip().startswith(b"[") else b"[]"
     elif mode == "end-listing":
         raw, links = _ended_listing(raw), [v for v in links if not _is_next_link(v)]
+    elif mode == "no-link":
+        links = []
     altered = web.Response(status=response.status, body=raw, headers=headers,
                            content_type=content_type)
     for link in links:
         altered.headers.add("Link", link)
     return altered
+
+
+class CutAnswer(web.StreamResponse):
+    """A 200 answer that never arrives whole: its headers (with the whole body's
+    ``Content-Length``) go out, then ``"stall"`` sends the body's first byte and holds the rest
+    until the client gives up (or ``stall_s`` passes), while ``"reset"`` sends half the body
+    and resets the connection (TCP RST), as a crashing server or a proxy killing it does."""
+
+    def __init__(self, answer: web.Response, mode: str, stall_s: float) -> None:
+        super().__init__(status=answer.status, headers={
+            k: v for k, v in answer.headers.items() if k.lower() != "content-length"})
+        self.raw = bytes(answer.body) if isinstance(answer.body, (bytes, bytearray)) else b""
+        self.content_length = len(self.raw)
+        self.mode = mode
+        self.stall_s = stall_s
+
+    async def deliver(self, request: web.Request) -> None:
+        """Send what this answer sends, then stall or reset (never raises)."""
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+            await self.prepare(request)
+            if self.mode == "stall":
+                await self.write(self.raw[:1])
+                deadline = time.monotonic() + self.stall_s
+                while time.monotonic() < deadline:
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        break
+                    await asyncio.sleep(0.02)
+            else:
+                await self.write(self.raw[: len(self.raw) // 2])
+            _reset(request)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        """The rest of the body is never sent."""
+
+
+def _reset(request: web.Request) -> None:
+    """Close the connection with a TCP RST (linger 0), not a clean FIN."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _is_next_link(value: str) -> bool:
@@ -380,6 +447,8 @@ def build_app(
         lost = bool(request.get(LOST_ANSWER_KEY) or request.get("lost_answer"))
         if finish is not None:
             finish(request, response)
+        if faults.clock_skew_s:
+            _skew_clocks(response, faults)
         stats.record(
             endpoint,
             status=response.status,
@@ -391,6 +460,8 @@ def build_app(
             altered=altered is not None,
             items=int(response.get(ITEMS_KEY, 0)),
         )
+        if isinstance(response, CutAnswer):
+            await response.deliver(request)
         return response
 
     app = web.Application(
@@ -401,6 +472,7 @@ def build_app(
     app.router.add_post("/_emulator/stats/reset", _stats_reset_handler(stats))
     app.router.add_post("/_emulator/answers", alterations.handle_set)
     app.router.add_delete("/_emulator/answers", alterations.handle_clear)
+    app.router.add_post("/_emulator/clock", _clock_handler(faults))
     if control_routes is not None:
         control_routes(app)
     return app
@@ -432,6 +504,27 @@ async def _answer(
         logging.getLogger("oktasync_emulators").exception("error handling %s %s",
                                                           request.method, request.path)
         return web.Response(status=500, text="Internal Server Error")
+
+
+def _skew_clocks(response: web.StreamResponse, faults: FaultConfig) -> None:
+    """The answer as a server whose clock is ``clock_skew_s`` off would send it."""
+    response.headers["Date"] = formatdate(time.time() + faults.clock_skew_s, usegmt=True)
+    reset = response.headers.get("X-Rate-Limit-Reset")
+    if reset is not None and reset.isdigit() and not faults.skew_date_only:
+        response.headers["X-Rate-Limit-Reset"] = str(int(reset) + round(faults.clock_skew_s))
+
+
+def _clock_handler(faults: FaultConfig) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            body = orjson.loads(await request.read())
+            skew, date_only = float(body["skew_s"]), bool(body.get("date_only", False))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise web.HTTPBadRequest(text=f"expected {{skew_s, date_only?}}: {exc}") from exc
+        faults.clock_skew_s, faults.skew_date_only = skew, date_only
+        return json_response({"skew_s": skew, "date_only": date_only})
+
+    return handler
 
 
 def _stats_handler(stats: Stats) -> Handler:

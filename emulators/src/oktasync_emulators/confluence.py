@@ -544,6 +544,8 @@ class ConfluenceEmulator(AtlassianEmulator):
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
             raise self.error(400, "name is required", field="name")  # guess: wording
+        if too_long(name):  # embedded Crowd's group table holds 255, as its user table does
+            raise self.error(400, MSG_TOO_LONG.format(value=name), field="name")  # guess: shape
         if self.refusals.read_only_directory:
             raise self.error(403, MSG_READ_ONLY_GROUPS)
         if self.store.group(name) is not None:

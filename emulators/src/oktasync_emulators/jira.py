@@ -492,6 +492,8 @@ class JiraEmulator(AtlassianEmulator):
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
             raise self.error(400, "You must specify a valid group name.", field="name")  # guess
+        if too_long(name):  # embedded Crowd's group table holds 255, as its user table does
+            raise self.error(400, MSG_TOO_LONG.format(value=name), field="name")  # guess: shape
         if self.refusals.read_only_directory:
             raise self.error(400, MSG_READ_ONLY_GROUP)
         if self.store.group(name) is not None:
