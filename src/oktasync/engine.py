@@ -52,7 +52,6 @@ from oktasync.http import HttpClient, make_session
 from oktasync.incremental import EventSync, IncrementalSync
 from oktasync.models import name_key
 from oktasync.network import route_of
-from oktasync.oauth import OktaOAuth
 from oktasync.okta_source import OktaSource
 from oktasync.ownership import Held, Ownership
 from oktasync.pipeline import AppSync
@@ -250,7 +249,7 @@ async def _clients(
         for name in app.targets:
             tc = config.targets[name]
             session = make_session(connections=tc.concurrency, timeout_s=tc.timeout_s,
-                                   route=route_of(name, tc.network))
+                                   route=route_of(name, tc.url, tc.network))
             sessions.append(session)
             client = HttpClient(session, name=name, base_url=tc.url,
                                 headers=_target_headers(tc),
@@ -268,7 +267,7 @@ async def _clients(
 
 def _okta_session(app: AppConfig, connections: int, timeout_s: float) -> aiohttp.ClientSession:
     return make_session(connections=connections, timeout_s=timeout_s,
-                        route=route_of(f"Okta ({app.name})", app.okta_network))
+                        route=route_of(f"Okta ({app.name})", app.okta_url, app.okta_network))
 
 
 def _okta_client(app: AppConfig, session: aiohttp.ClientSession, limiter: OktaLimiter,
@@ -279,6 +278,9 @@ def _okta_client(app: AppConfig, session: aiohttp.ClientSession, limiter: OktaLi
     headers = {"Accept": "application/json"}
     auth = None
     if app.okta_oauth is not None:
+        # imported here: pyjwt and cryptography cost ~12 MB and ~0.1 s, for service apps only
+        from oktasync.oauth import OktaOAuth
+
         auth = OktaOAuth(app.okta_oauth, app.okta_url, name, session)
     elif app.okta_token is not None:
         headers["Authorization"] = f"SSWS {app.okta_token.reveal()}"

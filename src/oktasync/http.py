@@ -114,15 +114,14 @@ class RequestCounters:
 class Route:
     """What a session needs to reach one server (``network.route_of`` decides it)."""
 
-    ssl: ssl.SSLContext
+    ssl: ssl.SSLContext | bool  # True: aiohttp's default (plain-http servers)
     proxy: str | None = None  # with its credentials, if any
-    trust_env: bool = True  # no proxy configured: the environment's, if any
 
 
 def make_session(*, connections: int, timeout_s: float,
                  route: Route | None = None) -> aiohttp.ClientSession:
     """A keep-alive session sized to the concurrency it will carry, on ``route`` (its TLS
-    trust and proxy; None: the system's trust store and the environment's proxy)."""
+    trust and proxy; None: the system's trust store and no proxy)."""
     connector = aiohttp.TCPConnector(limit=max(1, connections), limit_per_host=0,
                                      keepalive_timeout=60, enable_cleanup_closed=True,
                                      ssl=True if route is None else route.ssl)
@@ -133,7 +132,9 @@ def make_session(*, connections: int, timeout_s: float,
                                  cookie_jar=aiohttp.DummyCookieJar(),
                                  json_serialize=lambda o: orjson.dumps(o).decode(),
                                  proxy=None if route is None else route.proxy,
-                                 trust_env=route is None or route.trust_env)
+                                 # the environment's proxy is decided once, in the route:
+                                 # trust_env would read it (and ~/.netrc) on every request
+                                 trust_env=False)
 
 
 _Attempt = tuple[Answer | None, float | None, BaseException | None, float]

@@ -4,13 +4,16 @@ Decided here, once per server, from its ``NetworkConfig``, and handed to the HTT
 :class:`Route`: the engine opens no connection any other way. Certificate verification is
 always on (there is no setting to switch it off): a ``ca_bundle`` adds CAs to the system's
 trust store, it never replaces the checks. A proxy named in the config wins; without one the
-standard ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` variables are honoured (aiohttp's
-``trust_env``), as every other tool on the machine does.
+standard ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` variables are honoured, as every
+other tool on the machine does (read once per session here, never per request).
 """
 
 from __future__ import annotations
 
+import os
 import ssl
+from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from yarl import URL
 
@@ -19,8 +22,11 @@ from oktasync.errors import UsageError
 from oktasync.http import Route
 
 
-def route_of(server: str, network: NetworkConfig) -> Route:
-    """The route to ``server`` (named as the config names it, for messages)."""
+def route_of(server: str, url: str, network: NetworkConfig,
+             env: Mapping[str, str] | None = None) -> Route:
+    """The route to ``server`` (named as the config names it, for messages) at ``url``: its
+    proxy is decided here, once, for the session's every request (the server's requests all
+    go to its own origin)."""
     proxy = network.proxy
     if proxy is not None and network.proxy_username is not None \
             and network.proxy_password is not None:
@@ -28,8 +34,42 @@ def route_of(server: str, network: NetworkConfig) -> Route:
         # a secret: masked wherever it could be printed)
         proxy = str(URL(proxy).with_user(network.proxy_username)
                     .with_password(network.proxy_password.reveal()))
-    return Route(ssl=tls_context(server, network), proxy=proxy,
-                 trust_env=network.proxy is None)
+    elif proxy is None:
+        proxy = environment_proxy(url, os.environ if env is None else env)
+    # plain http (loopback only, as the settings allow) has no certificate to check: the
+    # system's trust store is not loaded for it
+    tls = tls_context(server, network) if url.startswith("https:") else True
+    return Route(ssl=tls, proxy=proxy)
+
+
+def environment_proxy(url: str, env: Mapping[str, str]) -> str | None:
+    """The proxy ``HTTPS_PROXY`` / ``HTTP_PROXY`` (either case; the lower-case one wins, as
+    curl has it) name for ``url``, unless ``NO_PROXY`` lists its host. Decided once per
+    server: aiohttp's ``trust_env`` would read the environment on every request."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    proxy = env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY")
+    if not proxy or parts.hostname is None:
+        return None
+    no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
+    if bypassed(parts.hostname, parts.port, no_proxy):
+        return None
+    return proxy
+
+
+def bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` lists the host, as curl and Python read it: ``*``, a host name
+    or address, a domain (``example.com`` and ``.example.com`` both cover its sub-domains),
+    each optionally with ``:port``; compared case-insensitively."""
+    host = host.lower().strip("[]")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and (not entry_port.isdigit() or int(entry_port) != port):
+            continue
+        name = name.strip("[]").lstrip(".")
+        if entry == "*" or (name and (host == name or host.endswith("." + name))):
+            return True
+    return False
 
 
 def tls_context(server: str, network: NetworkConfig) -> ssl.SSLContext:

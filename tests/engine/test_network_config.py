@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from oktasync.config import Config, ConfigError, load_config
+from oktasync.network import environment_proxy
 
 ENV = {"OKTA_API_TOKEN": "00okta-secret-value-XYZ", "JIRA_PAT": "jira-pat-secret-value-QRS",
        "PROXY_PASSWORD": "proxy-secret-value-KLM"}
@@ -203,3 +204,26 @@ def test_a_secret_file_others_can_read_is_warned_about(tmp_path: Path) -> None:
                       f"users; chmod 600 {key}",)
     key.chmod(0o600)
     assert load(tmp_path, app("", oauth("key.pem")) + TARGET).warnings == ()
+
+
+@pytest.mark.parametrize(("url", "env", "expected"), [
+    ("https://jira.corp.example", {"HTTPS_PROXY": "http://p:3128"}, "http://p:3128"),
+    ("https://jira.corp.example", {"https_proxy": "http://a:1", "HTTPS_PROXY": "http://b:2"},
+     "http://a:1"),
+    ("https://jira.corp.example", {"HTTP_PROXY": "http://p:3128"}, None),  # the other scheme
+    ("http://127.0.0.1:8080", {"HTTP_PROXY": "http://p:3128"}, "http://p:3128"),
+    ("https://jira.corp.example", {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": ".example"},
+     None),
+    ("https://jira.corp.example", {"HTTPS_PROXY": "http://p:3128", "no_proxy": "corp.example"},
+     None),
+    ("https://jira.corp.example:8443",
+     {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "jira.corp.example:443"}, "http://p:3128"),
+    ("https://jira.corp.example:8443",
+     {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "localhost, jira.corp.example:8443"}, None),
+    ("https://notcorp.example", {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "corp.example"},
+     "http://p:3128"),
+    ("https://jira.corp.example", {"HTTPS_PROXY": "http://p:3128", "NO_PROXY": "*"}, None),
+])
+def test_the_environments_proxy_is_read_as_curl_reads_it(
+        url: str, env: dict[str, str], expected: str | None) -> None:
+    assert environment_proxy(url, env) == expected
