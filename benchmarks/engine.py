@@ -30,7 +30,7 @@ CONFIG = """
 [[app]]
 name = "{app}"
 okta_url = "{okta}"
-okta_token = "{okta_token}"
+{okta_auth}
 username_regex = "(.*)@.*"
 username_replacement = "$1"
 targets = ["jira", "confluence"]
@@ -69,15 +69,17 @@ def write_config(
     extra_target: str = "",
     pipeline: str = "",
     state_extra: str = "",
+    okta_auth: str = "",
 ) -> Path:
-    """A TOML config for one app syncing the emulated Okta into both emulated targets."""
+    """A TOML config for one app syncing the emulated Okta into both emulated targets;
+    ``okta_auth``: the lines that authenticate to Okta instead of the emulator's API token."""
     info = emulators.info
     path = folder / "bench.toml"
     path.write_text(
         CONFIG.format(
             app=APP,
             okta=info["okta"]["url"],
-            okta_token=info["okta"]["token"],
+            okta_auth=okta_auth or f'okta_token = "{info["okta"]["token"]}"',
             jira=info["jira"]["url"],
             jira_token=info["jira"]["token"],
             confluence=info["confluence"]["url"],

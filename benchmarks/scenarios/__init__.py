@@ -10,6 +10,7 @@ from benchmarks.scenarios import (
     high_bar,
     incremental_100k,
     latency_bound,
+    okta_auth,
     okta_bound,
     progress_audit,
     rate_bound,
@@ -35,5 +36,6 @@ SCENARIOS: dict[str, Scenario] = {
         incremental_100k.SCENARIO,
         serve_latency.SCENARIO,
         progress_audit.SCENARIO,
+        okta_auth.SCENARIO,
     )
 }

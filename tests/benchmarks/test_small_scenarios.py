@@ -34,7 +34,7 @@ MUST_HOLD = {
                          "nothing changed: Okta requests"),
     "serve_latency": ("new hires missing from a target afterwards",),
 }
-DRY_RUN_SCENARIOS = {"okta_bound", "scale"}
+DRY_RUN_SCENARIOS = {"okta_bound", "scale", "okta_auth"}
 
 
 def run_small(name: str, tmp_path: Path) -> tuple[Outcome, list[WatchedSync]]:
