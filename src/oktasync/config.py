@@ -764,6 +764,12 @@ def _warnings(file: ConfigFile, path: Path) -> list[str]:
                                 f"chmod 600 {secret_file}")
         elif not setting.reference.startswith("${"):
             written.append(where)
+    for name, target in file.target.items():  # a private key is a secret, though a path
+        if target.client_key is not None:
+            key_file = resolve_path(target.client_key, path.parent)
+            if _readable_by_others(key_file):
+                warnings.append(f"target{key_path(name)}.client_key: its file {key_file} is "
+                                f"readable by other users; chmod 600 {key_file}")
     if written and _readable_by_others(path):
         warnings.insert(0, f"{path} holds secrets written in it ({', '.join(written)}) and is "
                            f'readable by other users: chmod 600 {path}, or give them as "${{VAR}}" '

@@ -39,6 +39,7 @@ from oktasync.errors import (
     Consequence,
     Context,
     CredentialsError,
+    answer_failure,
     cause_of,
     consequence_of_exception,
     no_answer,
@@ -181,7 +182,9 @@ class OktaOAuth:
                 self._server, str(self._token_url.origin()), error)
             if refused is not None:
                 raise refused
-            if answer is not None and answer.status == 200:
+            broken = answer.malformed(dict) if answer is not None and answer.status == 200 \
+                else None
+            if answer is not None and answer.status == 200 and broken is None:
                 return self._accepted(answer)
             code = _error_code(answer)
             if answer is not None and code == "use_dpop_nonce" and attempt < TOKEN_ATTEMPTS:
@@ -191,8 +194,11 @@ class OktaOAuth:
             if code == "invalid_dpop_proof" and self._grant.dpop is None:
                 self._grant.dpop = DPoPKey()  # the app requires DPoP: prove possession now on
                 continue
-            retry = (answer.status in RETRY_STATUSES if answer is not None else
-                     error is not None and consequence_of_exception(error) is Consequence.RETRY)
+            if answer is not None:
+                retry = answer.status in RETRY_STATUSES or broken is not None
+            else:
+                retry = error is not None and \
+                    consequence_of_exception(error) is Consequence.RETRY
             if retry and attempt < TOKEN_ATTEMPTS:
                 await anyio.sleep(_retry_after(answer) or backoff.delay(attempt))
                 continue
@@ -200,6 +206,10 @@ class OktaOAuth:
                 raise no_answer(Context.LISTING, self._server, str(self._token_url.origin()),
                                 "POST", self._token_url, cause_of(error or TimeoutError(), 30),
                                 attempt, 0.0, None) from None
+            if broken is not None:  # a proxy's or a maintenance page, still after retries
+                raise answer_failure(Context.LISTING, self._server, "POST", self._token_url.path,
+                                     200, f"{self._server} answered with {broken}",
+                                     "token request")
             raise CredentialsError(await self._refusal(answer, code, scopes))
 
     async def _post(self, scopes: tuple[str, ...]) -> tuple[Answer | None, BaseException | None]:
@@ -231,15 +241,15 @@ class OktaOAuth:
         return assertion
 
     def _accepted(self, answer: Answer) -> tuple[str, float]:
-        body = answer.json() if answer.body.strip()[:1] == b"{" else None
-        token = body.get("access_token") if isinstance(body, dict) else None
+        """The token and its lifetime from a 200 whose body ``_fetch`` checked is an object."""
+        body: dict[str, Any] = answer.parsed
+        token = body.get("access_token")
         if not isinstance(token, str) or not token:
             raise CredentialsError(f"{self._server}: the token endpoint answered 200 without "
                                    "an access_token")
-        kind = str(body.get("token_type", "Bearer")) if isinstance(body, dict) else "Bearer"
-        if kind.lower() == "dpop" and self._grant.dpop is None:
+        if str(body.get("token_type", "Bearer")).lower() == "dpop" and self._grant.dpop is None:
             raise CredentialsError(f"{self._server}: Okta issued a DPoP token without a proof")
-        lifetime = body.get("expires_in", 3600) if isinstance(body, dict) else 3600
+        lifetime = body.get("expires_in", 3600)
         REDACTOR.add(token)
         return token, float(lifetime) if isinstance(lifetime, int | float) else 3600.0
 

@@ -165,6 +165,12 @@ def test_ca_bundles_and_client_certificates_are_checked_when_the_file_loads(
     client.private_key_pem.write_to_path(str(tmp_path / "client-key.pem"))
     good = app('okta_ca_bundle = "ca.pem"') + TARGET + (
         'ca_bundle = "ca.pem"\nclient_cert = "client.pem"\nclient_key = "client-key.pem"\n')
+    (tmp_path / "client-key.pem").chmod(0o644)
+    key_file = tmp_path / "client-key.pem"
+    assert load(tmp_path, good).warnings == (
+        f"target.jira.client_key: its file {key_file} is readable by other users; "
+        f"chmod 600 {key_file}",)
+    key_file.chmod(0o600)
     network = load(tmp_path, good).targets["jira"].network
     assert network.ca_bundle == tmp_path / "ca.pem"
     assert network.client_key == tmp_path / "client-key.pem"

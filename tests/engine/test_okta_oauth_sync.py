@@ -19,10 +19,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from oktasync.engine import SyncOptions, run_sync
+from oktasync.oauth import _GRANTS
 from oktasync_emulators.oauth import OAuthClient
 from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from tests.engine import oracle
-from tests.engine.harness import get_json, load, states, stats, write_config, write_requests
+from tests.engine.harness import (
+    break_answers,
+    get_json,
+    load,
+    states,
+    stats,
+    write_config,
+    write_requests,
+)
 
 SETTINGS = oracle.Settings(default_groups={"jira": ("jira-software-users",),
                                            "confluence": ("confluence-users",)})
@@ -190,3 +199,28 @@ async def test_a_token_without_a_scope_an_endpoint_needs_stops_the_run_naming_th
     assert (f"Okta (test-app): the service app {CLIENT_ID} lacks okta.logs.read for "
             "/api/v1/logs: grant it in the Okta admin console") in notes, notes
     assert (await oauth_counts(estate))["resource_refused"] == {"insufficient_scope": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_token_answer_that_is_not_json_is_retried_then_stops_the_run_with_exit_4(
+        estate: RunningEmulators, tmp_path: Path) -> None:
+    """A proxy's or a maintenance page instead of the token (200, HTML): retried like a
+    server error; still there, the run stops as a failed listing (exit 4), naming it."""
+    key_file, public = key_files(tmp_path, rsa.generate_private_key(65537, 2048))
+    estate.okta.oauth.register(OAuthClient(CLIENT_ID, public, SCOPES))
+    config = load(write_config(tmp_path, estate, okta_auth=oauth_lines(key_file)))
+    await break_answers(estate.okta_url, "POST /oauth2/v1/token", "html", times=2)
+    result = await run_sync(config, SyncOptions(), echo=quiet)
+    assert result.exit_code in (0, 1), result.summaries["test-app"]["notes"]
+    # three token requests: the two answers replaced by a page, then the one that came back
+    assert (await oauth_counts(estate))["token_requests"] == 3
+
+    await break_answers(estate.okta_url, "POST /oauth2/v1/token", "html", times=100)
+    _GRANTS.clear()  # a new process: no token kept
+    result = await run_sync(config, SyncOptions(full=True), echo=quiet)
+    assert result.exit_code == 4
+    notes = " ".join(result.summaries["test-app"]["notes"])
+    assert ("Okta (test-app): token request: POST /oauth2/v1/token: HTTP 200: Okta (test-app) "
+            "answered with an HTML page, not JSON") in notes, notes
+    stat = (await stats(estate))["okta"]
+    assert stat["faults"]["altered"] >= 2 + 6, stat["faults"]  # the fault was injected
