@@ -44,7 +44,7 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,8 @@ class TargetConfig:
     required_groups: tuple[str, ...] | None = None
     okta_app_id: str | None = None
     network: NetworkConfig = NetworkConfig()
+    verified_domains: tuple[str, ...] = ()  # atlassian-scim: the organisation's domains
+    key_expires: date | None = None  # atlassian-scim: when the directory's API key expires
 
 
 @dataclass(frozen=True)
@@ -608,7 +610,7 @@ def _cross_checks(raw: dict[str, Any]) -> list[_Problem]:
         if isinstance(table, dict):
             where = "target" + key_path(name)
             found = (_rule_problems(table) + _credential_problems(table)
-                     + _network_problems(table, ""))
+                     + _network_problems(table, "") + _kind_problems(table))
             problems += [((1, index), f"{where}{s}: {m}") for s, m in found]
     apps = raw.get("app")
     if not isinstance(apps, list) or not all(isinstance(t, dict) for t in apps):
@@ -656,6 +658,21 @@ def _rule_problems(table: dict[str, Any]) -> list[tuple[str, str]]:
     except RuleError as exc:
         return [(f".{setting}", message) for setting, message in exc.items]
     return []
+
+
+SCIM_KIND = "atlassian-scim"
+SCIM_ONLY = ("verified_domains", "key_expires")
+
+
+def _kind_problems(table: dict[str, Any]) -> list[tuple[str, str]]:
+    """Settings of one kind of target only; Atlassian Cloud takes its directory's API key."""
+    if table.get("kind") == SCIM_KIND:
+        if "username" in table or "password" in table:
+            return [("", "an atlassian-scim target authenticates with its directory's API key: "
+                         "set token, not username and password")]
+        return []
+    return [(f".{key}", f'is for kind = "{SCIM_KIND}" only') for key in SCIM_ONLY
+            if key in table]
 
 
 def _credential_problems(table: dict[str, Any]) -> list[tuple[str, str]]:
@@ -897,9 +914,10 @@ def _build_target(name: str, t: TargetSettings, base_dir: Path) -> TargetConfig:
         concurrency=t.concurrency,
         max_rps=t.max_rps,
         adopt_existing=t.adopt_existing,
-        username_from=t.username_from,
+        username_from=_username_from(t),
         username_rule=(None if t.username_regex is None
-                       else _rule(t.username_regex, t.username_replacement, t.username_from)),
+                       else _rule(t.username_regex, t.username_replacement,
+                                  _username_from(t))),
         timeout_s=t.timeout_s,
         user_filter=t.user_filter and t.user_filter.strip(),
         required_groups=None if t.required_groups is None else tuple(t.required_groups),
@@ -909,4 +927,13 @@ def _build_target(name: str, t: TargetSettings, base_dir: Path) -> TargetConfig:
             proxy_password=None if t.proxy_password is None else t.proxy_password.secret,
             ca_bundle=_path(t.ca_bundle, base_dir), client_cert=_path(t.client_cert, base_dir),
             client_key=_path(t.client_key, base_dir)),
+        verified_domains=tuple(d.strip().lower().lstrip("@") for d in t.verified_domains),
+        key_expires=None if t.key_expires is None else date.fromisoformat(t.key_expires),
     )
+
+
+def _username_from(t: TargetSettings) -> str:
+    """Atlassian Cloud keys accounts by e-mail; the Data Center products by username."""
+    if t.username_from is not None:
+        return t.username_from
+    return "email" if t.kind == SCIM_KIND else "login"

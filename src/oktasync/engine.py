@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ from oktasync.targets.base import Target
 from oktasync.targets.confluence import ConfluenceTarget
 from oktasync.targets.dryrun import DryRunTarget, open_plan
 from oktasync.targets.jira import JiraTarget
+from oktasync.targets.scim import SCIM_JSON, ScimTarget
 
 log = structlog.get_logger("oktasync.engine")
 
@@ -225,6 +227,8 @@ def _target_headers(tc: TargetConfig) -> dict[str, str]:
     auth = (f"Bearer {tc.token.reveal()}" if tc.token is not None else
             "Basic " + basic_credentials(tc.username or "",
                                          tc.password.reveal() if tc.password else ""))
+    if tc.kind == "atlassian-scim":
+        return {"Authorization": auth, "Accept": SCIM_JSON, "Content-Type": SCIM_JSON}
     return {"Authorization": auth, "Accept": "application/json",
             "X-Atlassian-Token": "no-check"}
 
@@ -256,13 +260,20 @@ async def _clients(
                                 limiter=AtlassianLimiter(concurrency=tc.concurrency,
                                                          max_rps=tc.max_rps, global_limit=shared),
                                 policy=options.retry)
-            targets[name] = (JiraTarget(name, client) if tc.kind == "jira-dc"
-                             else ConfluenceTarget(name, client))
+            targets[name] = _target(name, tc, client)
         yield okta, targets
     finally:
         with anyio.CancelScope(shield=True):
             for session in sessions:
                 await session.close()
+
+
+def _target(name: str, tc: TargetConfig, client: HttpClient) -> Target:
+    if tc.kind == "jira-dc":
+        return JiraTarget(name, client)
+    if tc.kind == "confluence-dc":
+        return ConfluenceTarget(name, client)
+    return ScimTarget(name, client, tc.verified_domains)
 
 
 def _okta_session(app: AppConfig, connections: int, timeout_s: float) -> aiohttp.ClientSession:
@@ -384,6 +395,25 @@ class Verdict:
             self.notes.append(note)
 
 
+KEY_WARNING_DAYS = 30
+
+
+def key_expiry_notes(app: AppConfig, config: Config, today: date) -> list[str]:
+    """A warning for each of the app's targets whose API key expires within 30 days (or has):
+    Atlassian's SCIM keys live a year, and a run with an expired one only fails."""
+    notes = []
+    for name in app.targets:
+        expires = config.targets[name].key_expires
+        if expires is not None and (expires - today).days <= KEY_WARNING_DAYS:
+            left = (expires - today).days
+            when = (f"expired on {expires}" if left < 0 else
+                    f"expires on {expires}, in {left} day{'s' if left != 1 else ''}")
+            notes.append(f"{name}: its API key {when}: create a new one (admin.atlassian.com → "
+                         "Security → Identity providers → the directory) and update token and "
+                         "key_expires")
+    return notes
+
+
 async def run_app(
     app: AppConfig, config: Config, options: SyncOptions, ownership: Ownership, state_dir: Path,
     resumed: Interrupted | None = None,
@@ -435,7 +465,7 @@ async def _run_segment(
                                "notes": []}
     if isinstance(kind, Full):
         summary["full_because"] = kind.reason
-    verdict = Verdict()
+    verdict = Verdict(notes=key_expiry_notes(app, config, datetime.now(UTC).date()))
     try:
         if isinstance(kind, UsageError):
             raise kind

@@ -192,7 +192,8 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self._session = session
         self._headers = dict(headers)
-        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        # a server whose JSON has its own media type (SCIM's) says so in ``headers``
+        self._json_headers = {"Content-Type": "application/json", **self._headers}
         self._limiter = limiter
         self._policy = policy
         self.timeout_s = session.timeout.total

@@ -9,6 +9,7 @@ success.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,9 @@ class Metrics:
                                   ["app", "lane"], buckets=LATENCY_BUCKETS, registry=r)
         self._lag = Gauge("oktasync_poller_lag_seconds", "Seconds since the System Log poller "
                           "last read to the end of the log", ["app"], registry=r)
+        self._key_days = Gauge("oktasync_target_key_expiry_days", "Days until a target's API "
+                               "key expires (key_expires), from 30 days before", ["target"],
+                               registry=r)
 
     def run(self, app: str, kind: str, code: int, seconds: float, summary: Mapping[str, Any],
             *, success: bool) -> None:
@@ -78,6 +82,14 @@ class Metrics:
 
     def poller_lag(self, app: str, seconds: float) -> None:
         self._lag.labels(app).set(seconds)
+
+    def key_expiry(self, target: str, days: int | None) -> None:
+        """Days left on a target's key, shown from 30 days before; None: not shown."""
+        if days is None:
+            with contextlib.suppress(KeyError):  # never shown, or no longer
+                self._key_days.remove(target)
+        else:
+            self._key_days.labels(target).set(days)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -196,3 +196,6 @@ class WriteResult:
 class Capabilities:
     can_rename: bool
     can_update_profile: bool
+    # whether the target keeps an e-mail's case as written (SCIM's e-mails are not case-exact,
+    # RFC 7643 §4.1.2: a server may store them lower-cased, and they compare without case)
+    emails_case_exact: bool = True

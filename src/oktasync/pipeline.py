@@ -66,6 +66,7 @@ def target_rules(app: AppConfig, config: TargetConfig, target: Target,
         default_groups=tuple(config.default_groups),
         can_rename=target.capabilities.can_rename,
         can_update_profile=target.capabilities.can_update_profile,
+        emails_case_exact=target.capabilities.emails_case_exact,
         forbidden_username=target.forbidden_username, forbidden_group=target.forbidden_group,
         scope=frozenset(scope.names), group_names=scope.names)
 

@@ -60,6 +60,7 @@ class TargetRules:
     forbidden_username: ForbiddenCheck = _nothing_forbidden
     forbidden_group: ForbiddenCheck = _nothing_forbidden
     name_max: int = NAME_MAX  # display name and e-mail, in UTF-16 units (Jira, Confluence)
+    emails_case_exact: bool = True  # False: e-mails compare without case (SCIM)
 
     @property
     def default_keys(self) -> frozenset[str]:
@@ -299,6 +300,10 @@ def _owned_or_adopted(
     return False
 
 
+def _same_email(theirs: str, ours: str, rules: TargetRules) -> bool:
+    return theirs == ours if rules.emails_case_exact else theirs.casefold() == ours.casefold()
+
+
 def _plan_profile(
     desired: Desired, account: TargetAccount, rules: TargetRules, plan: UserPlan,
 ) -> None:
@@ -307,7 +312,8 @@ def _plan_profile(
     user = desired.user
     name = written_name(user.full_name, rules.name_max)  # compared as it would be written
     changes: dict[str, tuple[str, str]] = {}
-    if (user.email and account.email is not None and account.email != user.email
+    if (user.email and account.email is not None
+            and not _same_email(account.email, user.email, rules)
             and not _email_too_long(desired, rules, plan, "not updated")):
         changes["email"] = (account.email, user.email)
     if account.display_name is not None and account.display_name != name:

@@ -40,7 +40,14 @@ from anyio.abc import TaskGroup
 
 from oktasync.checkpoint import checkpoint_path
 from oktasync.config import AppConfig, Config, ConfigError, load_config
-from oktasync.engine import NoStateStore, SyncOptions, find_user, run_sync, sync_events
+from oktasync.engine import (
+    KEY_WARNING_DAYS,
+    NoStateStore,
+    SyncOptions,
+    find_user,
+    run_sync,
+    sync_events,
+)
 from oktasync.errors import EXIT_GUARD, EXIT_OK, EXIT_WRITES_FAILED, SyncError
 from oktasync.hooks import HookSide, routes
 from oktasync.inbox import Inbox, inbox_path
@@ -421,5 +428,10 @@ class Service:
             lag = self._poller_lag(app, time.time())
             if lag is not None:
                 self.metrics.poller_lag(app.name, lag)
+        today = datetime.now(UTC).date()
+        for name, target in self.config.targets.items():
+            left = None if target.key_expires is None else (target.key_expires - today).days
+            self.metrics.key_expiry(name, left if left is not None
+                                    and left <= KEY_WARNING_DAYS else None)
         body, content_type = self.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": content_type})

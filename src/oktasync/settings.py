@@ -29,6 +29,7 @@ import re
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
@@ -80,7 +81,7 @@ GROUP_TYPES: Final = ("OKTA_GROUP", "APP_GROUP", "BUILT_IN")
 ADOPT_MODES: Final = ("email-match", "always", "never")
 CHANGE_MODES: Final = ("poll", "hooks", "both")
 OKTA_AUTH_MODES: Final = ("token", "oauth")
-TARGET_KINDS: Final = ("jira-dc", "confluence-dc")
+TARGET_KINDS: Final = ("jira-dc", "confluence-dc", "atlassian-scim")
 USERNAME_SOURCES: Final = ("login", "email")
 OKTA_CONCURRENCY_LIMIT: Final = 75  # Okta's per-org concurrent request limit
 NAME_PATTERN: Final = r"^[A-Za-z0-9._-]+$"
@@ -337,6 +338,24 @@ class _Zone:
         problem = zone_problem(value)
         if problem is not None:
             raise _fail(problem)
+        return value
+
+
+@dataclass(frozen=True)
+class _Date:
+    """A calendar date, ``YYYY-MM-DD``."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return _checked(self.check, core_schema.str_schema(
+            pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
+
+    def check(self, value: object) -> str:
+        try:
+            if not isinstance(value, str):
+                raise ValueError
+            date.fromisoformat(value)
+        except ValueError:
+            raise _fail(f"must be a date, YYYY-MM-DD, got {shown(value)}") from None
         return value
 
 
@@ -1021,13 +1040,16 @@ class TargetSettings(_Section):
         "dependentRequired": {"username": ["password"], "password": ["username"],
                               "username_replacement": ["username_regex"]}})
     kind: Annotated[str, _Choice(TARGET_KINDS)] = Field(description=(
-        '"jira-dc" or "confluence-dc".'))
+        '"jira-dc", "confluence-dc", or "atlassian-scim" (an Atlassian Cloud organisation\'s '
+        "identity provider directory, through its user provisioning API, SCIM 2.0)."))
     url: Annotated[str, _Url(okta=False)] = Field(description=(
         "Base URL, with the context path if any (e.g. https://example.com/jira); no query. "
-        "https is required except for loopback hosts."))
+        "https is required except for loopback hosts. For atlassian-scim: "
+        "https://api.atlassian.com/scim/directory/DIRECTORY_ID (admin.atlassian.com → "
+        "Security → Identity providers → your directory)."))
     token: Annotated[SecretSetting | None, _Secret()] = Field(default=None, description=(
-        "A personal access token; credentials are exactly one way: token, or username + "
-        f"password. {SECRET_FORMS}."))
+        "A personal access token (for atlassian-scim: the directory's API key, required); "
+        f"credentials are exactly one way: token, or username + password. {SECRET_FORMS}."))
     username: Annotated[str | None, _Text()] = Field(default=None, description=(
         "The account to write as, with password (instead of token)."))
     password: Annotated[SecretSetting | None, _Secret()] = Field(default=None, description=(
@@ -1045,9 +1067,12 @@ class TargetSettings(_Section):
         "ask."))
     adopt_existing: Annotated[str | None, _Choice(ADOPT_MODES)] = Field(default=None, description=(
         'Optional. Default: the app\'s adopt_existing. "email-match", "always" or "never".'))
-    username_from: Annotated[str, _Choice(USERNAME_SOURCES)] = Field(default="login", description=(
-        '"login": the username comes from the app\'s username_regex rule. "email": the Okta '
-        "e-mail is the username (NFC, lower-cased), e.g. for a directory keyed by e-mail."))
+    username_from: Annotated[str | None, _Choice(USERNAME_SOURCES)] = Field(
+        default=None, description=(
+            'Default "email" for atlassian-scim (Atlassian Cloud keys accounts by e-mail), '
+            '"login" otherwise. "login": the username comes from the app\'s username_regex '
+            'rule. "email": the Okta e-mail is the username (NFC, lower-cased), e.g. for a '
+            "directory keyed by e-mail."))
     username_regex: Annotated[str | None, _Text()] = Field(default=None, description=(
         "Optional. Default: the app's username_regex / username_replacement. This target's own "
         "rule, applied to the field username_from names (the login, or the e-mail), exactly like "
@@ -1085,6 +1110,15 @@ class TargetSettings(_Section):
         "mutual TLS; with client_key."))
     client_key: Annotated[str | None, _PemFile("key")] = Field(default=None, description=(
         "The unencrypted PEM private key of client_cert (keep its file 0600)."))
+    verified_domains: Strings = Field(default=(), description=(
+        "atlassian-scim only. The e-mail domains verified in the Atlassian organisation "
+        '(e.g. ["example.com"]): Atlassian provisions accounts on those only, so a user whose '
+        "username (e-mail) is on another domain is reported and skipped, never sent. Empty: "
+        "not checked here (Atlassian's refusal is then reported per user)."))
+    key_expires: Annotated[str | None, _Date()] = Field(default=None, description=(
+        'atlassian-scim only. Optional. The date the directory\'s API key expires, "YYYY-MM-DD" '
+        "(Atlassian's SCIM keys expire after a year): from 30 days before, every run's summary "
+        "warns and `oktasync serve`'s /metrics shows oktasync_target_key_expiry_days."))
     timeout_s: Annotated[float, _Number(0, lo_open=True)] = Field(default=60.0, description=(
         "Seconds one attempt at a request may wait for its answer (a number > 0). A request is "
         "tried up to 8 times and gives up after 8 × timeout_s in total, backoff and Retry-After "

@@ -56,6 +56,10 @@ class Settings:
     # members, the app's assignments); a target not named here lets every user in. A user
     # outside it is treated like a deactivated Okta user: never created, deactivated if synced.
     user_scope: dict[str, frozenset[str]] = field(default_factory=dict)
+    # issue 15, the cloud target: its verified_domains, and group names the organisation has
+    # outside the directory (refused, reported: never created there)
+    cloud_domains: frozenset[str] = frozenset()
+    cloud_taken_groups: frozenset[str] = frozenset()
 
 
 def target_username(user: dict[str, Any], target: str, s: Settings) -> str:
@@ -87,14 +91,27 @@ def confluence_forbids(name: str) -> bool:
             or could_pass_for_another(name) or java_length(name) > NAME_MAX)
 
 
-FORBIDS = {"jira": jira_forbids, "confluence": confluence_forbids}
+def cloud_forbids(name: str) -> bool:
+    """README: an atlassian-scim directory refuses empty names, hidden characters and names
+    over 255 (e-mails off its verified_domains: ``Settings.cloud_domains``)."""
+    return not name.strip() or could_pass_for_another(name) or java_length(name) > NAME_MAX
+
+
+def refused_by_settings(target: str, name: str, s: Settings) -> bool:
+    """A username the target's own settings refuse: a cloud target's verified_domains."""
+    return (target == "cloud" and bool(s.cloud_domains)
+            and name.rpartition("@")[2] not in s.cloud_domains)
+
+
+FORBIDS = {"jira": jira_forbids, "confluence": confluence_forbids, "cloud": cloud_forbids}
 # atlassian-api.md: a group name containing "/" may not be addressable on Confluence: reported,
 # not written. Both keep group names in embedded Crowd's group table, which holds 255 (UTF-16
 # units) like its user table: a longer name is one the target forbids, reported, not written.
 GROUP_FORBIDS = {"jira": lambda name: java_length(name) > NAME_MAX,
-                 "confluence": lambda name: "/" in name or java_length(name) > NAME_MAX}
-CAN_RENAME = {"jira": True, "confluence": False}
-CAN_UPDATE = {"jira": True, "confluence": False}
+                 "confluence": lambda name: "/" in name or java_length(name) > NAME_MAX,
+                 "cloud": lambda name: not name.strip() or could_pass_for_another(name)}
+CAN_RENAME = {"jira": True, "confluence": False, "cloud": True}
+CAN_UPDATE = {"jira": True, "confluence": False, "cloud": True}
 
 
 def in_scope(group: dict[str, Any], s: Settings) -> bool:
@@ -190,7 +207,9 @@ def expected_accounts(
     synced_as = synced_as or {}
     claimed = set(before) if owned is None else set(owned)
     scoped = {g["id"]: g["profile"]["name"] for g in okta["groups"]
-              if in_scope(g, s) and not GROUP_FORBIDS[target](g["profile"]["name"])}
+              if in_scope(g, s) and not GROUP_FORBIDS[target](g["profile"]["name"])
+              and not (target == "cloud"
+                       and g["profile"]["name"].lower() in s.cloud_taken_groups)}
     member_of: dict[str, set[str]] = {}
     for gid, members in okta["memberships"].items():
         if gid in scoped:
@@ -207,7 +226,8 @@ def expected_accounts(
     after = {k: Account(a.email, a.display, a.active, set(a.groups)) for k, a in before.items()}
     for user in okta["users"]:
         name, profile = names[user["id"]], user["profile"]
-        if (not name or counts[name] > 1 or FORBIDS[target](name) or name in s.protected
+        if (not name or counts[name] > 1 or FORBIDS[target](name)
+                or refused_by_settings(target, name, s) or name in s.protected
                 or not profile.get("email") or name in foreign):
             continue
         email_fits = java_length(profile["email"]) <= NAME_MAX  # never shortened
@@ -249,8 +269,13 @@ def expected_accounts(
 
 
 def differences(expected: dict[str, Account], actual: dict[str, Account],
-                compare_profile: bool = True) -> list[str]:
-    """Human-readable differences, empty when the target is exactly as expected."""
+                compare_profile: bool = True, emails_case_exact: bool = True) -> list[str]:
+    """Human-readable differences, empty when the target is exactly as expected; e-mails
+    compared without case where the target does not keep it (SCIM: RFC 7643 §4.1.2)."""
+
+    def fold(email: str | None) -> str | None:
+        return email if emails_case_exact or email is None else email.casefold()
+
     problems = []
     for name in sorted(expected.keys() | actual.keys()):
         e, a = expected.get(name), actual.get(name)
@@ -260,7 +285,7 @@ def differences(expected: dict[str, Account], actual: dict[str, Account],
             continue
         if e.active != a.active:
             problems.append(f"{name}: active expected {e.active}, is {a.active}")
-        if compare_profile and (e.email, e.display) != (a.email, a.display):
+        if compare_profile and (fold(e.email), e.display) != (fold(a.email), a.display):
             problems.append(f"{name}: profile expected {(e.email, e.display)}, "
                             f"is {(a.email, a.display)}")
         if e.groups != a.groups:

@@ -129,7 +129,7 @@ def test_config_check_prints_every_setting_resolved_with_secrets_masked() -> Non
     assert set(jira) | {"username", "password", "username_regex", "username_replacement",
                         "user_filter", "required_groups", "okta_app_id", "proxy",
                         "proxy_username", "proxy_password", "ca_bundle", "client_cert",
-                        "client_key"} == set(SECTIONS["target"].model_fields)
+                        "client_key", "key_expires"} == set(SECTIONS["target"].model_fields)
     assert "# username: not set" in out
     assert (app["okta_concurrency"], app["schedule"], jira["timeout_s"]) == (8, "1h", 60.0)
     assert printed["state"]["dir"] == str(REPO / "config" / "var" / "oktasync")  # resolved

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"removals"},
     {"writer", "statestore"},
     {"listings", "checkpointer", "changes", "drift"},
-    {"targets.jira", "targets.confluence", "targets.dryrun", "checkpoint"},
+    {"targets.jira", "targets.confluence", "targets.scim", "targets.dryrun", "checkpoint"},
     {"targets.base", "okta_source", "report", "runstore", "concurrency", "history", "network",
      "oauth"},
     {"http", "ownership", "planner", "state", "config", "inbox", "audit"},

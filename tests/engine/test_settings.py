@@ -219,6 +219,14 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "target.client_key": (
         N + "test_targets_on_a_private_ca_with_client_certificates_reach_the_oracle_state",
         NC + "test_ca_bundles_and_client_certificates_are_checked_when_the_file_loads"),
+    "target.verified_domains": (
+        "tests.engine.test_scim_sync::"
+        "test_users_off_the_verified_domains_are_reported_and_never_sent",
+        "tests.engine.test_scim_config::"
+        "test_a_cloud_directory_keys_accounts_by_email_unless_told_otherwise"),
+    "target.key_expires": (
+        "tests.engine.test_scim_config::"
+        "test_every_run_warns_from_30_days_before_the_key_expires",),
     "target.timeout_s": ("tests.engine.test_unreachable::"
                          "test_a_server_that_never_answers_is_given_up_within_the_deadline",),
     "state.dir": (S + "test_the_state_directory_and_the_app_name_place_every_file",

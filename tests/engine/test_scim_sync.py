@@ -1,0 +1,116 @@
+"""Atlassian Cloud through SCIM, end to end: one Okta read feeding the Jira Data Center emulator
+and a real third-party SCIM server (scim2-server, started on loopback) in one run.
+
+End states are judged by the tests' oracle: the SCIM server's users and groups, read from it
+directly, against what the semantics page says the Okta directory makes of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from oktasync.engine import SyncOptions, run_sync
+from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
+from tests.engine import oracle
+from tests.engine.harness import load, states, stats, write_config, write_requests
+from tests.engine.scimfixtures import scim_server, scim_state
+
+SCIM_KEY = "scim-directory-key-7Qp2"
+
+
+def settings(domains: frozenset[str] = frozenset(),
+             taken: frozenset[str] = frozenset()) -> oracle.Settings:
+    return oracle.Settings(default_groups={"jira": ("jira-software-users",)},
+                           target_rules={"cloud": ("email", None, "$1")},
+                           cloud_domains=domains, cloud_taken_groups=taken)
+
+
+def quiet(*_: Any) -> None:
+    """Summaries are checked through the result, not printed during tests."""
+
+
+@pytest_asyncio.fixture
+async def estate() -> AsyncIterator[RunningEmulators]:
+    options = EmulatorOptions(users=150, groups=12, seed=21, ports=(0, 0, 0), okta_rate_scale=0)
+    async with running_emulators(options) as running:
+        yield running
+
+
+def cloud_config(tmp_path: Path, running: RunningEmulators, url: str, extra: str = "") -> Path:
+    path = write_config(tmp_path, running, targets=("jira", "cloud"))
+    with path.open("a", encoding="utf-8") as config:
+        config.write(f'\n[target.cloud]\nkind = "atlassian-scim"\nurl = "{url}"\n'
+                     f'token = "{SCIM_KEY}"\n{extra}\n')
+    return path
+
+
+def as_oracle_state(scim: dict[str, Any]) -> dict[str, Any]:
+    """The SCIM server's state in the shape of the emulators' ``/_emulator/state``."""
+    return {"users": [{"name": u["userName"], "email": u.get("email"),
+                       "displayName": u.get("displayName"), "active": u.get("active", True)}
+                      for u in scim["users"]],
+            "groups": [{"name": g["displayName"], "members": g["members"]}
+                       for g in scim["groups"]]}
+
+
+async def assert_oracle(running: RunningEmulators, scim_url: str, before: dict[str, Any],
+                        s: oracle.Settings) -> None:
+    now = await states(running)
+    cloud = as_oracle_state(await scim_state(scim_url))
+    for target, state in (("jira", now["jira"]), ("cloud", cloud)):
+        expected = oracle.expected_accounts(now["okta"],
+                                            oracle.target_accounts(before[target]), target, s)
+        problems = oracle.differences(expected, oracle.target_accounts(state),
+                                      emails_case_exact=target != "cloud")
+        assert problems == [], f"{target}: {len(problems)} differences: {problems[:5]}"
+
+
+@pytest.mark.asyncio
+async def test_one_okta_read_feeds_jira_dc_and_a_scim_directory_then_writes_nothing(
+        estate: RunningEmulators, tmp_path: Path) -> None:
+    async with scim_server(tmp_path / "scim", token=SCIM_KEY) as scim_url:
+        before = {**(await states(estate)), "cloud": as_oracle_state(await scim_state(scim_url))}
+        config = load(cloud_config(tmp_path, estate, scim_url))
+        result = await run_sync(config, SyncOptions(), echo=quiet)
+        summary = result.summaries["test-app"]
+        assert result.exit_code in (0, 1), summary["notes"]
+        await assert_oracle(estate, scim_url, before, settings())
+        cloud = summary["targets"]["cloud"]
+        assert cloud["counts"]["users_created"] > 50, cloud["counts"]
+        okta_reads = (await stats(estate))["okta"]["requests"]
+
+        first = await stats(estate)
+        scim_before = await scim_state(scim_url)
+        again = await run_sync(config, SyncOptions(full=True), echo=quiet)
+        assert again.exit_code == result.exit_code
+        assert write_requests((await stats(estate))["jira"]) == write_requests(first["jira"])
+        assert again.summaries["test-app"]["targets"]["cloud"]["requests"]["writes"] == 0
+        assert await scim_state(scim_url) == scim_before
+        assert okta_reads > 0
+
+
+@pytest.mark.asyncio
+async def test_users_off_the_verified_domains_are_reported_and_never_sent(
+        estate: RunningEmulators, tmp_path: Path) -> None:
+    okta = (await states(estate))["okta"]
+    domains = sorted({u["profile"]["email"].rpartition("@")[2].lower() for u in okta["users"]})
+    verified = frozenset(domains[: len(domains) // 2])
+    assert verified and set(domains) - verified, domains  # some on each side
+    async with scim_server(tmp_path / "scim", token=SCIM_KEY) as scim_url:
+        before = {**(await states(estate)), "cloud": as_oracle_state(await scim_state(scim_url))}
+        listed = ", ".join(f'"{d}"' for d in sorted(verified))
+        config = load(cloud_config(tmp_path, estate, scim_url,
+                                   f"verified_domains = [{listed}]"))
+        result = await run_sync(config, SyncOptions(), echo=quiet)
+        assert result.exit_code in (0, 1), result.summaries["test-app"]["notes"]
+        await assert_oracle(estate, scim_url, before, settings(domains=verified))
+        created = {u["userName"].rpartition("@")[2] for u in (await scim_state(scim_url))["users"]}
+        assert created and created <= verified
+        skipped = [p for p in result.summaries["test-app"]["targets"]["cloud"]["problems"]
+                   if "verified_domains" in p.get("reason", "")]
+        assert skipped, result.summaries["test-app"]["targets"]["cloud"]["problems"][:3]
