@@ -114,3 +114,45 @@ async def test_users_off_the_verified_domains_are_reported_and_never_sent(
         skipped = [p for p in result.summaries["test-app"]["targets"]["cloud"]["problems"]
                    if "verified_domains" in p.get("reason", "")]
         assert skipped, result.summaries["test-app"]["targets"]["cloud"]["problems"][:3]
+
+
+@pytest.mark.asyncio
+async def test_an_incremental_sync_carries_okta_changes_to_the_directory(
+        estate: RunningEmulators, tmp_path: Path) -> None:
+    """Suspensions, a profile edit, an e-mail change (the Cloud username: the account is
+    renamed, as the write report says) and membership changes reach the directory by an
+    incremental run, which reads only what changed."""
+    async with scim_server(tmp_path / "scim", token=SCIM_KEY) as scim_url:
+        config = load(cloud_config(tmp_path, estate, scim_url))
+        assert (await run_sync(config, SyncOptions(), echo=quiet)).exit_code in (0, 1)
+        synced = as_oracle_state(await scim_state(scim_url))  # every account this app's
+        okta = estate.okta.directory
+        now = await states(estate)
+        active = [u for u in now["okta"]["users"] if u["status"] == "ACTIVE"
+                  and "@" in u["profile"]["email"]]
+        for user in active[:2]:
+            okta.set_status(user["id"], "SUSPENDED")
+        edited, moved = active[2], active[3]
+        okta.update_profile(edited["id"], {"displayName": "Edited Person"})
+        okta.update_profile(moved["id"], {"email": "moved.person@example.com"})
+        member_of = {gid for gid, members in now["okta"]["memberships"].items()
+                     if active[4]["id"] in members}
+        if member_of:
+            okta.remove_membership(sorted(member_of)[0], active[4]["id"])
+        group = sorted(set(now["okta"]["memberships"]) - member_of)[0]
+        okta.add_membership(group, active[5]["id"])
+
+        result = await run_sync(config, SyncOptions(), echo=quiet)
+        summary = result.summaries["test-app"]
+        assert summary["kind"] == "incremental", summary["notes"]
+        assert result.exit_code in (0, 1), summary["notes"]
+        synced_as = {"cloud": {moved["id"]: moved["profile"]["email"].lower()}}
+        now = await states(estate)
+        cloud = as_oracle_state(await scim_state(scim_url))
+        expected = oracle.expected_accounts(now["okta"], oracle.target_accounts(synced),
+                                            "cloud", settings(), synced_as["cloud"])
+        problems = oracle.differences(expected, oracle.target_accounts(cloud),
+                                      emails_case_exact=False)
+        assert problems == [], (problems, summary["targets"]["cloud"]["counts"], moved)
+        counts = summary["targets"]["cloud"]["counts"]
+        assert counts["users_renamed"] == 1 and counts["users_deactivated"] == 2, counts
