@@ -33,7 +33,7 @@ okta_url = "{okta}"
 {okta_auth}
 username_regex = "(.*)@.*"
 username_replacement = "$1"
-targets = ["jira", "confluence"]
+targets = {targets}
 {extra_app}
 
 [target.jira]
@@ -58,6 +58,7 @@ dir = "{state}"
 
 [pipeline]
 {pipeline}
+{extra_sections}
 """
 
 
@@ -70,6 +71,8 @@ def write_config(
     pipeline: str = "",
     state_extra: str = "",
     okta_auth: str = "",
+    targets: str = '["jira", "confluence"]',
+    extra_sections: str = "",
 ) -> Path:
     """A TOML config for one app syncing the emulated Okta into both emulated targets;
     ``okta_auth``: the lines that authenticate to Okta instead of the emulator's API token."""
@@ -80,6 +83,8 @@ def write_config(
             app=APP,
             okta=info["okta"]["url"],
             okta_auth=okta_auth or f'okta_token = "{info["okta"]["token"]}"',
+            targets=targets,
+            extra_sections=extra_sections,
             jira=info["jira"]["url"],
             jira_token=info["jira"]["token"],
             confluence=info["confluence"]["url"],

@@ -16,6 +16,7 @@ from benchmarks.scenarios import (
     rate_bound,
     resume_20k,
     scale,
+    scim_vs_jira,
     serve_latency,
     speedup_1000,
 )
@@ -37,5 +38,6 @@ SCENARIOS: dict[str, Scenario] = {
         serve_latency.SCENARIO,
         progress_audit.SCENARIO,
         okta_auth.SCENARIO,
+        scim_vs_jira.SCENARIO,
     )
 }
