@@ -175,6 +175,9 @@ class WriteStatus(StrEnum):
     ALREADY = "already"  # the server already had it (a repeated write, or a lost answer)
     REFUSED = "refused"  # refused on purpose (licence, project lead, read-only): not retried
     FAILED = "failed"  # still failing after retries, or an unexpected answer
+    # the server holds another's by that name (a group name an Atlassian organisation has
+    # outside the directory): reported with its fix, never a failed run
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True, slots=True)

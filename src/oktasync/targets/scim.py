@@ -75,6 +75,7 @@ class ScimTarget:
         self._verified = {d.lower().lstrip("@") for d in verified_domains}
         self._user_ids: dict[str, str] = {}  # username key -> SCIM id
         self._group_ids: dict[str, str] = {}  # group name key -> SCIM id
+        self._taken: set[str] = set()  # group name keys the organisation holds elsewhere
 
     @property
     def counters(self) -> RequestCounters:
@@ -211,7 +212,8 @@ class ScimTarget:
             if await self._group_id(op.group or "") is not None:
                 return WriteResult(WriteStatus.ALREADY, _detail(answer),
                                    maybe_ours=answer.after_unclear_attempt)
-            return WriteResult(WriteStatus.REFUSED, (
+            self._taken.add(name_key(op.group or ""))
+            return WriteResult(WriteStatus.CONFLICT, (
                 f"the organisation already has a group named {op.group!r} that this directory "
                 f"does not own: add group_rename = {{ \"{op.group}\" = \"{op.group} (Okta)\" }} "
                 "(or another free name) to the app"))
@@ -257,6 +259,9 @@ class ScimTarget:
             op=REPLACE, path=Path("active"), value=False))
 
     async def _members(self, op: Operation, operation: PatchOperation[Group]) -> WriteResult:
+        if name_key(op.group or "") in self._taken:
+            return WriteResult(WriteStatus.CONFLICT, f"the group {op.group!r} is not this "
+                               "directory's (its create was refused: the name is taken)")
         gid = await self._group_id(op.group or "")
         if gid is None:
             return WriteResult(WriteStatus.FAILED, f"no group {op.group!r} in the directory")
