@@ -8,6 +8,7 @@ directly, against what the semantics page says the Okta directory makes of them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from oktasync.engine import SyncOptions, run_sync
 from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import load, states, stats, write_config, write_requests
-from tests.engine.scimfixtures import scim_server, scim_state
+from tests.engine.scimfixtures import scim_faults, scim_server, scim_state
 
 SCIM_KEY = "scim-directory-key-7Qp2"
 
@@ -51,11 +52,20 @@ def cloud_config(tmp_path: Path, running: RunningEmulators, url: str, extra: str
 
 def as_oracle_state(scim: dict[str, Any]) -> dict[str, Any]:
     """The SCIM server's state in the shape of the emulators' ``/_emulator/state``."""
-    return {"users": [{"name": u["userName"], "email": u.get("email"),
+    return {"users": [{"name": u["userName"], "email": (u["emails"] or [None])[0],
                        "displayName": u.get("displayName"), "active": u.get("active", True)}
-                      for u in scim["users"]],
+                      for u in scim["users"].values()],
             "groups": [{"name": g["displayName"], "members": g["members"]}
-                       for g in scim["groups"]]}
+                       for g in scim["groups"].values()]}
+
+
+@asynccontextmanager
+async def directory(tmp_path: Path, **atlassian: Any) -> AsyncIterator[tuple[str, str]]:
+    """scim2-server, and the proxy that behaves as Atlassian in front of it: (the upstream's
+    URL, read by the oracle; the URL the engine is given)."""
+    async with scim_server(tmp_path / "scim") as upstream, \
+            scim_faults(upstream, token=SCIM_KEY, **atlassian) as proxy:
+        yield upstream, proxy.url
 
 
 async def assert_oracle(running: RunningEmulators, scim_url: str, before: dict[str, Any],
@@ -73,9 +83,9 @@ async def assert_oracle(running: RunningEmulators, scim_url: str, before: dict[s
 @pytest.mark.asyncio
 async def test_one_okta_read_feeds_jira_dc_and_a_scim_directory_then_writes_nothing(
         estate: RunningEmulators, tmp_path: Path) -> None:
-    async with scim_server(tmp_path / "scim", token=SCIM_KEY) as scim_url:
+    async with directory(tmp_path) as (scim_url, engine_url):
         before = {**(await states(estate)), "cloud": as_oracle_state(await scim_state(scim_url))}
-        config = load(cloud_config(tmp_path, estate, scim_url))
+        config = load(cloud_config(tmp_path, estate, engine_url))
         result = await run_sync(config, SyncOptions(), echo=quiet)
         summary = result.summaries["test-app"]
         assert result.exit_code in (0, 1), summary["notes"]
@@ -101,15 +111,15 @@ async def test_users_off_the_verified_domains_are_reported_and_never_sent(
     domains = sorted({u["profile"]["email"].rpartition("@")[2].lower() for u in okta["users"]})
     verified = frozenset(domains[: len(domains) // 2])
     assert verified and set(domains) - verified, domains  # some on each side
-    async with scim_server(tmp_path / "scim", token=SCIM_KEY) as scim_url:
+    async with directory(tmp_path, verified_domains=verified) as (scim_url, engine_url):
         before = {**(await states(estate)), "cloud": as_oracle_state(await scim_state(scim_url))}
         listed = ", ".join(f'"{d}"' for d in sorted(verified))
-        config = load(cloud_config(tmp_path, estate, scim_url,
+        config = load(cloud_config(tmp_path, estate, engine_url,
                                    f"verified_domains = [{listed}]"))
         result = await run_sync(config, SyncOptions(), echo=quiet)
         assert result.exit_code in (0, 1), result.summaries["test-app"]["notes"]
         await assert_oracle(estate, scim_url, before, settings(domains=verified))
-        created = {u["userName"].rpartition("@")[2] for u in (await scim_state(scim_url))["users"]}
+        created = {u.rpartition("@")[2] for u in (await scim_state(scim_url))["users"]}
         assert created and created <= verified
         skipped = [p for p in result.summaries["test-app"]["targets"]["cloud"]["problems"]
                    if "verified_domains" in p.get("reason", "")]
@@ -122,8 +132,8 @@ async def test_an_incremental_sync_carries_okta_changes_to_the_directory(
     """Suspensions, a profile edit, an e-mail change (the Cloud username: the account is
     renamed, as the write report says) and membership changes reach the directory by an
     incremental run, which reads only what changed."""
-    async with scim_server(tmp_path / "scim", token=SCIM_KEY) as scim_url:
-        config = load(cloud_config(tmp_path, estate, scim_url))
+    async with directory(tmp_path) as (scim_url, engine_url):
+        config = load(cloud_config(tmp_path, estate, engine_url))
         assert (await run_sync(config, SyncOptions(), echo=quiet)).exit_code in (0, 1)
         synced = as_oracle_state(await scim_state(scim_url))  # every account this app's
         okta = estate.okta.directory
@@ -156,3 +166,54 @@ async def test_an_incremental_sync_carries_okta_changes_to_the_directory(
         assert problems == [], (problems, summary["targets"]["cloud"]["counts"], moved)
         counts = summary["targets"]["cloud"]["counts"]
         assert counts["users_renamed"] == 1 and counts["users_deactivated"] == 2, counts
+
+
+@pytest.mark.asyncio
+async def test_with_429s_and_lost_answers_the_directory_ends_exact_and_nothing_is_duplicated(
+        estate: RunningEmulators, tmp_path: Path) -> None:
+    """10 % of requests answered 429 (half with Retry-After, half without: backoff), 5 %
+    applied and then their answer lost: every create retried after a lost answer meets its own
+    earlier write (409), which is looked up and counted as done."""
+    async with scim_server(tmp_path / "scim") as upstream, scim_faults(
+            upstream, token=SCIM_KEY, rate_429=0.10, retry_after="mixed", rate_lost=0.05,
+            seed=15) as proxy:
+        before = {**(await states(estate)), "cloud": as_oracle_state(await scim_state(upstream))}
+        config = load(cloud_config(tmp_path, estate, proxy.url))
+        result = await run_sync(config, SyncOptions(), echo=quiet)
+        summary = result.summaries["test-app"]
+        assert result.exit_code in (0, 1), summary["notes"]
+        faults = proxy.stats.faults
+        assert faults["rate_limited"] > 0 and faults["rate_limited_bare"] > 0, faults
+        assert faults["lost_answer"] > 0, faults  # the faults were injected
+        state = await scim_state(upstream)  # two groups of one name would fail this read
+        await assert_oracle(estate, upstream, before, settings())
+        external = [u["externalId"] for u in state["users"].values()]
+        assert len(external) == len(set(external)), "an Okta user with two accounts"
+        assert all(not m.startswith("?") for g in state["groups"].values()
+                   for m in g["members"])
+        cloud = summary["targets"]["cloud"]
+        assert cloud["requests"]["rate_limited"] == faults["rate_limited"] + \
+            faults["rate_limited_bare"]
+        assert not [p for p in cloud["problems"] if p.get("kind") in ("failed", "refused")]
+
+
+@pytest.mark.asyncio
+async def test_a_group_name_the_organisation_has_is_reported_with_its_fix_not_failed(
+        estate: RunningEmulators, tmp_path: Path) -> None:
+    okta = (await states(estate))["okta"]
+    taken = sorted(g["profile"]["name"] for g in okta["groups"]
+                   if g["type"] == "OKTA_GROUP" and okta["memberships"].get(g["id"]))[0]
+    async with directory(tmp_path, taken_groups=(taken,)) as (scim_url, engine_url):
+        before = {**(await states(estate)), "cloud": as_oracle_state(await scim_state(scim_url))}
+        config = load(cloud_config(tmp_path, estate, engine_url))
+        result = await run_sync(config, SyncOptions(), echo=quiet)
+        summary = result.summaries["test-app"]
+        assert result.exit_code == 0, summary["notes"]  # reported, never a failed run
+        await assert_oracle(estate, scim_url, before,
+                            settings(taken=frozenset({taken.lower()})))
+        conflicts = [p["reason"] for p in summary["targets"]["cloud"]["problems"]
+                     if p.get("kind") == "conflict"]
+        assert (f"the organisation already has a group named {taken!r} that this directory "
+                f'does not own: add group_rename = {{ "{taken}" = "{taken} (Okta)" }}'
+                ) in " ".join(conflicts), conflicts
+        assert taken not in (await scim_state(scim_url))["groups"]
