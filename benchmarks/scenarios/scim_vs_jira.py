@@ -25,7 +25,9 @@ from benchmarks.procs import EmulatorProcess, proc_status_bytes
 from benchmarks.runs import emulate_args
 
 NAME = "scim_vs_jira"
-SIZES = {"full": (10_000, 200), "quick": (1_000, 40), "ci": (40, 5)}
+# users, groups, memberships: one membership per user on average, as scim2-server (an
+# in-memory reference server) rewrites a whole group on every member added to it
+SIZES = {"full": (10_000, 100, 10_000), "quick": (1_000, 40, 1_000), "ci": (40, 5, 40)}
 TOKEN = "bench-scim-key"
 
 
@@ -75,9 +77,10 @@ class ScimServer:
         self._log.close()
 
 
-def _jira(ctx: Context, users: int, groups: int) -> tuple[SyncRun, list[str], dict[str, Any]]:
+def _jira(ctx: Context, size: tuple[int, int, int]
+          ) -> tuple[SyncRun, list[str], dict[str, Any]]:
     scratch = ctx.scratch("jira")
-    with EmulatorProcess(emulate_args(users, groups, "--okta-rate-scale", "0"),
+    with EmulatorProcess(_emulate(size),
                          log_dir=scratch) as emu:
         emu.start(timeout_s=300.0)
         run = run_sync(emu, scratch, timeout_s=3600.0, extra=["--no-progress"],
@@ -88,11 +91,12 @@ def _jira(ctx: Context, users: int, groups: int) -> tuple[SyncRun, list[str], di
         "target_requests": run.requests("jira")}
 
 
-def _scim(ctx: Context, users: int, groups: int) -> tuple[SyncRun, list[str], dict[str, Any]]:
+def _scim(ctx: Context, size: tuple[int, int, int]
+          ) -> tuple[SyncRun, list[str], dict[str, Any]]:
     scratch = ctx.scratch("scim")
     scim = ScimServer(scratch)
     try:
-        with EmulatorProcess(emulate_args(users, groups, "--okta-rate-scale", "0"),
+        with EmulatorProcess(_emulate(size),
                              log_dir=scratch) as emu:
             emu.start(timeout_s=300.0)
             section = (f'[target.cloud]\nkind = "atlassian-scim"\nurl = "{scim.url}"\n'
@@ -114,12 +118,18 @@ def _scim(ctx: Context, users: int, groups: int) -> tuple[SyncRun, list[str], di
                  display_command(run.measured.argv, ctx.work_dir)], details
 
 
+def _emulate(size: tuple[int, int, int]) -> list[str]:
+    users, groups, memberships = size
+    return emulate_args(users, groups, "--memberships", str(memberships), "--okta-rate-scale",
+                        "0")
+
+
 def run(ctx: Context) -> Outcome:
-    users, groups = ctx.pick(SIZES["full"], SIZES["quick"], SIZES["ci"])
+    size = ctx.pick(SIZES["full"], SIZES["quick"], SIZES["ci"])
     figures: list[Figure] = []
-    details: dict[str, Any] = {"users": users, "groups": groups}
+    details: dict[str, Any] = {"users": size[0], "groups": size[1], "memberships": size[2]}
     for label, one in (("jira", _jira), ("scim", _scim)):
-        sync, commands, extra = one(ctx, users, groups)
+        sync, commands, extra = one(ctx, size)
         ctx.note_foreign(sync.foreign)
         if sync.measured.exit_code not in (0, 1):
             raise RuntimeError(f"{label} sync exited {sync.measured.exit_code}")
