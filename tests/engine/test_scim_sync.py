@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from oktasync.engine import SyncOptions, run_sync
+from oktasync.engine import SyncOptions, run_sync, sync_user
 from oktasync_emulators.runner import EmulatorOptions, RunningEmulators, running_emulators
 from tests.engine import oracle
 from tests.engine.harness import load, states, stats, write_config, write_requests
@@ -217,3 +217,30 @@ async def test_a_group_name_the_organisation_has_is_reported_with_its_fix_not_fa
                 f'does not own: add group_rename = {{ "{taken}" = "{taken} (Okta)" }}'
                 ) in " ".join(conflicts), conflicts
         assert taken not in (await scim_state(scim_url))["groups"]
+
+
+@pytest.mark.asyncio
+async def test_events_sync_one_user_into_the_directory_as_the_service_does(
+        estate: RunningEmulators, tmp_path: Path) -> None:
+    """The service's path (a sign-in, a hook delivery, ``oktasync sync-user``): what the event
+    names is read from Okta now and written through the same target, by lookups alone."""
+    async with directory(tmp_path) as (scim_url, engine_url):
+        config = load(cloud_config(tmp_path, estate, engine_url))
+        assert (await run_sync(config, SyncOptions(), echo=quiet)).exit_code in (0, 1)
+        okta = estate.okta.directory
+        now = (await states(estate))["okta"]
+        group = next(g for g in now["groups"] if g["type"] == "OKTA_GROUP")
+        hire = okta.add_user({"login": "new.hire@example.com", "email": "new.hire@example.com",
+                              "firstName": "New", "lastName": "Hire"}, status="ACTIVE")
+        okta.add_membership(group["id"], hire.id)
+        leaver = next(u for u in now["users"] if u["status"] == "ACTIVE"
+                      and u["profile"]["email"].lower() in
+                      (await scim_state(scim_url))["users"])
+        okta.set_status(leaver["id"], "SUSPENDED")
+        for who in ("new.hire@example.com", leaver["profile"]["login"]):
+            summary = await sync_user(config, config.apps[0], who)
+            assert summary is not None and summary["exit_code"] == 0, summary
+        state = await scim_state(scim_url)
+        assert state["users"]["new.hire@example.com"]["active"] is True
+        assert "new.hire@example.com" in state["groups"][group["profile"]["name"]]["members"]
+        assert state["users"][leaver["profile"]["email"].lower()]["active"] is False
