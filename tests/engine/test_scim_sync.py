@@ -233,9 +233,9 @@ async def test_events_sync_one_user_into_the_directory_as_the_service_does(
         hire = okta.add_user({"login": "new.hire@example.com", "email": "new.hire@example.com",
                               "firstName": "New", "lastName": "Hire"}, status="ACTIVE")
         okta.add_membership(group["id"], hire.id)
+        synced = (await scim_state(scim_url))["users"]
         leaver = next(u for u in now["users"] if u["status"] == "ACTIVE"
-                      and u["profile"]["email"].lower() in
-                      (await scim_state(scim_url))["users"])
+                      and u["profile"]["email"].lower() in synced)
         okta.set_status(leaver["id"], "SUSPENDED")
         for who in ("new.hire@example.com", leaver["profile"]["login"]):
             summary = await sync_user(config, config.apps[0], who)
