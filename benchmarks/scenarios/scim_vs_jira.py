@@ -114,7 +114,8 @@ def _scim(ctx: Context, size: tuple[int, int, int]
                 "counts", {}).get("users_created", 0)}
     finally:
         scim.stop()
-    return run, [" ".join(scim.argv) + " &", display_command(emu.argv, ctx.work_dir) + " &",
+    return run, [display_command(scim.argv, ctx.work_dir).replace(str(scim.port), "$PORT")
+                 + " &", display_command(emu.argv, ctx.work_dir) + " &",
                  display_command(run.measured.argv, ctx.work_dir)], details
 
 
