@@ -81,7 +81,6 @@ from oktasync.targets.base import Target
 from oktasync.targets.confluence import ConfluenceTarget
 from oktasync.targets.dryrun import DryRunTarget, open_plan
 from oktasync.targets.jira import JiraTarget
-from oktasync.targets.scim import SCIM_JSON, ScimTarget
 
 log = structlog.get_logger("oktasync.engine")
 
@@ -228,7 +227,8 @@ def _target_headers(tc: TargetConfig) -> dict[str, str]:
             "Basic " + basic_credentials(tc.username or "",
                                          tc.password.reveal() if tc.password else ""))
     if tc.kind == "atlassian-scim":
-        return {"Authorization": auth, "Accept": SCIM_JSON, "Content-Type": SCIM_JSON}
+        scim_json = "application/scim+json"
+        return {"Authorization": auth, "Accept": scim_json, "Content-Type": scim_json}
     return {"Authorization": auth, "Accept": "application/json",
             "X-Atlassian-Token": "no-check"}
 
@@ -273,6 +273,9 @@ def _target(name: str, tc: TargetConfig, client: HttpClient) -> Target:
         return JiraTarget(name, client)
     if tc.kind == "confluence-dc":
         return ConfluenceTarget(name, client)
+    # imported here: scim2-models takes half a second to load, for Cloud targets only
+    from oktasync.targets.scim import ScimTarget
+
     return ScimTarget(name, client, tc.verified_domains)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,15 @@ async def test_serve_syncs_at_start_reports_health_and_metrics_and_stops_on_sigt
     async with estate(users=60) as running:
         port = free_port()
         path = write_config(tmp_path, running, extra_app='schedule = "1m"')
-        path.write_text(path.read_text() + f'\n[serve]\nlisten = "127.0.0.1:{port}"\n')
+        # two Cloud directories no app syncs yet: one API key expiring in 10 days, shown in
+        # /metrics; one in 100 days, not yet
+        today = datetime.now(UTC).date()  # as the service counts
+        soon, later = (today + timedelta(days=n) for n in (10, 100))
+        clouds = "".join(
+            f'\n[target.{name}]\nkind = "atlassian-scim"\nurl = "https://127.0.0.1/scim"\n'
+            f'token = "scim-key-{name}"\nkey_expires = "{when}"\n'
+            for name, when in (("cloud", soon), ("cloud2", later)))
+        path.write_text(path.read_text() + clouds + f'\n[serve]\nlisten = "127.0.0.1:{port}"\n')
         before = await states(running)
         service = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "oktasync", "serve", "--config", str(path),
@@ -56,6 +65,8 @@ async def test_serve_syncs_at_start_reports_health_and_metrics_and_stops_on_sigt
         assert status == 200
         assert f'oktasync_runs_total{{app="{APP}",kind="full",outcome="ok"}} 1.0' in metrics
         assert "oktasync_last_success_timestamp_seconds" in metrics
+        assert 'oktasync_target_key_expiry_days{target="cloud"} 10.0' in metrics
+        assert 'target="cloud2"' not in metrics
 
         # SIGHUP: a broken file is refused and the running configuration kept, said in
         # /healthz; a good one is taken

@@ -226,7 +226,9 @@ COVERAGE: dict[str, tuple[str, ...]] = {
         "test_a_cloud_directory_keys_accounts_by_email_unless_told_otherwise"),
     "target.key_expires": (
         "tests.engine.test_scim_config::"
-        "test_every_run_warns_from_30_days_before_the_key_expires",),
+        "test_every_run_warns_from_30_days_before_the_key_expires",
+        "tests.engine.test_serve::"
+        "test_serve_syncs_at_start_reports_health_and_metrics_and_stops_on_sigterm"),
     "target.timeout_s": ("tests.engine.test_unreachable::"
                          "test_a_server_that_never_answers_is_given_up_within_the_deadline",),
     "state.dir": (S + "test_the_state_directory_and_the_app_name_place_every_file",
