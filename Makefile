@@ -8,9 +8,12 @@ STAMP := $(VENV)/.installed
 
 # Both distributions: the engine and, from emulators/, the servers it is tested against.
 # systemd-analyze (Debian's systemd) checks config/oktasync.service in the tests; CI runs as root.
+# The web console's tests drive Debian's chromium through its chromedriver (tests/console/).
 $(STAMP): pyproject.toml emulators/pyproject.toml
 	command -v systemd-analyze >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ./emulators -e '.[test]'
