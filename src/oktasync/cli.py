@@ -9,6 +9,7 @@ backend (aiolimiter needs asyncio), and to turn SIGINT/SIGTERM into a clean stop
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import signal
 import sys
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser("schema", help="print the configuration file's JSON Schema "
                                               "(for editors: taplo, Even Better TOML)")
 
+    console = sub.add_parser("console", help="the web console of `oktasync serve`")
+    console_commands = console.add_subparsers(dest="console_command", required=True)
+    console_commands.add_parser(
+        "hash-password", help="read a password (twice, at a terminal; once from a pipe) and "
+                              "print its hash for [serve] console_password_hash")
+
     demo = sub.add_parser("demo", help="start the emulators and sync 5,000 users into them")
     demo.add_argument("--users", type=_positive_int, default=5000)
     demo.add_argument("--groups", type=_positive_int, default=60)
@@ -201,6 +208,9 @@ EXAMPLES: dict[str | None, str] = {
     "config": """examples:
   oktasync config check --config oktasync.toml   # exit 0 valid, 2 with every problem listed
   oktasync config schema > oktasync.schema.json  # for editors (taplo, Even Better TOML)""",
+    "console": """examples:
+  oktasync console hash-password          # asks twice; paste the line into [serve]
+  printf '%s\\n' "$PW" | oktasync console hash-password""",
     "demo": """examples:
   oktasync demo                   # emulators, 5,000 users synced, checked, then an incremental sync
   oktasync demo --keep-running    # and leave the emulators up to try commands against""",
@@ -295,11 +305,31 @@ def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
         return _config_check(args) if args.config_command == "check" else _config_schema()
     if args.command == "emulate":
         return _emulate(rest, args.verbose)
+    if args.command == "console":
+        return _hash_password()
     try:
         from oktasync.demo import run_demo
     except ModuleNotFoundError as exc:
         return _emulators_missing("demo", exc)
     return _run_until_signal(lambda: run_demo(args.users, args.groups, args.keep_running))
+
+
+def _hash_password() -> int:
+    """`oktasync console hash-password`: the hash on stdout, the password nowhere."""
+    from oktasync.passwords import hash_password
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("console password: ")
+        if getpass.getpass("again: ") != first:
+            print("oktasync: the two passwords differ; nothing printed", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        first = sys.stdin.readline().rstrip("\r\n")
+    if len(first) < 12:
+        print("oktasync: a console password has at least 12 characters", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_password(first))
+    return 0
 
 
 def _emulate(argv: list[str], verbose: int) -> int:

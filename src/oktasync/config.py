@@ -51,6 +51,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from oktasync.models import OktaUser, name_key
+from oktasync.passwords import hash_problem
 from oktasync.schedules import CRON, Schedule
 from oktasync.secrets import Secret
 from oktasync.settings import (
@@ -438,6 +439,9 @@ class Config:
     inbox_capacity: int = 100_000  # [serve] inbox_capacity
     keep_runs: int = 50  # [state] keep_runs
     audit: bool = True  # [state] audit
+    console: bool = False  # [serve] console
+    console_password_hash: str | None = None  # [serve] console_password_hash
+    console_password: Secret | None = None  # [serve] console_password
 
     def secret_values(self) -> list[str]:
         """Every secret this configuration resolved (tokens, passwords, hook secrets, keys,
@@ -635,10 +639,27 @@ def _cross_checks(raw: dict[str, Any]) -> list[_Problem]:
                              f"required when changes = {table['changes']!r} (the value Okta "
                              "sends in the Authorization header of each delivery)"))
     serve = raw.get("serve")
+    if isinstance(serve, dict):
+        problems += [((5, -1), f"serve{s}: {m}") for s, m in _console_problems(serve)]
     if isinstance(serve, dict) and ("tls_cert" in serve) != ("tls_key" in serve):
         problems.append(((5, -1), "serve: tls_cert and tls_key go together: set both "
                                   "(https) or neither (http)"))
     return problems
+
+
+def _console_problems(serve: dict[str, Any]) -> list[tuple[str, str]]:
+    """The console needs one way to check its password, and a hash must be one of ours."""
+    found: list[tuple[str, str]] = []
+    stored = serve.get("console_password_hash")
+    if isinstance(stored, str) and (problem := hash_problem(stored)) is not None:
+        found.append((".console_password_hash", problem))
+    if "console_password_hash" in serve and "console_password" in serve:
+        found.append(("", "set console_password_hash or console_password, not both"))
+    if serve.get("console") is True and not ({"console_password_hash", "console_password"}
+                                             & serve.keys()):
+        found.append((".console", "needs console_password_hash (from `oktasync console "
+                                  "hash-password`) or console_password"))
+    return found
 
 
 def _rule_problems(table: dict[str, Any]) -> list[tuple[str, str]]:
@@ -765,6 +786,10 @@ def _build(file: ConfigFile, path: Path) -> Config:
         inbox_capacity=file.serve.inbox_capacity,
         keep_runs=file.state.keep_runs,
         audit=file.state.audit,
+        console=file.serve.console,
+        console_password_hash=file.serve.console_password_hash,
+        console_password=(None if file.serve.console_password is None
+                          else file.serve.console_password.secret),
     )
 
 

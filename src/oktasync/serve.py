@@ -24,6 +24,7 @@ checkpoint, keep the inbox, and exit 0.
 
 from __future__ import annotations
 
+import functools
 import signal
 import ssl
 import time
@@ -121,6 +122,7 @@ class Service:
         self.metrics = Metrics()
         self.history: deque[RunRecord] = deque(maxlen=HISTORY)  # the latest runs, any kind
         self.progress: dict[str, RunProgress] = {}  # each app's latest run, as it goes
+        self._tg: TaskGroup | None = None  # the one that owns every task (runs the console asks)
 
     # -- lifetime ----------------------------------------------------------------------------
     async def serve(self, *, on_ready: Any = print) -> int:
@@ -134,6 +136,7 @@ class Service:
                  f"/hooks/okta/APP, /hooks/login/APP); apps: {', '.join(self.health)}")
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 tg.start_soon(self._until_signalled, tg)
                 for app in self.config.apps:
                     self._start_app(tg, app.name)
@@ -261,15 +264,17 @@ class Service:
                 await self.run_once(app, reconcile=True)
                 await self.inboxes[name].aput("last_reconcile", str(time.time()))
 
-    async def run_once(self, app: AppConfig, *, reconcile: bool = False) -> None:
+    async def run_once(self, app: AppConfig, *, reconcile: bool = False, full: bool = False,
+                       dry_run: bool = False) -> None:
         """One sync of one app, however it ends: recorded, never raised."""
         health = self.health[app.name]
         async with self.runs[app.name]:
             health.runs += 1
             health.last_started = time.time()
             resume = checkpoint_path(self.config.state_dir, app.name).exists()
-            options = SyncOptions(app=app.name, resume=resume and not reconcile,
-                                  reconcile=reconcile, by="serve", watch=self.watch)
+            options = SyncOptions(app=app.name, resume=resume and not (reconcile or dry_run),
+                                  reconcile=reconcile, full=full, dry_run=dry_run, by="serve",
+                                  watch=self.watch)
             try:
                 result = await run_sync(self.config, options,
                                         echo=lambda text: log.info("run", summary=text))
@@ -385,7 +390,47 @@ class Service:
         app.router.add_routes(routes(HookSide(
             app=self.app, inbox=lambda name: self.inboxes[name], accepted=self.accepted,
             sync_one=self.sync_one)))
+        if self.config.console:
+            # imported here: jinja2 and tomlkit for the console's pages only
+            from oktasync.webconsole import Console
+
+            Console(self, tls=self.config.tls is not None).routes(app)
+            host = self.config.listen[0]
+            if self.config.tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+                log.warning("the console is served over plain http on a non-loopback "
+                            "address: passwords and sessions cross the network in clear; set "
+                            "[serve] tls_cert and tls_key", listen=host)
         return app
+
+    # -- what the web console asks ----------------------------------------------------------
+    def running(self, name: str) -> bool:
+        lock = self.runs.get(name)
+        return lock is not None and lock.locked()
+
+    def start_run(self, app: AppConfig, kind: str) -> None:
+        """A run asked for from the console, in the service's task group."""
+        assert self._tg is not None
+        self._tg.start_soon(functools.partial(
+            self.run_once, app, reconcile=kind == "reconcile", full=kind == "full",
+            dry_run=kind == "preview"))
+
+    def last_run(self, name: str) -> dict[str, Any] | None:
+        health = self.health.get(name)
+        if health is None or health.last_finished is None:
+            return None
+        return {"kind": health.last_kind, "code": health.last_exit_code,
+                "outcome": health.last_outcome,
+                "when": datetime.fromtimestamp(health.last_finished, UTC).strftime(
+                    "%Y-%m-%d %H:%M:%S UTC")}
+
+    def healthy_now(self, app: AppConfig) -> bool:
+        return self.healthy(app, time.time())
+
+    def reload_now(self) -> str | None:
+        """The file read again, as SIGHUP does; why not, if it was refused."""
+        assert self._tg is not None
+        self.reload(self._tg)
+        return self.reload_error
 
     def healthy(self, app: AppConfig, now: float) -> bool:
         """A success within the last three schedule intervals (or the service younger)."""

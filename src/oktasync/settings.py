@@ -1167,6 +1167,16 @@ class ServeSettings(_Section):
         "against this file's directory."))
     tls_key: Annotated[str | None, _Text()] = Field(default=None, description=(
         "The PEM private key of tls_cert."))
+    console: Bool = Field(default=False, description=(
+        "Serve the web console at / (the apps, Synchronize, live progress, history, reports): "
+        "off unless true, and then only with console_password_hash or console_password. "
+        "Bound elsewhere than loopback without tls_cert, the service warns at start."))
+    console_password_hash: Annotated[str | None, _Text()] = Field(default=None, description=(
+        "The console's password as `oktasync console hash-password` prints it (scrypt, "
+        '"scrypt$N$r$p$salt$hash"); the password itself is then nowhere in the file.'))
+    console_password: Annotated[SecretSetting | None, _Secret()] = Field(
+        default=None, description=(
+            f"Instead of console_password_hash: the password itself, {SECRET_FORMS}."))
     inbox_capacity: Annotated[int, _Int(100, 10_000_000)] = Field(
         default=100_000, description=(
             "Events an app's inbox holds before deliveries are refused with 503 (Okta retries "

@@ -134,7 +134,8 @@ def test_config_check_prints_every_setting_resolved_with_secrets_masked() -> Non
     assert (app["okta_concurrency"], app["schedule"], jira["timeout_s"]) == (8, "1h", 60.0)
     assert printed["state"]["dir"] == str(REPO / "config" / "var" / "oktasync")  # resolved
     assert printed["pipeline"] == {"queue_size": 1000, "max_in_flight": 0}
-    assert printed["serve"] == {"listen": "127.0.0.1:8787", "inbox_capacity": 100000}
+    assert printed["serve"] == {"listen": "127.0.0.1:8787", "inbox_capacity": 100000,
+                                "console": False}
     assert "# tls_cert: not set" in out
 
 

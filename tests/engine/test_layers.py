@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"__main__"},
     {"cli"},
     {"demo", "serve", "console"},
-    {"hooks", "poller", "metrics"},
+    {"hooks", "poller", "metrics", "webconsole"},
     {"engine"},
     {"incremental"},
     {"pipeline"},
@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"settings"},
     {"logs"},
     {"ratelimit", "secrets", "db", "errors", "models", "text", "usernames", "signals", "__init__",
-     "progress",
+     "progress", "passwords",
      "schedules",
      "targets.__init__"},
 ]

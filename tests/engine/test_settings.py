@@ -229,6 +229,15 @@ COVERAGE: dict[str, tuple[str, ...]] = {
         "test_every_run_warns_from_30_days_before_the_key_expires",
         "tests.engine.test_serve::"
         "test_serve_syncs_at_start_reports_health_and_metrics_and_stops_on_sigterm"),
+    "serve.console": ("tests.console.test_console::"
+                      "test_sign_in_save_settings_synchronize_watch_and_download_in_a_browser",
+                      "tests.console.test_console::"
+                      "test_no_session_no_token_and_wrong_passwords_are_refused"),
+    "serve.console_password_hash": (
+        "tests.console.test_console::"
+        "test_sign_in_save_settings_synchronize_watch_and_download_in_a_browser",),
+    "serve.console_password": ("tests.console.test_console::"
+                               "test_a_console_password_from_a_file_signs_in",),
     "target.timeout_s": ("tests.engine.test_unreachable::"
                          "test_a_server_that_never_answers_is_given_up_within_the_deadline",),
     "state.dir": (S + "test_the_state_directory_and_the_app_name_place_every_file",

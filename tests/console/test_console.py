@@ -1,0 +1,186 @@
+"""The web console of `oktasync serve`, end to end in a real headless browser (Debian's
+chromium through Selenium) and, for its refusals, with a plain HTTP client.
+
+The service runs as a real subprocess against the emulators (in the test's event loop; the
+browser is driven from a worker thread so that they keep answering). The scenario: sign in;
+open an app's settings; change the scheduler interval and a switch; Save (the file changed,
+its comments kept); Synchronize; watch the progress reach 100 %; open the run's report and
+download its audit CSV. Screenshots of the settings page and of the running sync are written
+where ``OKTASYNC_SCREENSHOTS`` says (the README's), else into the test's directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from oktasync.passwords import hash_password
+from oktasync_emulators.runner import RunningEmulators
+from tests.console.browser import screenshot, wait_for, wait_for_download
+from tests.engine.harness import states, write_config
+from tests.engine.service import free_port
+from tests.engine.test_sync_behaviour import APP, estate
+
+PASSWORD = "correct horse battery staple"
+
+
+@asynccontextmanager
+async def console_service(tmp_path: Path, running: RunningEmulators) -> AsyncIterator[str]:
+    """`oktasync serve` with the console on, its first sync done; its base URL."""
+    port = free_port()
+    path = write_config(tmp_path, running, extra_app='schedule = "1h"\n# the team\'s note\n')
+    path.write_text(path.read_text() + f'\n[serve]\nlisten = "127.0.0.1:{port}"\n'
+                    f'console = true\nconsole_password_hash = "{hash_password(PASSWORD)}"\n')
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oktasync", "serve", "--config", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert service.stdout is not None
+        ready = await asyncio.wait_for(service.stdout.readline(), timeout=30)
+        assert f"127.0.0.1:{port}" in ready.decode()
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):  # the sync at start, done
+            async with aiohttp.ClientSession() as s, s.get(base + "/healthz") as r:
+                health = await r.json()
+            if health["apps"][APP]["last_exit_code"] is not None:
+                break
+            await asyncio.sleep(0.1)
+        yield base
+    finally:
+        service.terminate()
+        await service.communicate()
+
+
+def scenario(driver: WebDriver, base: str, config: Path, downloads: Path, shots: Path) -> None:
+    driver.get(base + "/")
+    assert driver.current_url.endswith("/login")  # no session: the sign-in page
+    wait_for(driver, "#password").send_keys("not the password")
+    driver.find_element(By.ID, "sign-in").click()
+    assert "wrong password" in wait_for(driver, "#login-error").text
+    wait_for(driver, "#password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "sign-in").click()
+    wait_for(driver, f"#app-{APP}")
+
+    driver.find_element(By.ID, f"settings-{APP}").click()
+    schedule = wait_for(driver, "#schedule")
+    schedule.clear()
+    schedule.send_keys("2h")
+    update = driver.find_element(By.ID, "update_users")
+    if update.is_selected():
+        update.click()
+    screenshot(driver, shots / "console-settings.png")
+    driver.find_element(By.ID, "save").click()
+    assert "saved and reloaded" in wait_for(driver, "#flash").text
+    text = config.read_text()
+    assert 'schedule = "2h"' in text and "update_users = false" in text
+    assert "# the team's note" in text  # comments and layout kept
+
+    driver.find_element(By.ID, f"incremental-{APP}").click()
+    wait_for(driver, "#tasks")
+    state = wait_for(driver, "#state")
+    for _ in range(600):
+        if state.get_attribute("data-finished") == "yes":
+            break
+        time.sleep(0.1)
+    assert state.get_attribute("data-finished") == "yes", state.text
+    percents = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".pct")]
+    assert percents and all(p == "100%" for p in percents), percents
+    screenshot(driver, shots / "console-sync.png")
+
+    driver.get(base + f"/apps/{APP}/history")
+    wait_for(driver, ".run-link").click()
+    assert "exit" in wait_for(driver, "#outcome").text
+    link = wait_for(driver, "#audit-csv")  # the run deactivated the suspended user
+    name = driver.current_url.rsplit("/", 1)[1] + ".audit.csv"  # the run's own file name
+    link.click()
+    with wait_for_download(downloads, name).open(encoding="utf-8") as audit:
+        rows = list(csv.reader(audit))
+    assert rows[0][:3] == ["time", "run_id", "target"], rows[0]
+    assert any(row[3] == "deactivate_user" for row in rows[1:]), rows
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(240)
+async def test_sign_in_save_settings_synchronize_watch_and_download_in_a_browser(
+        tmp_path: Path, browser: WebDriver, download_dir: Path) -> None:
+    shots = Path(os.environ.get("OKTASYNC_SCREENSHOTS", tmp_path / "shots"))
+    async with estate(users=60) as running, console_service(tmp_path, running) as base:
+        config = tmp_path / "oktasync.toml"
+        # a change in Okta, so the Synchronize run writes something (and has an audit): a
+        # synced user suspended
+        synced = {u["name"] for u in (await states(running))["jira"]["users"] if u["active"]}
+        okta = (await states(running))["okta"]
+        leaver = next(u for u in okta["users"] if u["status"] == "ACTIVE"
+                      and u["profile"]["login"].split("@")[0].lower() in synced)
+        running.okta.directory.set_status(leaver["id"], "SUSPENDED")
+        await asyncio.to_thread(scenario, browser, base, config, download_dir, shots)
+    assert (shots / "console-settings.png").stat().st_size > 1000
+    assert (shots / "console-sync.png").stat().st_size > 1000
+
+
+@pytest.mark.asyncio
+async def test_no_session_no_token_and_wrong_passwords_are_refused(tmp_path: Path) -> None:
+    async with estate(users=20) as running, console_service(tmp_path, running) as base:
+        async with aiohttp.ClientSession() as client:  # no session
+            async with client.get(base + "/", allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == "/login"
+            async with client.post(base + f"/apps/{APP}/run", data={"kind": "full"},
+                                   allow_redirects=False) as r:
+                assert r.status == 401
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as user:
+            async with user.post(base + "/login", data={"password": PASSWORD}) as r:
+                assert r.status == 200 and "Apps" in await r.text()  # signed in
+            async with user.post(base + f"/apps/{APP}/run", data={"kind": "full"},
+                                 allow_redirects=False) as r:
+                assert r.status == 403  # a session, but no anti-forgery token
+                assert "anti-forgery token" in await r.text()
+            for _ in range(5):
+                async with user.post(base + "/login", data={"password": "nope"}) as r:
+                    assert r.status == 401
+            async with user.post(base + "/login", data={"password": PASSWORD}) as r:
+                assert r.status == 429  # rate-limited, even with the right password
+
+
+@pytest.mark.asyncio
+async def test_a_console_password_from_a_file_signs_in(tmp_path: Path) -> None:
+    """``console_password`` as a secret (here ``file:``) instead of a hash; and the file's
+    problems: the console without any password, a hash that is not one of ours."""
+    (tmp_path / "console.pw").write_text(PASSWORD + "\n")
+    (tmp_path / "console.pw").chmod(0o600)
+    async with estate(users=20) as running:
+        port = free_port()
+        path = write_config(tmp_path, running)
+        base_text = path.read_text() + f'\n[serve]\nlisten = "127.0.0.1:{port}"\nconsole = true\n'
+        for extra, problem in (("", "serve.console: needs console_password_hash"),
+                               ('console_password_hash = "plain"\n',
+                                "serve.console_password_hash: is not a hash")):
+            path.write_text(base_text + extra)
+            done = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "oktasync", "config", "check", "--config", str(path),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            _, err = await done.communicate()
+            assert done.returncode == 2 and problem in err.decode(), err.decode()
+        path.write_text(base_text + f'console_password = "file:{tmp_path / "console.pw"}"\n')
+        service = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "oktasync", "serve", "--config", str(path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            assert service.stdout is not None
+            await asyncio.wait_for(service.stdout.readline(), timeout=30)
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as user, \
+                    user.post(f"http://127.0.0.1:{port}/login", data={"password": PASSWORD}) as r:
+                assert r.status == 200 and "Apps" in await r.text()
+        finally:
+            service.terminate()
+            await service.communicate()
