@@ -46,6 +46,8 @@ from oktasync.engine import (
     NoStateStore,
     SyncOptions,
     find_user,
+    held,
+    release_held,
     run_sync,
     sync_events,
 )
@@ -418,13 +420,33 @@ class Service:
         health = self.health.get(name)
         if health is None or health.last_finished is None:
             return None
+        app = self.app(name)
+        upcoming = None if app is None else app.schedule.next_run(
+            datetime.now(UTC), datetime.fromtimestamp(health.last_started or 0, UTC))
         return {"kind": health.last_kind, "code": health.last_exit_code,
                 "outcome": health.last_outcome,
                 "when": datetime.fromtimestamp(health.last_finished, UTC).strftime(
-                    "%Y-%m-%d %H:%M:%S UTC")}
+                    "%Y-%m-%d %H:%M:%S UTC"),
+                "next": upcoming.strftime("%Y-%m-%d %H:%M:%S UTC") if upcoming else ""}
 
     def healthy_now(self, app: AppConfig) -> bool:
         return self.healthy(app, time.time())
+
+    def held_now(self, app: AppConfig) -> list[Any]:
+        return held(self.config, app)
+
+    def release_held_now(self, app: AppConfig) -> None:
+        """Held deactivations let go, their users synced, in the service's task group."""
+        assert self._tg is not None
+
+        async def release() -> None:
+            async with self.runs[app.name]:
+                try:
+                    await release_held(self.config, app)
+                except SyncError as exc:
+                    log.warning("held deactivations not released", app=app.name,
+                                reason=str(exc))
+        self._tg.start_soon(release)
 
     def reload_now(self) -> str | None:
         """The file read again, as SIGHUP does; why not, if it was refused."""

@@ -59,6 +59,10 @@ class Host(Protocol):
 
     def reload_now(self) -> str | None: ...
 
+    def held_now(self, app: AppConfig) -> list[Any]: ...
+
+    def release_held_now(self, app: AppConfig) -> None: ...
+
 
 @dataclass
 class Session:
@@ -88,6 +92,8 @@ class Console:
         add_get("/apps/{name}/history", self.history)
         add_get("/apps/{name}/runs/{run_id}", self.report)
         add_get("/apps/{name}/runs/{run_id}/audit.csv", self.audit)
+        add_post("/apps/{name}/held/release", self.release)
+        add_get("/apps/{name}/runs/{run_id}/plan.csv", self.plan)
         add_get("/apps/{name}/settings", self.settings_page)
         add_post("/apps/{name}/settings", self.save_settings)
 
@@ -214,8 +220,21 @@ class Console:
                  "writes": sum(int(t.get("requests", {}).get("writes", 0))
                                for t in (r.get("targets") or {}).values())}
                 for r in reports(self.host.config.state_dir / app.name)]
+        held = await asyncio.to_thread(self.host.held_now, app)
         return _page(request, "history.html", {"title": f"{app.name} history", "app": app.name,
-                                               "runs": list(reversed(runs))})
+                                               "runs": list(reversed(runs)),
+                                               "chart": history_chart(runs), "held": held,
+                                               "flash": request.query.get("flash")})
+
+    async def release(self, request: web.Request) -> web.StreamResponse:
+        """The held deactivations let go: their users synced now, past the guards."""
+        app = self._app(request)
+        if self.host.running(app.name):
+            raise web.HTTPSeeOther(f"/apps/{app.name}/history?flash=a run of {app.name} is "
+                                   "going: release when it has ended")
+        self.host.release_held_now(app)
+        raise web.HTTPSeeOther(f"/apps/{app.name}/history?flash=released: their users are "
+                               "being synced")
 
     async def report(self, request: web.Request) -> web.StreamResponse:
         app, run_id = self._app(request), request.match_info["run_id"]
@@ -223,9 +242,20 @@ class Console:
         if found is None:
             raise web.HTTPNotFound(text=f"no run {run_id} of {app.name}")
         audit = audit_path(self.host.config.state_dir / app.name, run_id).exists()
+        plan = _plan_path(self.host.config.state_dir, app.name, run_id).exists()
         return _page(request, "report.html", {"title": run_id, "app": app.name,
                                               "run_id": run_id, "report": found,
-                                              "audit": audit})
+                                              "audit": audit, "plan": plan})
+
+    async def plan(self, request: web.Request) -> web.StreamResponse:
+        """A preview's plan: one row per write it would make."""
+        app, run_id = self._app(request), request.match_info["run_id"]
+        path = _plan_path(self.host.config.state_dir, app.name, run_id)
+        if not path.exists():
+            raise web.HTTPNotFound(text=f"no plan of run {run_id}")
+        return web.FileResponse(path, headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{path.name}"'})
 
     async def audit(self, request: web.Request) -> web.StreamResponse:
         app, run_id = self._app(request), request.match_info["run_id"]
@@ -343,6 +373,37 @@ def _errors_by_field(problems: list[str]) -> dict[str, list[str]]:
         found[key if any(f.key == key for f in FORM_FIELDS) else ""].append(
             message if key in {f.key for f in FORM_FIELDS} else problem)
     return found
+
+
+def _plan_path(state_dir: Path, app: str, run_id: str) -> Path:
+    if not all(c.isalnum() or c in "._-" for c in run_id):
+        raise web.HTTPNotFound(text="no such run")
+    return state_dir / app / f"plan-{run_id}.csv"
+
+
+def history_chart(runs: list[dict[str, Any]], width: int = 640, height: int = 120) -> str:
+    """The runs' durations (bars) and writes (dots) as an inline SVG: no JavaScript, no
+    library; the newest run on the right."""
+    shown = runs[-40:]
+    if not shown:
+        return ""
+    walls = [float(str(r["wall"]).split()[0]) for r in shown]
+    writes = [int(r["writes"]) for r in shown]
+    top_wall, top_writes = max(walls) or 1.0, max(writes) or 1
+    step = width / len(shown)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20}" '
+             f'role="img" aria-label="duration and writes per run" id="history-chart">']
+    for i, (wall, wrote) in enumerate(zip(walls, writes, strict=True)):
+        bar = wall / top_wall * height
+        parts.append(f'<rect x="{i * step + 1:.1f}" y="{height - bar:.1f}" '
+                     f'width="{max(1.0, step - 2):.1f}" height="{bar:.1f}" fill="#9db8e8">'
+                     f"<title>{wall:.1f} s, {wrote} writes</title></rect>")
+        dot = wrote / top_writes * height
+        parts.append(f'<circle cx="{i * step + step / 2:.1f}" cy="{height - dot:.1f}" r="3" '
+                     'fill="#1d2330"/>')
+    parts.append(f'<text x="0" y="{height + 15}" font-size="11">bars: duration (longest '
+                 f"{top_wall:.1f} s); dots: writes (most {top_writes})</text></svg>")
+    return "".join(parts)
 
 
 def _app_table(path: Path, name: str) -> Any:

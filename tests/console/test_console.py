@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from oktasync.passwords import hash_password
 from oktasync_emulators.runner import RunningEmulators
 from tests.console.browser import screenshot, wait_for, wait_for_download
-from tests.engine.harness import states, write_config
+from tests.engine.harness import states, stats, write_config
 from tests.engine.service import free_port
 from tests.engine.test_sync_behaviour import APP, estate
 
@@ -184,3 +185,44 @@ async def test_a_console_password_from_a_file_signs_in(tmp_path: Path) -> None:
         finally:
             service.terminate()
             await service.communicate()
+
+
+@pytest.mark.asyncio
+async def test_a_preview_writes_nothing_and_its_plan_downloads(tmp_path: Path) -> None:
+    async with estate(users=30) as running, console_service(tmp_path, running) as base:
+        synced = {u["name"] for u in (await states(running))["jira"]["users"] if u["active"]}
+        okta = (await states(running))["okta"]
+        leaver = next(u for u in okta["users"] if u["status"] == "ACTIVE"
+                      and u["profile"]["login"].split("@")[0].lower() in synced)
+        running.okta.directory.set_status(leaver["id"], "SUSPENDED")
+        writes_before = (await stats(running))["jira"]["writes_applied"]
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as user:
+            async with user.post(base + "/login", data={"password": PASSWORD}) as r:
+                page = await r.text()
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert csrf is not None
+            async with user.post(base + f"/apps/{APP}/run",
+                                 data={"kind": "preview", "csrf": csrf.group(1)}) as r:
+                assert r.status == 200 and "the run as it goes" in await r.text()
+            for _ in range(300):  # the preview's end
+                async with user.get(base + "/healthz") as r:
+                    health = await r.json()
+                if health["apps"][APP]["runs"] == 2 and \
+                        health["apps"][APP]["last_finished"] is not None and \
+                        health["apps"][APP]["last_finished"] > health["apps"][APP][
+                            "last_started"]:
+                    break
+                await asyncio.sleep(0.1)
+            async with user.get(base + f"/apps/{APP}/history") as r:
+                history = await r.text()
+            assert 'id="history-chart"' in history and 'id="no-held"' in history
+            newest = re.search(r'href="(/apps/[^"]+/runs/[^"]+)" class="run-link"', history)
+            assert newest is not None
+            async with user.get(base + newest.group(1)) as r:
+                report = await r.text()
+            assert 'id="plan-csv"' in report
+            async with user.get(base + newest.group(1) + "/plan.csv") as r:
+                plan = await r.text()
+                assert r.status == 200 and "attachment" in r.headers["Content-Disposition"]
+            assert "deactivate_user" in plan
+        assert (await stats(running))["jira"]["writes_applied"] == writes_before  # a preview
