@@ -22,14 +22,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import aiohttp_jinja2
 import jinja2
 import orjson
 import tomlkit
 from aiohttp import web
 
-from oktasync.config import AppConfig, Config, ConfigError, load_config
+from oktasync.config import AppConfig, Config, ConfigError, basic_credentials, load_config
+from oktasync.errors import cause_of
 from oktasync.history import audit_path, find_report, reports
+from oktasync.http import make_session
+from oktasync.network import route_of
 from oktasync.passwords import check_password
 from oktasync.progress import RunProgress
 
@@ -93,6 +97,7 @@ class Console:
         add_get("/apps/{name}/runs/{run_id}", self.report)
         add_get("/apps/{name}/runs/{run_id}/audit.csv", self.audit)
         add_post("/apps/{name}/held/release", self.release)
+        add_post("/apps/{name}/test", self.test)
         add_get("/apps/{name}/runs/{run_id}/plan.csv", self.plan)
         add_get("/apps/{name}/settings", self.settings_page)
         add_post("/apps/{name}/settings", self.save_settings)
@@ -267,6 +272,16 @@ class Console:
             "Content-Type": "text/csv; charset=utf-8",
             "Content-Disposition": f'attachment; filename="{path.name}"'})
 
+    async def test(self, request: web.Request) -> web.StreamResponse:
+        """Each server of the app asked what a sync needs of it: the credentials, the reads,
+        the right to manage users, and the rate-limit headroom its answers announce."""
+        app = self._app(request)
+        checks = [await _okta_checks(app)]
+        for name in app.targets:
+            checks.append(await _target_checks(name, self.host.config.targets[name]))
+        return _page(request, "test.html", {"title": f"{app.name} test", "app": app.name,
+                                            "servers": checks})
+
     # -- settings ----------------------------------------------------------------------------
 
     async def settings_page(self, request: web.Request) -> web.StreamResponse:
@@ -373,6 +388,90 @@ def _errors_by_field(problems: list[str]) -> dict[str, list[str]]:
         found[key if any(f.key == key for f in FORM_FIELDS) else ""].append(
             message if key in {f.key for f in FORM_FIELDS} else problem)
     return found
+
+
+@dataclass
+class Check:
+    what: str
+    ok: bool
+    detail: str
+
+
+async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
+                 what: str, meaning: str) -> tuple[Check, Any]:
+    """One GET, judged: its status in words, and its answer's headers for the headroom."""
+    try:
+        async with session.get(url, headers=headers, allow_redirects=False) as answer:
+            await answer.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Check(what, False, f"no answer: {cause_of(exc, 10).words}"), None
+    if answer.status == 200:
+        return Check(what, True, meaning), answer.headers
+    if answer.status in (401, 403):
+        return Check(what, False, f"HTTP {answer.status}: the credentials are refused, or "
+                                  "lack the permission"), answer.headers
+    return Check(what, False, f"HTTP {answer.status}"), answer.headers
+
+
+def _headroom(headers: Any) -> Check:
+    if headers is None:
+        return Check("rate-limit headroom", False, "no answer to read it from")
+    for limit, left in (("X-Rate-Limit-Limit", "X-Rate-Limit-Remaining"),
+                        ("X-RateLimit-Limit", "X-RateLimit-Remaining")):
+        if limit in headers and left in headers:
+            return Check("rate-limit headroom", int(headers[left]) > 0,
+                         f"{headers[left]} of {headers[limit]} left in this window")
+    return Check("rate-limit headroom", True, "the server announces no rate limit")
+
+
+async def _okta_checks(app: AppConfig) -> dict[str, Any]:
+    name = f"Okta ({app.name})"
+    session = make_session(connections=2, timeout_s=10,
+                           route=route_of(name, app.okta_url, app.okta_network))
+    try:
+        headers = {"Accept": "application/json"}
+        if app.okta_token is not None:
+            headers["Authorization"] = f"SSWS {app.okta_token.reveal()}"
+        else:
+            return {"server": name, "checks": [Check(
+                "service app", True, "checked by every run before it reads (okta_auth = "
+                "\"oauth\"): a refusal stops it with what to fix")]}
+        users, seen = await _probe(session, app.okta_url + "/api/v1/users?limit=1", headers,
+                                   "credentials, read users", "users can be read")
+        groups, _ = await _probe(session, app.okta_url + "/api/v1/groups?limit=1", headers,
+                                 "read groups", "groups can be read")
+        return {"server": name, "checks": [users, groups, _headroom(seen)]}
+    finally:
+        await session.close()
+
+
+async def _target_checks(name: str, target: Any) -> dict[str, Any]:
+    session = make_session(connections=2, timeout_s=10,
+                           route=route_of(name, target.url, target.network))
+    base = target.url.rstrip("/")
+    auth = (f"Bearer {target.token.reveal()}" if target.token is not None
+            else "Basic " + basic_credentials(target.username or "", target.password.reveal()))
+    headers = {"Authorization": auth, "Accept": "application/json"}
+    if target.kind == "jira-dc":
+        probes = [(f"{base}/rest/api/2/myself", "credentials", "signed in"),
+                  (f"{base}/rest/api/2/user/list?maxResults=1", "manage users",
+                   "an administrator's user listing answered: this account can manage users")]
+    elif target.kind == "confluence-dc":
+        probes = [(f"{base}/rest/api/user/current", "credentials", "signed in"),
+                  (f"{base}/rest/api/admin/users/list/active?limit=1", "manage users",
+                   "an administrator's user listing answered: this account can manage users")]
+    else:
+        probes = [(f"{base}/Users?count=1", "credentials, read users", "users can be read"),
+                  (f"{base}/Groups?count=1", "read groups", "groups can be read")]
+    try:
+        checks, seen = [], None
+        for url, what, meaning in probes:
+            check, answer_headers = await _probe(session, url, headers, what, meaning)
+            checks.append(check)
+            seen = seen or answer_headers
+        return {"server": name, "checks": [*checks, _headroom(seen)]}
+    finally:
+        await session.close()
 
 
 def _plan_path(state_dir: Path, app: str, run_id: str) -> Path:

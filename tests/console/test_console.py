@@ -73,7 +73,11 @@ def scenario(driver: WebDriver, base: str, config: Path, downloads: Path, shots:
     driver.find_element(By.ID, "sign-in").click()
     wait_for(driver, f"#app-{APP}")
 
-    driver.find_element(By.ID, f"settings-{APP}").click()
+    driver.find_element(By.ID, f"test-{APP}").click()  # each server, a verdict per check
+    verdicts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".verdict")]
+    assert len(verdicts) == 3 + 3 + 3 and set(verdicts) == {"passed"}, verdicts
+    driver.get(base + "/")
+    wait_for(driver, f"#settings-{APP}").click()
     schedule = wait_for(driver, "#schedule")
     schedule.clear()
     schedule.send_keys("2h")
