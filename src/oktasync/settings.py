@@ -75,6 +75,7 @@ __all__ = [
     "render_toml",
     "resolve_path",
     "shown",
+    "toml_value",
 ]
 
 GROUP_TYPES: Final = ("OKTA_GROUP", "APP_GROUP", "BUILT_IN")
@@ -1260,6 +1261,11 @@ def _render_section(section: BaseModel) -> list[str]:
         else:
             lines.append(f"{key} = {_toml_value(value)}")
     return lines
+
+
+def toml_value(value: object) -> str:
+    """A value as TOML writes it (the console's form shows lists and tables so)."""
+    return _toml_value(value)
 
 
 def _toml_value(value: object) -> str:

@@ -36,6 +36,7 @@ from oktasync.http import make_session
 from oktasync.network import route_of
 from oktasync.passwords import check_password
 from oktasync.progress import RunProgress
+from oktasync.settings import AppSettings, toml_value
 
 COOKIE = "oktasync_session"
 SESSION_S = 8 * 3600
@@ -299,8 +300,12 @@ class Console:
         path = self.host.config.path
         document = tomlkit.parse(path.read_text(encoding="utf-8"))
         table = next(t for t in document["app"] if t.get("name") == app.name)
-        for field_ in FORM_FIELDS:
-            _apply(table, field_, form, self.host.config.state_dir, app.name)
+        typed = {f.key: [problem] for f in FORM_FIELDS
+                 if (problem := _apply(table, f, form, self.host.config.state_dir, app.name))}
+        if typed:
+            return _page(request, "settings.html", {
+                "title": f"{app.name} settings", "app": app.name,
+                "fields": _fields(table, typed)}, status=400)
         candidate = path.with_name(f".{path.name}.console-{os.getpid()}")
         candidate.write_text(tomlkit.dumps(document), encoding="utf-8")
         os.chmod(candidate, path.stat().st_mode & 0o777)
@@ -332,7 +337,7 @@ class FormField:
     help: str
 
 
-FORM_FIELDS = (
+SEED_FIELDS = (
     FormField("okta_url", "text", "The Okta org URL."),
     FormField("okta_token", "secret", "The Okta API token: typed here, it is stored in a "
               "0600 file in the state directory and referenced as file:."),
@@ -345,13 +350,37 @@ FORM_FIELDS = (
 )
 
 
+def _every_other_field() -> tuple[FormField, ...]:
+    """The app's other settings, each by its kind of value, with the schema's description:
+    a string as text, true/false as a box, a secret never shown back, the rest (numbers,
+    limits, lists, tables) as their TOML value."""
+    seed = {f.key for f in SEED_FIELDS} | {"name"}
+    fields = []
+    for key, info in AppSettings.model_fields.items():
+        if key in seed:
+            continue
+        annotation = str(info.annotation)
+        kind = ("secret" if "SecretSetting" in annotation else
+                "bool" if isinstance(info.default, bool) else
+                "text" if annotation in ("<class 'str'>", "str | None", "typing.Optional[str]")
+                else "toml")
+        fields.append(FormField(key, kind, " ".join((info.description or "").split())))
+    return tuple(fields)
+
+
+FORM_FIELDS = SEED_FIELDS + _every_other_field()
+FIELD_KEYS = frozenset(f.key for f in FORM_FIELDS)
+
+
 def _fields(table: Any, errors: dict[str, list[str]]) -> list[dict[str, Any]]:
     out = []
     for f in FORM_FIELDS:
         value = table.get(f.key)
-        shown = None if f.kind == "secret" else value
+        shown: Any = None if f.kind == "secret" else value
         if f.kind == "bool" and value is None:
-            shown = True  # the settings' defaults
+            shown = AppSettings.model_fields[f.key].default
+        elif f.kind == "toml" and value is not None:
+            shown = toml_value(value.unwrap() if hasattr(value, "unwrap") else value)
         source = ("written in the file" if isinstance(value, str)
                   and not value.startswith(("${", "file:")) else str(value or "not set"))
         out.append({"key": f.key, "kind": f.kind, "help": f.help, "value": shown,
@@ -359,10 +388,13 @@ def _fields(table: Any, errors: dict[str, list[str]]) -> list[dict[str, Any]]:
     return out
 
 
-def _apply(table: Any, f: FormField, form: Any, state_dir: Path, app: str) -> None:
+def _apply(table: Any, f: FormField, form: Any, state_dir: Path, app: str) -> str | None:
+    """The form's value into the file's table; why not, for a value that is not TOML."""
     raw = form.get(f.key)
     if f.kind == "bool":
-        table[f.key] = raw == "true"
+        checked = raw == "true"
+        if f.key in table or checked != AppSettings.model_fields[f.key].default:
+            table[f.key] = checked  # a default left alone stays unwritten
     elif f.kind == "secret":
         if raw:  # empty: unchanged
             folder = state_dir / "secrets"
@@ -375,8 +407,14 @@ def _apply(table: Any, f: FormField, form: Any, state_dir: Path, app: str) -> No
     elif raw is None or str(raw).strip() == "":
         if f.key in table:
             del table[f.key]
+    elif f.kind == "toml":
+        try:
+            table[f.key] = tomlkit.parse(f"value = {raw}")["value"]
+        except tomlkit.exceptions.ParseError:
+            return f"not a TOML value: write it as the file would, e.g. {toml_value([1])}"
     else:
         table[f.key] = str(raw)
+    return None
 
 
 def _errors_by_field(problems: list[str]) -> dict[str, list[str]]:
@@ -385,8 +423,8 @@ def _errors_by_field(problems: list[str]) -> dict[str, list[str]]:
     for problem in problems:
         where, _, message = problem.partition(": ")
         key = where.rpartition(".")[2]
-        found[key if any(f.key == key for f in FORM_FIELDS) else ""].append(
-            message if key in {f.key for f in FORM_FIELDS} else problem)
+        found[key if key in FIELD_KEYS else ""].append(
+            message if key in FIELD_KEYS else problem)
     return found
 
 

@@ -74,6 +74,7 @@ def scenario(driver: WebDriver, base: str, config: Path, downloads: Path, shots:
     wait_for(driver, f"#app-{APP}")
 
     driver.find_element(By.ID, f"test-{APP}").click()  # each server, a verdict per check
+    wait_for(driver, ".verdict")
     verdicts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".verdict")]
     assert len(verdicts) == 3 + 3 + 3 and set(verdicts) == {"passed"}, verdicts
     driver.get(base + "/")
@@ -230,3 +231,38 @@ async def test_a_preview_writes_nothing_and_its_plan_downloads(tmp_path: Path) -
                 assert r.status == 200 and "attachment" in r.headers["Content-Disposition"]
             assert "deactivate_user" in plan
         assert (await stats(running))["jira"]["writes_applied"] == writes_before  # a preview
+
+
+@pytest.mark.asyncio
+async def test_settings_problems_show_beside_their_field_and_leave_the_file_alone(
+        tmp_path: Path) -> None:
+    async with estate(users=20) as running, console_service(tmp_path, running) as base:
+        config = tmp_path / "oktasync.toml"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as user:
+            async with user.post(base + "/login", data={"password": PASSWORD}) as r:
+                csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+            assert csrf is not None
+            form = {"csrf": csrf.group(1), "okta_url": running.okta_url,
+                    "username_regex": "(.*)@.*", "username_replacement": "$1",
+                    "import_users": "true", "update_users": "true",
+                    "sync_user_status": "true", "targets": '["jira", "confluence"]'}
+            before = config.read_text()
+            async with user.post(base + f"/apps/{APP}/settings",
+                                 data={**form, "schedule": "1 minute"}) as r:
+                page = await r.text()
+                assert r.status == 400 and 'id="error-schedule"' in page
+            async with user.post(base + f"/apps/{APP}/settings",
+                                 data={**form, "schedule": "1h",
+                                       "max_deactivations": "not toml ["}) as r:
+                assert r.status == 400 and 'id="error-max_deactivations"' in await r.text()
+            assert config.read_text() == before  # nothing written
+            async with user.post(base + f"/apps/{APP}/settings",
+                                 data={**form, "schedule": "1h", "max_deactivations": "5",
+                                       "okta_token": "00new-okta-token-typed-in"}) as r:
+                assert r.status == 200 and "saved and reloaded" in await r.text()
+        text = config.read_text()
+        assert "max_deactivations = 5" in text and "00new-okta-token-typed-in" not in text
+        secret = tmp_path / "state" / "secrets" / f"{APP}.okta_token"
+        assert f'okta_token = "file:{secret}"' in text
+        assert secret.read_text() == "00new-okta-token-typed-in"
+        assert secret.stat().st_mode & 0o777 == 0o600
