@@ -15,6 +15,7 @@ import asyncio
 import csv
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +27,8 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from oktasync.passwords import hash_password
+from oktasync.ownership import Held, Ownership
+from oktasync.passwords import check_password, hash_password
 from oktasync_emulators.runner import RunningEmulators
 from tests.console.browser import screenshot, wait_for, wait_for_download
 from tests.engine.harness import states, stats, write_config
@@ -266,3 +268,68 @@ async def test_settings_problems_show_beside_their_field_and_leave_the_file_alon
         assert f'okta_token = "file:{secret}"' in text
         assert secret.read_text() == "00new-okta-token-typed-in"
         assert secret.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.asyncio
+async def test_a_second_run_is_refused_politely_while_one_is_going(tmp_path: Path) -> None:
+    async with estate(users=40) as running, console_service(tmp_path, running) as base:
+        running.okta.faults.latency_ms = 300  # the full sync takes seconds
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as user:
+            async with user.post(base + "/login", data={"password": PASSWORD}) as r:
+                csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+            assert csrf is not None
+            async with user.post(base + f"/apps/{APP}/run", allow_redirects=False,
+                                 data={"kind": "full", "csrf": csrf.group(1)}) as r:
+                assert r.status == 303 and "/live" in r.headers["Location"]
+            async with user.post(base + f"/apps/{APP}/run",
+                                 data={"kind": "incremental", "csrf": csrf.group(1)}) as r:
+                page = await r.text()
+            assert f"a run of {APP} is going: wait for it to end" in page
+            assert 'id="flash"' in page
+
+
+def test_hash_password_prints_a_hash_that_checks_and_refuses_short_ones() -> None:
+    done = subprocess.run([sys.executable, "-m", "oktasync", "console", "hash-password"],
+                          input=PASSWORD + "\n", capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0 and PASSWORD not in done.stdout + done.stderr
+    assert check_password(PASSWORD, done.stdout.strip())
+    short = subprocess.run([sys.executable, "-m", "oktasync", "console", "hash-password"],
+                           input="short\n", capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr
+
+
+@pytest.mark.asyncio
+async def test_held_deactivations_are_listed_and_released_from_the_history_page(
+        tmp_path: Path) -> None:
+    async with estate(users=30) as running, console_service(tmp_path, running) as base:
+        now = await states(running)
+        synced = {u["name"] for u in now["jira"]["users"] if u["active"]}
+        leaver = next(u for u in now["okta"]["users"] if u["status"] == "ACTIVE"
+                      and u["profile"]["login"].split("@")[0].lower() in synced)
+        name = leaver["profile"]["login"].split("@")[0].lower()
+        running.okta.directory.set_status(leaver["id"], "SUSPENDED")
+        ownership = Ownership(tmp_path / "state" / "state.db")  # as an event run holds one
+        ownership.hold(APP, [Held("jira", name, leaver["id"], time.time(),
+                                  "past deactivation_window")])
+        ownership.close()
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as user:
+            async with user.post(base + "/login", data={"password": PASSWORD}) as r:
+                csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+            assert csrf is not None
+            async with user.get(base + f"/apps/{APP}/history") as r:
+                page = await r.text()
+            assert 'id="held"' in page and name in page
+            async with user.post(base + f"/apps/{APP}/held/release",
+                                 data={"csrf": csrf.group(1)}) as r:
+                assert "released" in await r.text()
+            for _ in range(100):
+                jira = (await states(running))["jira"]["users"]
+                if not next(u for u in jira if u["name"] == name)["active"]:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"{name} still active in Jira after the release")
+            async with user.get(base + f"/apps/{APP}/history") as r:
+                assert 'id="no-held"' in await r.text()
