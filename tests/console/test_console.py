@@ -27,8 +27,10 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from oktasync.config import load_config
 from oktasync.ownership import Held, Ownership
 from oktasync.passwords import check_password, hash_password
+from oktasync.serve import Service
 from oktasync_emulators.runner import RunningEmulators
 from tests.console.browser import screenshot, wait_for, wait_for_download
 from tests.engine.harness import states, stats, write_config
@@ -333,3 +335,21 @@ async def test_held_deactivations_are_listed_and_released_from_the_history_page(
                 raise AssertionError(f"{name} still active in Jira after the release")
             async with user.get(base + f"/apps/{APP}/history") as r:
                 assert 'id="no-held"' in await r.text()
+
+
+def test_a_console_on_a_non_loopback_address_without_tls_is_warned_about(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked on the application the service builds, without listening anywhere."""
+    path = tmp_path / "oktasync.toml"
+    base = ('[[app]]\nname = "corp"\nokta_url = "https://example.okta.com"\n'
+            'okta_token = "00okta-token-value"\ntargets = ["jira"]\n'
+            '[target.jira]\nkind = "jira-dc"\nurl = "https://jira.example.com"\n'
+            'token = "jira-token-value"\n'
+            f'[state]\ndir = "{tmp_path / "state"}"\n[serve]\nconsole = true\n'
+            f'console_password_hash = "{hash_password(PASSWORD)}"\n')
+    for listen, warned in (("127.0.0.1:8787", False), ("0.0.0.0:8787", True)):
+        path.write_text(base + f'listen = "{listen}"\n')
+        path.chmod(0o600)
+        Service(load_config(path))._web_app()
+        out = capsys.readouterr()
+        assert ("the console is served over plain http" in out.out + out.err) is warned
