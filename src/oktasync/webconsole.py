@@ -117,7 +117,8 @@ class Console:
             raise web.HTTPUnauthorized(text="sign in first")
         if request.method == "POST":
             form = await request.post()
-            if not secrets.compare_digest(str(form.get("csrf", "")), session.csrf):
+            sent = str(form.get("csrf", "")).encode("utf-8", "replace")
+            if not secrets.compare_digest(sent, session.csrf.encode()):
                 raise web.HTTPForbidden(text="the form's anti-forgery token is missing or "
                                              "wrong: reload the page and try again")
         request["session"] = session

@@ -155,6 +155,9 @@ async def test_no_session_no_token_and_wrong_passwords_are_refused(tmp_path: Pat
                                  allow_redirects=False) as r:
                 assert r.status == 403  # a session, but no anti-forgery token
                 assert "anti-forgery token" in await r.text()
+            async with user.post(base + f"/apps/{APP}/run", allow_redirects=False,
+                                 data={"kind": "full", "csrf": "ünïcode-forgery"}) as r:
+                assert r.status == 403  # a wrong one, whatever its characters
             for _ in range(5):
                 async with user.post(base + "/login", data={"password": "nope"}) as r:
                     assert r.status == 401
