@@ -28,6 +28,8 @@ class Counters(Protocol):
 
     retries: int
     rate_limited: int
+    reads: int
+    writes: int
 
 
 @dataclass(eq=False)
@@ -111,7 +113,8 @@ class RunProgress:
             "app": self.app, "run_id": self.run_id, "phase": self.phase_now,
             "elapsed_s": round(now - self.started, 1), "ended": self.ended,
             "tasks": [t.snapshot(now) for t in self.tasks],
-            "servers": {name: {"retries": c.retries, "rate_limited": c.rate_limited}
+            "servers": {name: {"retries": c.retries, "rate_limited": c.rate_limited,
+                               "requests": c.reads + c.writes}
                         for name, c in self.servers.items()},
             "okta_wait_s": round(self.okta_wait(), 1),
         }
