@@ -278,9 +278,11 @@ class Console:
         """Each server of the app asked what a sync needs of it: the credentials, the reads,
         the right to manage users, and the rate-limit headroom its answers announce."""
         app = self._app(request)
-        checks = [await _okta_checks(app)]
+        only = str((await request.post()).get("server", ""))  # one server, or all of them
+        checks = [await _okta_checks(app)] if only in ("", "okta") else []
         for name in app.targets:
-            checks.append(await _target_checks(name, self.host.config.targets[name]))
+            if only in ("", name):
+                checks.append(await _target_checks(name, self.host.config.targets[name]))
         return _page(request, "test.html", {"title": f"{app.name} test", "app": app.name,
                                             "servers": checks})
 
@@ -472,14 +474,14 @@ async def _okta_checks(app: AppConfig) -> dict[str, Any]:
         if app.okta_token is not None:
             headers["Authorization"] = f"SSWS {app.okta_token.reveal()}"
         else:
-            return {"server": name, "checks": [Check(
+            return {"server": name, "key": "okta", "checks": [Check(
                 "service app", True, "checked by every run before it reads (okta_auth = "
                 "\"oauth\"): a refusal stops it with what to fix")]}
         users, seen = await _probe(session, app.okta_url + "/api/v1/users?limit=1", headers,
                                    "credentials, read users", "users can be read")
         groups, _ = await _probe(session, app.okta_url + "/api/v1/groups?limit=1", headers,
                                  "read groups", "groups can be read")
-        return {"server": name, "checks": [users, groups, _headroom(seen)]}
+        return {"server": name, "key": "okta", "checks": [users, groups, _headroom(seen)]}
     finally:
         await session.close()
 
@@ -508,7 +510,7 @@ async def _target_checks(name: str, target: Any) -> dict[str, Any]:
             check, answer_headers = await _probe(session, url, headers, what, meaning)
             checks.append(check)
             seen = seen or answer_headers
-        return {"server": name, "checks": [*checks, _headroom(seen)]}
+        return {"server": name, "key": name, "checks": [*checks, _headroom(seen)]}
     finally:
         await session.close()
 

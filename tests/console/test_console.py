@@ -81,6 +81,9 @@ def scenario(driver: WebDriver, base: str, config: Path, downloads: Path, shots:
     wait_for(driver, ".verdict")
     verdicts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".verdict")]
     assert len(verdicts) == 3 + 3 + 3 and set(verdicts) == {"passed"}, verdicts
+    driver.find_element(By.ID, "test-jira").click()  # one server alone
+    wait_for(driver, ".verdict")
+    assert [e.text for e in driver.find_elements(By.TAG_NAME, "h2")] == ["jira"]
     driver.get(base + "/")
     wait_for(driver, f"#settings-{APP}").click()
     schedule = wait_for(driver, "#schedule")
