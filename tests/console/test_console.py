@@ -102,14 +102,21 @@ def scenario(driver: WebDriver, base: str, config: Path, downloads: Path, shots:
     driver.find_element(By.ID, f"incremental-{APP}").click()
     wait_for(driver, "#tasks")
     state = wait_for(driver, "#state")
-    for _ in range(600):
+    pictured, midway = False, False
+    for _ in range(600):  # the servers answer slowly: the run is seen as it goes
         if state.get_attribute("data-finished") == "yes":
             break
+        shown = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".pct")]
+        between = any(p not in ("0%", "100%") for p in shown)
+        if state.text.startswith("running") and shown and not midway and (
+                between or not pictured):  # the first frame, bettered by one midway
+            screenshot(driver, shots / "console-sync.png")
+            pictured, midway = True, between
         time.sleep(0.1)
     assert state.get_attribute("data-finished") == "yes", state.text
+    assert pictured, "the live view never showed the run going"
     percents = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".pct")]
     assert percents and all(p == "100%" for p in percents), percents
-    screenshot(driver, shots / "console-sync.png")
 
     driver.get(base + f"/apps/{APP}/history")
     wait_for(driver, ".run-link").click()
@@ -137,6 +144,8 @@ async def test_sign_in_save_settings_synchronize_watch_and_download_in_a_browser
         leaver = next(u for u in okta["users"] if u["status"] == "ACTIVE"
                       and u["profile"]["login"].split("@")[0].lower() in synced)
         running.okta.directory.set_status(leaver["id"], "SUSPENDED")
+        for server in (running.okta, running.jira, running.confluence):
+            server.faults.latency_ms = 150  # the Synchronize run lasts a few seconds
         await asyncio.to_thread(scenario, browser, base, config, download_dir, shots)
     assert (shots / "console-settings.png").stat().st_size > 1000
     assert (shots / "console-sync.png").stat().st_size > 1000
