@@ -222,7 +222,8 @@ async def release_held(config: Config, app: AppConfig) -> dict[str, Any] | None:
         ownership.close()
 
 
-def _target_headers(tc: TargetConfig) -> dict[str, str]:
+def target_headers(tc: TargetConfig) -> dict[str, str]:
+    """The headers that authenticate to a target (a token, or basic), by its kind."""
     auth = (f"Bearer {tc.token.reveal()}" if tc.token is not None else
             "Basic " + basic_credentials(tc.username or "",
                                          tc.password.reveal() if tc.password else ""))
@@ -256,7 +257,7 @@ async def _clients(
                                    route=route_of(name, tc.url, tc.network))
             sessions.append(session)
             client = HttpClient(session, name=name, base_url=tc.url,
-                                headers=_target_headers(tc),
+                                headers=target_headers(tc),
                                 limiter=AtlassianLimiter(concurrency=tc.concurrency,
                                                          max_rps=tc.max_rps, global_limit=shared),
                                 policy=options.retry)

@@ -95,7 +95,8 @@ def cause_of(exc: BaseException, timeout_s: float) -> Cause:
                      "check the certificate, and that the url's scheme matches the server")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return Cause(Stage.CONNECT, f"the proxy cannot be reached ({_os_words(exc.os_error)})",
-                     "check the proxy setting (or HTTPS_PROXY) and that the proxy is running")
+                     "check proxy (okta_proxy for Okta) or HTTPS_PROXY, and that the proxy "
+                     "is running")
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return Cause(Stage.CONNECT, f"the proxy answered {exc.status} {exc.message}".strip(),
                      "check the proxy's health, and that it may connect to this server")

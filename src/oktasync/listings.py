@@ -262,6 +262,7 @@ def scope_of(app: AppConfig, groups: list[OktaGroup]
     rows: list[tuple[OktaGroup, str | None]] = []
     for group in groups:
         target_name = None
+        # group_types, group_include and group_exclude decide; group_rename names it
         if app.group_in_scope(group.name, group.type):
             target_name = app.target_group_name(group.name)
             other = scoped.setdefault(name_key(target_name), group)

@@ -29,7 +29,8 @@ import orjson
 import tomlkit
 from aiohttp import web
 
-from oktasync.config import AppConfig, Config, ConfigError, basic_credentials, load_config
+from oktasync.config import AppConfig, Config, ConfigError, load_config
+from oktasync.engine import target_headers
 from oktasync.errors import cause_of
 from oktasync.history import audit_path, find_report, reports
 from oktasync.http import make_session
@@ -490,9 +491,7 @@ async def _target_checks(name: str, target: Any) -> dict[str, Any]:
     session = make_session(connections=2, timeout_s=10,
                            route=route_of(name, target.url, target.network))
     base = target.url.rstrip("/")
-    auth = (f"Bearer {target.token.reveal()}" if target.token is not None
-            else "Basic " + basic_credentials(target.username or "", target.password.reveal()))
-    headers = {"Authorization": auth, "Accept": "application/json"}
+    headers = target_headers(target)
     if target.kind == "jira-dc":
         probes = [(f"{base}/rest/api/2/myself", "credentials", "signed in"),
                   (f"{base}/rest/api/2/user/list?maxResults=1", "manage users",
